@@ -1,0 +1,232 @@
+"""Frozen configuration dataclasses, one per pipeline stage, and the named scale profiles.
+
+Every field has a docstring (tyro turns it into `--help`). Numbers for the `paper` profile come
+from `PAPER.md` (section cited next to each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+Profile = Literal["smoke", "laptop", "paper"]
+ControllerKind = Literal["zh", "z", "z-hidden"]
+TrainIn = Literal["real", "dream", "dream-then-real"]
+Stage = Literal["collect", "vae", "encode", "mdnrnn", "controller", "evaluate", "report"]
+STAGES: tuple[str, ...] = ("collect", "vae", "encode", "mdnrnn", "controller", "evaluate", "report")
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Random-policy data collection in the real environment (PAPER.md §1.2)."""
+
+    episodes: int = 10_000
+    """Number of episodes to record."""
+    max_steps: int = 1000
+    """Steps per episode; the paper records every episode to exactly 1000 frames."""
+    policy: Literal["paper", "brownian"] = "paper"
+    """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
+    `brownian`: actions follow a clipped random walk."""
+    workers: int = 0
+    """Worker processes, each with its own env; 0 means one per CPU core."""
+    fast_env: bool = True
+    """Use `FastCarRacing` (byte-identical observations, faster); False uses stock gymnasium."""
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """V: the ConvVAE and its training (PAPER.md §1.3)."""
+
+    z_dim: int = 32
+    """Latent size."""
+    kl_tolerance: float = 0.5
+    """KL floor per latent dimension: the loss uses max(KL, kl_tolerance * z_dim)."""
+    learning_rate: float = 1e-4
+    """Adam learning rate (constant)."""
+    batch_size: int = 100
+    """Frames per batch."""
+    epochs: float = 10.0
+    """Passes over the frame set (fractions allowed); the reference code uses 10."""
+    shuffle_episodes: int = 64
+    """Episodes resident in the streaming shuffle buffer (bounds memory)."""
+    checkpoint_every: int = 1000
+    """Save an orbax checkpoint every this many steps (and at the end)."""
+    log_every: int = 50
+    """Write a metrics line every this many steps."""
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Series: every episode's frames encoded to per-frame (mu, logvar) by the trained V."""
+
+    batch_size: int = 1000
+    """Frames encoded per jitted call."""
+
+
+@dataclass(frozen=True)
+class MDNRNNConfig:
+    """M: the MDN-RNN and its training (PAPER.md §1.4, §2.4)."""
+
+    hidden: int = 256
+    """LSTM units."""
+    n_mix: int = 5
+    """Gaussian mixture components per latent dimension."""
+    reward_head: bool = False
+    """Predict the per-step reward (needed to train C in the dream)."""
+    done_head: bool = False
+    """Predict episode end (logit; BCE with positive weight `done_weight`)."""
+    done_weight: float = 10.0
+    """Weight of positive labels in the done BCE (PAPER.md §2.4 `restart_factor`)."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    grad_clip: float = 1.0
+    """Clip gradients by value to ±grad_clip."""
+    batch_size: int = 100
+    """Sequences per batch."""
+    seq_len: int = 999
+    """Input steps per sequence (targets are the next step)."""
+    steps: int = 4000
+    """Optimizer steps."""
+    tbptt: bool = False
+    """Carry the LSTM state across consecutive chunks of the same episodes (PAPER.md §2.4)."""
+    checkpoint_every: int = 500
+    """Save an orbax checkpoint every this many steps (and at the end)."""
+    log_every: int = 20
+    """Write a metrics line every this many steps."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """C: the controller (PAPER.md §1.5)."""
+
+    kind: ControllerKind = "zh"
+    """`zh`: linear on [z, h] (paper, 867 params); `z`: linear on z (99); `z-hidden`: z with a
+    40-unit tanh hidden layer (1,443)."""
+    hidden: int = 40
+    """Hidden units of the `z-hidden` ablation."""
+
+
+@dataclass(frozen=True)
+class ESConfig:
+    """CMA-ES over controllers (PAPER.md §1.6)."""
+
+    strategy: str = "CMA_ES"
+    """evosax strategy name (e.g. CMA_ES, Sep_CMA_ES)."""
+    popsize: int = 64
+    """Population size."""
+    sigma_init: float = 0.1
+    """Initial step size."""
+    rollouts: int = 16
+    """Episodes per candidate; fitness is their mean return."""
+    generations: int = 1800
+    """Generations of real-environment CMA-ES (`--train-in real` or the real part of
+    `dream-then-real`)."""
+    dream_generations: int = 1800
+    """Generations inside the dream (`--train-in dream` or `dream-then-real`)."""
+    temperature: float = 1.0
+    """Dream temperature τ (PAPER.md §2.5)."""
+    max_steps: int = 1000
+    """Episode step limit in the dream and the real env during training."""
+    eval_every: int = 25
+    """Evaluate the distribution mean every this many generations."""
+    eval_episodes: int = 1024
+    """Episodes in each periodic evaluation of the mean (PAPER.md §1.6)."""
+    chunk: int = 10
+    """Dream generations fused under one `lax.scan` between checkpoints."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Final real-environment evaluation (PAPER.md §1.7)."""
+
+    episodes: int = 100
+    """Episodes on fixed seeds."""
+    seed_start: int = 1_000_000
+    """Episode i uses env seed seed_start + i (disjoint from collection and training seeds)."""
+    videos: bool = True
+    """Write MP4s of the best and worst episodes."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole CarRacing pipeline."""
+
+    profile: Profile = "laptop"
+    """Scale preset the other fields default from."""
+    run_dir: str = "runs/carracing"
+    """Folder holding every stage's artifacts."""
+    seed: int = 0
+    """Master seed."""
+    stages: tuple[Stage, ...] = STAGES  # type: ignore[assignment]
+    """Stages to run (finished ones are skipped)."""
+    controller_kind: ControllerKind = "zh"
+    """Shorthand for --controller.kind."""
+    train_in: TrainIn = "real"
+    """Where C is trained: `real` (paper), `dream` (needs M's reward and done heads), or
+    `dream-then-real`."""
+    workers: int = 0
+    """Real-env worker processes for training and evaluation; 0 means one per core."""
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    es: ESConfig = field(default_factory=ESConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _paper() -> ExperimentConfig:
+    return ExperimentConfig(profile="paper")
+
+
+def _laptop() -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="laptop",
+        train_in="dream",
+        collect=CollectConfig(episodes=100),
+        vae=VAEConfig(epochs=2.0, checkpoint_every=500),
+        mdnrnn=MDNRNNConfig(
+            reward_head=True, done_head=True, batch_size=32, seq_len=300, steps=1000
+        ),
+        es=ESConfig(
+            generations=0, dream_generations=100, rollouts=8, eval_every=25, eval_episodes=16
+        ),
+    )
+
+
+def _smoke() -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="smoke",
+        run_dir="runs/smoke",
+        train_in="dream",
+        workers=2,
+        collect=CollectConfig(episodes=4, max_steps=60, workers=2),
+        vae=VAEConfig(epochs=1.0, batch_size=32, checkpoint_every=4, log_every=2,
+                      shuffle_episodes=4),
+        encode=EncodeConfig(batch_size=64),
+        mdnrnn=MDNRNNConfig(
+            hidden=32, reward_head=True, done_head=True, batch_size=4, seq_len=20, steps=6,
+            checkpoint_every=3, log_every=2,
+        ),
+        es=ESConfig(
+            popsize=8, rollouts=2, generations=0, dream_generations=4, max_steps=50,
+            eval_every=2, eval_episodes=2, chunk=2,
+        ),
+        eval=EvalConfig(episodes=2),
+    )
+
+
+PROFILES = {"smoke": _smoke, "laptop": _laptop, "paper": _paper}
+
+
+def profile_config(name: str) -> ExperimentConfig:
+    """The preset for a profile name; a one-line error for an unknown one."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]()
+
+
+def to_dict(cfg: object) -> dict:
+    """A JSON-able dict of a config dataclass."""
+    return dataclasses.asdict(cfg)  # type: ignore[arg-type]
