@@ -160,8 +160,11 @@ class ExperimentConfig:
     """Master seed."""
     stages: tuple[Stage, ...] = STAGES  # type: ignore[assignment]
     """Stages to run (finished ones are skipped)."""
-    controller_kind: ControllerKind = "zh"
-    """Shorthand for --controller.kind."""
+    controller: ControllerKind = "zh"
+    """C's variant (PAPER.md §1.5 and its ablations): `zh` linear on [z, h] (paper, 867
+    params); `z` linear on z (99); `z-hidden` z with a tanh hidden layer (1,443)."""
+    controller_hidden: int = 40
+    """Hidden units of the `z-hidden` controller."""
     train_in: TrainIn = "real"
     """Where C is trained: `real` (paper), `dream` (needs M's reward and done heads), or
     `dream-then-real`."""
@@ -171,9 +174,13 @@ class ExperimentConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
     es: ESConfig = field(default_factory=ESConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def controller_config(self) -> ControllerConfig:
+        """The controller's config, from the top-level `controller*` flags."""
+        return ControllerConfig(kind=self.controller, hidden=self.controller_hidden)
 
 
 def _paper() -> ExperimentConfig:

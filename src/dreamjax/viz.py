@@ -1,0 +1,162 @@
+"""Pictures: reconstruction grids, loss and fitness curves, return histograms, videos.
+
+Everything writes files atomically (temp name in the same folder, then rename) and uses the
+non-interactive matplotlib backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
+def _save_fig(fig, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All records of a JSONL file (an empty list if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def recon_grid(originals: np.ndarray, recons: np.ndarray, path: str | Path) -> Path:
+    """A PNG with originals (top row of each pair) above their reconstructions.
+
+    originals, recons: (N, 64, 64, 3) uint8 or float in [0, 1].
+    """
+    if originals.shape != recons.shape:
+        raise ValueError(f"shape mismatch {originals.shape} vs {recons.shape}")
+
+    def to_u8(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+    o, r = to_u8(originals), to_u8(recons)
+    n, h, w, c = o.shape
+    cols = min(n, 8)
+    rows = -(-n // cols)
+    canvas = np.full((rows * 2 * (h + 2), cols * (w + 2), c), 255, np.uint8)
+    for i in range(n):
+        y, x = (i // cols) * 2 * (h + 2), (i % cols) * (w + 2)
+        canvas[y : y + h, x : x + w] = o[i]
+        canvas[y + h + 2 : y + 2 * h + 2, x : x + w] = r[i]
+    fig = plt.figure(figsize=(canvas.shape[1] / 50, canvas.shape[0] / 50))
+    plt.imshow(canvas)
+    plt.axis("off")
+    plt.title("V: originals (upper) and reconstructions (lower)", fontsize=8)
+    return _save_fig(fig, path)
+
+
+def plot_curves(
+    records: Sequence[dict], keys: Sequence[str], path: str | Path, title: str, x: str = "step"
+) -> Path:
+    """Line plot of `keys` against `x` from metric records (one subplot per key)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, k in zip(axes[0], keys, strict=True):
+        pts = [(r[x], r[k]) for r in records if k in r and x in r]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys)
+        ax.set_xlabel(x)
+        ax.set_title(k, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return _save_fig(fig, path)
+
+
+def plot_fitness(
+    generations: Sequence[dict], evals: Sequence[dict], path: str | Path, title: str
+) -> Path:
+    """CMA-ES curve: best and mean return per generation, periodic mean evaluations marked.
+
+    generations: records with `generation`, `best_return`, `mean_return`;
+    evals: records with `generation`, `mean_return` (evaluations of the distribution mean).
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if generations:
+        g = [r["generation"] for r in generations]
+        ax.plot(g, [r["best_return"] for r in generations], label="best of population")
+        ax.plot(g, [r["mean_return"] for r in generations], label="population mean")
+    if evals:
+        ax.plot(
+            [r["generation"] for r in evals],
+            [r["mean_return"] for r in evals],
+            "o",
+            color="k",
+            label="evaluation of the CMA mean",
+        )
+    ax.set_xlabel("generation")
+    ax.set_ylabel("return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save_fig(fig, path)
+
+
+def plot_histogram(returns: Sequence[float], path: str | Path, title: str) -> Path:
+    """Histogram of episode returns with the mean marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    r = np.asarray(returns, dtype=np.float64)
+    ax.hist(r, bins=min(30, max(5, len(r) // 3)), color="tab:blue", alpha=0.8)
+    ax.axvline(r.mean(), color="k", linestyle="--", label=f"mean {r.mean():.1f} ± {r.std():.1f}")
+    ax.set_xlabel("episode return")
+    ax.set_ylabel("episodes")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save_fig(fig, path)
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: int = 50) -> Path:
+    """(T, H, W, 3) uint8 frames -> MP4 (H.264 via imageio-ffmpeg), written atomically."""
+    import imageio.v2 as imageio
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    path = Path(path)
+    tmp = _atomic_target(path)
+    with imageio.get_writer(tmp, fps=fps, macro_block_size=1, format="FFMPEG") as w:
+        for f in frames:
+            w.append_data(f)
+    os.replace(tmp, path)
+    return path
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, size: int = 192) -> np.ndarray:
+    """Two (T, h, w, 3) uint8 clips nearest-upscaled to `size` and placed side by side.
+
+    The shorter clip is padded with its last frame. Returns (T, size, 2 * size + 4, 3).
+    """
+
+    def up(x: np.ndarray) -> np.ndarray:
+        ry, rx = -(-size // x.shape[1]), -(-size // x.shape[2])
+        return x.repeat(ry, axis=1).repeat(rx, axis=2)[:, :size, :size]
+
+    a, b = up(np.asarray(left)), up(np.asarray(right))
+    t = max(len(a), len(b))
+    a = np.concatenate([a, np.repeat(a[-1:], t - len(a), axis=0)])
+    b = np.concatenate([b, np.repeat(b[-1:], t - len(b), axis=0)])
+    gap = np.full((t, size, 4, 3), 255, np.uint8)
+    return np.concatenate([a, gap, b], axis=2)
