@@ -226,6 +226,12 @@ class EnvPool:
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError):
+                    if not self._ready[w]:
+                        self._procs[w].join(timeout=5)
+                        raise RuntimeError(
+                            f"EnvPool: worker {w} died while starting (exit code "
+                            f"{self._procs[w].exitcode}); spawned workers re-import the main "
+                            "module, so run from a file or module, not stdin") from None
                     failed.add(w)
                     pending.discard(w)
                     continue

@@ -1,0 +1,605 @@
+"""Episode store, random-policy collection, streaming frame batches, latent series (PAPER.md §1.2).
+
+Episodes on disk: one `ep_{index:06d}.npz` per episode in an episodes folder, written atomically
+(temporary file in the same folder, then `os.replace`), holding
+
+    frames      (T, 64, 64, 3) uint8    frames[t] is the observation at which actions[t] was taken
+    actions     (T, 3) float32          raw controller outputs in [-1, 1]
+    rewards     (T,) float32            reward that followed actions[t]
+    terminated  (T,) bool               the env terminated after actions[t]
+    truncated   (T,) bool               the time limit ended the episode after actions[t]
+    seed        int                     env reset seed
+    policy      str                     collection policy name
+
+Series (the output of `encode_series`): one `ep_{index:06d}.npz` per episode with `mu`, `logvar`
+(T, Z) float16, the same `actions`, `rewards`, `terminated`, `truncated`, `seed`, and `vae_id`.
+
+This module is NumPy only at import time (no model code): `encode_series` takes the encoder as a
+function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dreamjax.config import CollectConfig
+from dreamjax.envs.vector import EnvPool, EpisodeResult, EpisodeSpec
+
+FRAME_SHAPE = (64, 64, 3)
+ACTION_DIM = 3
+_EP_RE = re.compile(r"^ep_(\d{6})\.npz$")
+_STEP_KEYS = ("actions", "rewards", "terminated", "truncated")
+COLLECT_MANIFEST = "collect.json"
+SERIES_MANIFEST = "series.json"
+
+
+class EpisodeError(ValueError):
+    """A missing, truncated, corrupt or malformed episode/series file; message `<path>: <what>`."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def episode_path(folder: str | os.PathLike, index: int) -> Path:
+    """`folder/ep_{index:06d}.npz`."""
+    return Path(folder) / f"ep_{index:06d}.npz"
+
+
+def episode_index(path: str | os.PathLike) -> int:
+    """The index in an `ep_{index:06d}.npz` file name."""
+    m = _EP_RE.match(Path(path).name)
+    if m is None:
+        raise EpisodeError(f"{path}: not an ep_XXXXXX.npz file name")
+    return int(m.group(1))
+
+
+def list_episodes(folder: str | os.PathLike) -> list[Path]:
+    """Episode (or series) files `ep_XXXXXX.npz` in `folder`, sorted by index."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such episodes folder")
+    return sorted((p for p in folder.iterdir() if _EP_RE.match(p.name)), key=episode_index)
+
+
+def _atomic_savez(path: Path, compressed: bool, **arrays) -> None:
+    """Write an npz to a temporary name in the same folder, fsync, then `os.replace`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    for p in folder.glob(".ep_*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def save_episode(path: str | os.PathLike, episode: dict) -> None:
+    """Validate and atomically write one episode file (compressed npz)."""
+    path = Path(path)
+    ep = _validate_episode(path, {k: np.asarray(v) for k, v in episode.items()})
+    _atomic_savez(path, True, **ep)
+
+
+def _open_npz(path: Path) -> dict:
+    """All arrays of an npz file, or an `EpisodeError` for a missing/truncated/corrupt one."""
+    if not path.is_file():
+        raise EpisodeError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error) as e:
+        raise EpisodeError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
+
+
+def _check(path: Path, ok: bool, what: str) -> None:
+    if not ok:
+        raise EpisodeError(f"{path}: {what}")
+
+
+def _check_steps(path: Path, d: dict, T: int) -> None:
+    """Validate actions/rewards/terminated/truncated for T steps."""
+    a, r = d["actions"], d["rewards"]
+    _check(path, a.shape == (T, ACTION_DIM) and a.dtype == np.float32,
+           f"actions must be ({T}, 3) float32, got {a.shape} {a.dtype}")
+    _check(path, r.shape == (T,) and r.dtype == np.float32,
+           f"rewards must be ({T},) float32, got {r.shape} {r.dtype}")
+    for k in ("terminated", "truncated"):
+        _check(path, d[k].shape == (T,) and d[k].dtype == np.bool_,
+               f"{k} must be ({T},) bool, got {d[k].shape} {d[k].dtype}")
+    _check(path, bool(np.all(np.isfinite(a))) and bool(np.all(np.isfinite(r))),
+           "non-finite actions or rewards")
+
+
+def _validate_episode(path: Path, d: dict) -> dict:
+    missing = sorted({"frames", *_STEP_KEYS, "seed", "policy"} - set(d))
+    _check(path, not missing, f"missing keys {missing}")
+    f = d["frames"]
+    _check(path, f.ndim == 4 and f.shape[1:] == FRAME_SHAPE and f.dtype == np.uint8,
+           f"frames must be (T, 64, 64, 3) uint8, got {f.shape} {f.dtype}")
+    T = f.shape[0]
+    _check(path, T >= 1, "empty episode (T = 0)")
+    _check_steps(path, d, T)
+    _check(path, d["seed"].shape == () and np.issubdtype(d["seed"].dtype, np.integer),
+           f"seed must be an integer scalar, got {d['seed'].shape} {d['seed'].dtype}")
+    _check(path, d["policy"].shape == () and d["policy"].dtype.kind == "U",
+           "policy must be a string")
+    out = {k: d[k] for k in ("frames", *_STEP_KEYS)}
+    out["seed"] = np.asarray(int(d["seed"]), np.int64)
+    out["policy"] = np.asarray(str(d["policy"]))
+    return out
+
+
+def load_episode(path: str | os.PathLike) -> dict:
+    """A validated episode: arrays as in the module docstring, `seed` int, `policy` str.
+
+    Raises `EpisodeError("<path>: <problem>")` for missing, truncated, corrupt or malformed files.
+    """
+    path = Path(path)
+    d = _validate_episode(path, _open_npz(path))
+    d["seed"], d["policy"] = int(d["seed"]), str(d["policy"])
+    return d
+
+
+def load_series(path: str | os.PathLike) -> dict:
+    """A validated series file: `mu`, `logvar` (T, Z) float16, step arrays, `seed`, `vae_id`."""
+    path = Path(path)
+    d = _open_npz(path)
+    missing = sorted({"mu", "logvar", *_STEP_KEYS, "seed", "vae_id"} - set(d))
+    _check(path, not missing, f"missing keys {missing}")
+    mu, lv = d["mu"], d["logvar"]
+    _check(path, mu.ndim == 2 and mu.dtype == np.float16 and lv.shape == mu.shape
+           and lv.dtype == np.float16,
+           f"mu/logvar must be (T, Z) float16, got {mu.shape} {mu.dtype} / {lv.shape} {lv.dtype}")
+    _check(path, mu.shape[0] >= 1, "empty series (T = 0)")
+    _check_steps(path, d, mu.shape[0])
+    d["seed"], d["vae_id"] = int(d["seed"]), str(d["vae_id"])
+    return d
+
+
+def _episode_length(path: Path) -> int:
+    """T of an episode or series file, reading only its `rewards` member."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["rewards"].shape[0])
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error) as e:
+        raise EpisodeError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+def episode_seed(master_seed: int, index: int) -> int:
+    """Env reset seed of collection episode `index`: a hash of (master seed, index) in [0, 2^31).
+
+    Distinct indices give independent seeds, so a rerun that adds episodes never repeats one.
+    """
+    ss = np.random.SeedSequence(entropy=int(master_seed), spawn_key=(int(index), 0))
+    return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _episode_rng(master_seed: int, index: int) -> np.random.Generator:
+    """The collection policy's per-episode random stream (independent of the env seed)."""
+    return np.random.default_rng(
+        np.random.SeedSequence(entropy=int(master_seed), spawn_key=(int(index), 1)))
+
+
+class RandomLinearPolicy:
+    """The reference code's data-collection policy, made cheap (PAPER.md §0 "random policy").
+
+    Reference (`carracing/extract.py:27-36`, `model.py:142-152`): per episode, draw s ~ U(0, 0.01)
+    and set every parameter of a randomly initialised V, M and controller to Cauchy x s; act with
+    the controller a = tanh(W [z, h] + b) on V's z and M's h. Running a 4.3M-parameter VAE and an
+    LSTM per frame only to produce features is expensive, so here:
+
+    - the controller is exactly the reference's: W (3, 288), b (3), every entry ~ Cauchy x s with
+      s ~ U(0, 0.01) redrawn each episode, a = tanh(W [z, h] + b);
+    - z (32) is a fixed random Gaussian projection of the centred frame (frame/255 - 0.5),
+      scaled to roughly unit size, standing in for a VAE code;
+    - h (256) is the state of a fixed random tanh recurrence h' = tanh(A h + B [z, a]) (A has
+      spectral radius about 0.9), standing in for the LSTM output; as in the reference, the
+      action uses h_t (which has seen z_{<t}, a_{<t}) and h is updated with (z_t, a_t) after.
+
+    The projections A, B, P are fixed for the whole collection (drawn from the master seed); the
+    controller is redrawn per episode from (master seed, episode index). The feature statistics
+    are not those of a Cauchy-weighted random VAE/LSTM (whose output scale is itself heavy
+    tailed); what is preserved is the controller's parameter distribution, frame dependence and
+    memory, which is what shapes the recorded action sequences.
+    """
+
+    name = "paper"
+    Z, H = 32, 256
+
+    def __init__(self, master_seed: int, num_slots: int):
+        rng = np.random.default_rng(np.random.SeedSequence(entropy=int(master_seed),
+                                                           spawn_key=(2**31, 2)))
+        D = int(np.prod(FRAME_SHAPE))
+        self.master_seed = int(master_seed)
+        self.P = (rng.standard_normal((D, self.Z)) * (4.0 / np.sqrt(D))).astype(np.float32)
+        self.A = (rng.standard_normal((self.H, self.H)) * (0.9 / np.sqrt(self.H))).astype(
+            np.float32)
+        self.B = (rng.standard_normal((self.Z + ACTION_DIM, self.H))
+                  / np.sqrt(self.Z + ACTION_DIM)).astype(np.float32)
+        self.W = np.zeros((num_slots, self.Z + self.H, ACTION_DIM), np.float32)
+        self.b = np.zeros((num_slots, ACTION_DIM), np.float32)
+        self.h = np.zeros((num_slots, self.H), np.float32)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        rng = _episode_rng(self.master_seed, spec.tag)
+        s = rng.uniform(0.0, 0.01)
+        self.b[slot] = rng.standard_cauchy(ACTION_DIM) * s
+        self.W[slot] = rng.standard_cauchy((self.Z + self.H, ACTION_DIM)) * s
+        self.h[slot] = 0.0
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        x = frames.reshape(len(frames), -1).astype(np.float32) / 255.0 - 0.5  # (S, D)
+        z = x @ self.P  # (S, Z)
+        zh = np.concatenate([z, self.h], axis=1)  # (S, Z + H)
+        a = np.tanh(np.einsum("si,sia->sa", zh, self.W) + self.b)  # (S, 3)
+        h_new = np.tanh(self.h @ self.A + np.concatenate([z, a], axis=1) @ self.B)
+        self.h = np.where(active[:, None], h_new, self.h)
+        return a.astype(np.float32)
+
+
+class BrownianPolicy:
+    """Actions follow a clipped random walk in [-1, 1]^3: a_0 ~ U(-1, 1)^3,
+    a_{t+1} = clip(a_t + N(0, 0.1^2 I), -1, 1); seeded per episode from (master seed, index)."""
+
+    name = "brownian"
+    step_std = 0.1
+
+    def __init__(self, master_seed: int, num_slots: int):
+        self.master_seed = int(master_seed)
+        self.rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.a = np.zeros((num_slots, ACTION_DIM), np.float32)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        self.rngs[slot] = _episode_rng(self.master_seed, spec.tag)
+        self.a[slot] = self.rngs[slot].uniform(-1.0, 1.0, ACTION_DIM)
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        out = self.a.copy()
+        for s in np.flatnonzero(active):
+            step = self.rngs[s].normal(0.0, self.step_std, ACTION_DIM)
+            self.a[s] = np.clip(self.a[s] + step, -1.0, 1.0)
+        return out
+
+
+POLICIES = {"paper": RandomLinearPolicy, "brownian": BrownianPolicy}
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+def _master_seed(key_or_seed) -> int:
+    """An int seed from an int or a JAX PRNG key (typed or raw uint32)."""
+    if isinstance(key_or_seed, int | np.integer):
+        return int(key_or_seed)
+    import jax
+
+    data = key_or_seed
+    if jax.dtypes.issubdtype(getattr(data, "dtype", None), jax.dtypes.prng_key):
+        data = jax.random.key_data(data)
+    words = np.asarray(data, dtype=np.uint32).ravel()
+    return int(np.random.SeedSequence(words.tolist()).generate_state(1)[0])
+
+
+def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
+            workers: int | None = None, step_timeout: float = 60.0,
+            progress: bool = True) -> dict:
+    """Record `cfg.episodes` random-policy episodes in the real env (PAPER.md §1.2); resumable.
+
+    Episode i uses env seed `episode_seed(master, i)` and policy parameters drawn from
+    (master, i), so content depends only on (master seed, i, policy, max_steps, env). Each episode
+    is written atomically as `ep_{i:06d}.npz` when it finishes; a rerun (after a kill, or with a
+    larger `cfg.episodes`) records only the missing indices. `collect.json` pins the master seed,
+    policy, max_steps and env; a rerun with different ones is refused.
+
+    Episodes run for `cfg.max_steps` steps unless the env terminates first (leaving the track or
+    finishing the lap); unlike the reference code, which forces `done = False` so every episode is
+    exactly 1000 frames (PAPER.md §1.1), termination is recorded honestly in `terminated`.
+
+    Returns {"episodes", "new_episodes", "new_frames", "seconds", "episodes_per_s",
+    "frames_per_s"}.
+    """
+    if cfg.policy not in POLICIES:
+        raise ValueError(f"--collect.policy: unknown policy {cfg.policy!r}; "
+                         f"choose one of {sorted(POLICIES)}")
+    if cfg.episodes < 0 or cfg.max_steps < 1:
+        raise ValueError(f"--collect: need episodes >= 0 and max_steps >= 1, got "
+                         f"{cfg.episodes} and {cfg.max_steps}")
+    master = _master_seed(key_or_seed)
+    folder = Path(episodes_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"master_seed": master, "policy": cfg.policy, "max_steps": cfg.max_steps,
+                "fast_env": cfg.fast_env}
+    mpath = folder / COLLECT_MANIFEST
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if old != manifest:
+            raise ValueError(f"{mpath}: folder was collected with {old}, not {manifest}; "
+                             "use another folder")
+    else:
+        _atomic_write_text(mpath, json.dumps(manifest, indent=1))
+    _remove_stale_tmp(folder)
+    have = {episode_index(p) for p in list_episodes(folder)}
+    missing = [i for i in range(cfg.episodes) if i not in have]
+    done_before = cfg.episodes - len(missing)
+    t0 = time.monotonic()
+    frames = 0
+    if missing:
+        specs = [EpisodeSpec(seed=episode_seed(master, i), tag=i) for i in missing]
+        n_workers = workers if workers is not None else cfg.workers
+        n_workers = min(n_workers or (os.cpu_count() or 1), len(specs))
+        bar = tqdm(total=cfg.episodes, initial=done_before, unit="ep", desc="collect",
+                   disable=not progress, dynamic_ncols=True)
+
+        def write(res: EpisodeResult) -> None:
+            nonlocal frames
+            save_episode(episode_path(folder, res.spec.tag), {
+                "frames": res.obs, "actions": res.actions, "rewards": res.rewards,
+                "terminated": res.terminated, "truncated": res.truncated,
+                "seed": res.spec.seed, "policy": cfg.policy})
+            frames += res.length
+            res.obs = res.actions = res.rewards = res.terminated = res.truncated = None
+            dt = max(time.monotonic() - t0, 1e-9)
+            bar.update(1)
+            bar.set_postfix(frames_per_s=f"{frames / dt:.0f}")
+
+        try:
+            with EnvPool(num_workers=n_workers, envs_per_worker=1, fast=cfg.fast_env,
+                         max_steps=cfg.max_steps, step_timeout=step_timeout) as pool:
+                policy = POLICIES[cfg.policy](master, pool.num_slots)
+                pool.run(specs, policy, steps=True, progress=write)
+        finally:
+            bar.close()
+    dt = time.monotonic() - t0
+    return {"episodes": cfg.episodes, "new_episodes": len(missing), "new_frames": frames,
+            "seconds": dt, "episodes_per_s": len(missing) / dt if dt > 0 else 0.0,
+            "frames_per_s": frames / dt if dt > 0 else 0.0}
+
+
+# ----------------------------------------------------------------------------- frame batches
+
+
+class FrameBatches:
+    """Infinite stream of (B, 64, 64, 3) uint8 frame batches, shuffled across episodes.
+
+    Epoch e visits episodes in a permutation drawn from (seed, e), in groups of
+    `shuffle_episodes`; a group's frames are loaded together and served in a permutation drawn
+    from (seed, e, group), continuing into the next group (a batch may straddle two groups).
+    Each epoch's last partial batch is dropped, so every epoch is `steps_per_epoch` batches.
+    Resident memory is one group plus < B carried frames (one more episode while loading), never
+    the dataset. The stream is a function of (files, seed, step): `start_step=k` yields exactly
+    what an uninterrupted stream yields from its k-th batch, skipping whole groups without
+    loading them.
+    """
+
+    def __init__(self, files: Sequence[str | os.PathLike], batch_size: int, seed: int,
+                 shuffle_episodes: int, start_step: int = 0):
+        self.files = [Path(f) for f in files]
+        if not self.files:
+            raise ValueError("FrameBatches: no episode files")
+        if batch_size < 1 or shuffle_episodes < 1 or start_step < 0:
+            raise ValueError(f"FrameBatches: need batch_size >= 1, shuffle_episodes >= 1, "
+                             f"start_step >= 0; got {batch_size}, {shuffle_episodes}, "
+                             f"{start_step}")
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.shuffle_episodes = shuffle_episodes
+        self.start_step = start_step
+        self.lengths = np.array([_episode_length(f) for f in self.files], np.int64)
+        self.num_frames = int(self.lengths.sum())
+        self.steps_per_epoch = self.num_frames // batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"FrameBatches: {self.num_frames} frames in {len(self.files)} "
+                             f"episodes is fewer than batch_size={batch_size}")
+        self.max_resident_frames = 0
+        """Largest frame buffer held so far (for checking the memory bound)."""
+
+    def _epoch(self, e: int, start: int) -> Iterator[np.ndarray]:
+        """Batches of epoch e from frame offset `start` (a multiple of B) in its stream."""
+        B, G = self.batch_size, self.shuffle_episodes
+        perm = np.random.default_rng([self.seed, e]).permutation(len(self.files))
+        carry = np.zeros((0, *FRAME_SHAPE), np.uint8)
+        pos = 0  # stream offset of the first frame of the current group
+        served = 0  # batches of this epoch already yielded (from `start`)
+        for g in range(0, len(perm), G):
+            group = perm[g:g + G]
+            size = int(self.lengths[group].sum())
+            if pos + size <= start:
+                pos += size
+                continue
+            buf = np.empty((len(carry) + size, *FRAME_SHAPE), np.uint8)
+            buf[:len(carry)] = carry
+            k = len(carry)
+            for i in group:
+                fr = load_episode(self.files[i])["frames"]
+                if len(fr) != self.lengths[i]:
+                    raise EpisodeError(f"{self.files[i]}: changed length while streaming")
+                buf[k:k + len(fr)] = fr
+                k += len(fr)
+            self.max_resident_frames = max(self.max_resident_frames, len(buf))
+            order = np.random.default_rng([self.seed, e, g // G]).permutation(size)
+            order = np.concatenate([np.arange(len(carry)), len(carry) + order])
+            if pos < start:
+                order = order[start - pos:]
+            pos += size
+            n = len(order) // B
+            for b in range(n):
+                if served == self.steps_per_epoch - start // B:
+                    return
+                yield buf[order[b * B:(b + 1) * B]]
+                served += 1
+            carry = buf[order[n * B:]]
+            del buf
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        e, j = divmod(self.start_step, self.steps_per_epoch)
+        start = j * self.batch_size
+        while True:
+            yield from self._epoch(e, start)
+            e, start = e + 1, 0
+
+
+# ----------------------------------------------------------------------------- series
+
+
+def encode_series(encode_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                  episodes_dir: str | os.PathLike, series_dir: str | os.PathLike, *,
+                  batch_size: int, vae_id: str, progress: bool = True) -> dict:
+    """Encode every episode's frames to per-frame (mu, logvar) series files; resumable.
+
+    `encode_fn(frames (N, 64, 64, 3) uint8) -> (mu (N, Z), logvar (N, Z))`, always called with
+    N = batch_size (the last batch of an episode is zero-padded, so a jitted encoder compiles
+    once). Existing series files are skipped; `series.json` records `vae_id`, and a folder made
+    with a different `vae_id` is refused. Returns {"episodes", "encoded", "skipped", "frames",
+    "seconds"}.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--encode.batch_size must be >= 1, got {batch_size}")
+    files = list_episodes(episodes_dir)
+    if not files:
+        raise FileNotFoundError(f"{episodes_dir}: no ep_XXXXXX.npz episodes to encode")
+    out = Path(series_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / SERIES_MANIFEST
+    if mpath.exists():
+        old = json.loads(mpath.read_text()).get("vae_id")
+        if old != vae_id:
+            raise ValueError(f"{mpath}: series were encoded with vae_id={old!r}, not "
+                             f"{vae_id!r}; delete {out} or use another folder")
+    else:
+        _atomic_write_text(mpath, json.dumps({"vae_id": vae_id}))
+    _remove_stale_tmp(out)
+    t0 = time.monotonic()
+    encoded = frames_done = 0
+    todo = [f for f in files if not (out / f.name).exists()]
+    for f in tqdm(todo, desc="encode", unit="ep", disable=not progress, dynamic_ncols=True):
+        ep = load_episode(f)
+        fr = ep["frames"]  # (T, 64, 64, 3)
+        T = len(fr)
+        mus, lvs = [], []
+        for s in range(0, T, batch_size):
+            chunk = fr[s:s + batch_size]
+            n = len(chunk)
+            if n < batch_size:
+                chunk = np.concatenate([chunk, np.zeros((batch_size - n, *FRAME_SHAPE),
+                                                        np.uint8)])
+            mu, lv = (np.asarray(x) for x in encode_fn(chunk))
+            if mu.ndim != 2 or mu.shape[0] != batch_size or lv.shape != mu.shape:
+                raise ValueError(f"encode_fn returned mu {mu.shape} logvar {lv.shape} for "
+                                 f"{batch_size} frames; expected ({batch_size}, Z) each")
+            mus.append(mu[:n])
+            lvs.append(lv[:n])
+        mu, lv = np.concatenate(mus), np.concatenate(lvs)
+        _atomic_savez(out / f.name, False, mu=mu.astype(np.float16), logvar=lv.astype(np.float16),
+                      **{k: ep[k] for k in _STEP_KEYS}, seed=np.asarray(ep["seed"], np.int64),
+                      vae_id=np.asarray(vae_id))
+        encoded += 1
+        frames_done += T
+    return {"episodes": len(files), "encoded": encoded, "skipped": len(files) - encoded,
+            "frames": frames_done, "seconds": time.monotonic() - t0}
+
+
+class SequenceBatches:
+    """Infinite stream of M-training batches of (seq_len + 1)-step windows from series files.
+
+    Batch k draws, from (seed, k), `batch_size` distinct episodes (with replacement only when
+    there are fewer episodes than the batch) and a uniform start offset in each; only those
+    episodes are loaded. Yields dicts:
+
+        mu, logvar  (B, L+1, Z) float32     L = seq_len; inputs are [:, :-1], targets [:, 1:]
+        actions     (B, L+1, 3) float32
+        rewards     (B, L+1) float32
+        dones       (B, L+1) bool           `terminated` (the env ended the episode); a time-limit
+                                            truncation is not a done (M cannot predict it)
+        mask        (B, L) float32          1 where the target step t+1 exists in the episode
+
+    Episodes shorter than L+1 steps start at 0 and are zero-padded; `mask` drops the padding.
+    `batch(k)` gives batch k directly; iterating from `start_step=k` yields batches k, k+1, ...
+    """
+
+    def __init__(self, series_files: Sequence[str | os.PathLike], batch_size: int, seq_len: int,
+                 seed: int, start_step: int = 0):
+        self.files = [Path(f) for f in series_files]
+        if not self.files:
+            raise ValueError("SequenceBatches: no series files")
+        if batch_size < 1 or seq_len < 1 or start_step < 0:
+            raise ValueError(f"SequenceBatches: need batch_size >= 1, seq_len >= 1, "
+                             f"start_step >= 0; got {batch_size}, {seq_len}, {start_step}")
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.seed, self.start_step = int(seed), start_step
+        self.lengths = np.array([_episode_length(f) for f in self.files], np.int64)
+        self.z_dim = load_series(self.files[0])["mu"].shape[1]
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """Batch number `step` of the stream."""
+        B, L1, Z = self.batch_size, self.seq_len + 1, self.z_dim
+        rng = np.random.default_rng([self.seed, int(step)])
+        n = len(self.files)
+        eps = rng.choice(n, size=B, replace=n < B)
+        starts = [int(rng.integers(0, max(int(self.lengths[i]) - L1, 0) + 1)) for i in eps]
+        out = {"mu": np.zeros((B, L1, Z), np.float32), "logvar": np.zeros((B, L1, Z), np.float32),
+               "actions": np.zeros((B, L1, ACTION_DIM), np.float32),
+               "rewards": np.zeros((B, L1), np.float32), "dones": np.zeros((B, L1), bool),
+               "mask": np.zeros((B, L1 - 1), np.float32)}
+        for i in np.unique(eps):
+            d = load_series(self.files[i])
+            if d["mu"].shape[1] != Z:
+                raise EpisodeError(f"{self.files[i]}: Z = {d['mu'].shape[1]}, expected {Z}")
+            for b in np.flatnonzero(eps == i):
+                s = starts[b]
+                w = slice(s, s + L1)
+                m = len(d["mu"][w])
+                out["mu"][b, :m] = d["mu"][w]
+                out["logvar"][b, :m] = d["logvar"][w]
+                out["actions"][b, :m] = d["actions"][w]
+                out["rewards"][b, :m] = d["rewards"][w]
+                out["dones"][b, :m] = d["terminated"][w]
+                out["mask"][b, :m - 1] = 1.0
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        k = self.start_step
+        while True:
+            yield self.batch(k)
+            k += 1
+
+
+def initial_latents(series_files: Sequence[str | os.PathLike],
+                    n: int) -> tuple[np.ndarray, np.ndarray]:
+    """First-frame (mu (n, Z), logvar (n, Z)) float32 of the first n series files (all of them
+    when fewer): the dream's bank of initial latents (PAPER.md §1.4 `initial_z`)."""
+    files = [Path(f) for f in series_files][:n]
+    if not files or n < 1:
+        raise ValueError(f"initial_latents: need n >= 1 and series files, got n={n}, "
+                         f"{len(files)} files")
+    firsts = [load_series(f) for f in files]
+    mu = np.stack([d["mu"][0] for d in firsts]).astype(np.float32)
+    lv = np.stack([d["logvar"][0] for d in firsts]).astype(np.float32)
+    return mu, lv

@@ -1,0 +1,316 @@
+"""Episode store, collection (real env), streaming batches and series encoding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dreamjax.data as data
+from dreamjax.config import CollectConfig
+from dreamjax.data import (
+    EpisodeError,
+    FrameBatches,
+    SequenceBatches,
+    encode_series,
+    episode_path,
+    episode_seed,
+    initial_latents,
+    list_episodes,
+    load_episode,
+    load_series,
+    save_episode,
+)
+
+MAX_STEPS = 40
+N_KILL = 8
+
+
+def _collect_cfg(n: int, policy: str = "paper") -> CollectConfig:
+    return CollectConfig(episodes=n, max_steps=MAX_STEPS, policy=policy, workers=2)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory) -> Path:
+    """An uninterrupted real-env collection of N_KILL short episodes in 2 workers."""
+    folder = tmp_path_factory.mktemp("episodes") / "ref"
+    stats = data.collect(7, folder, _collect_cfg(N_KILL), progress=False)
+    assert stats["new_episodes"] == N_KILL
+    assert stats["new_frames"] > 0 and stats["frames_per_s"] > 0
+    return folder
+
+
+def test_collect_writes_valid_episodes(collected):
+    files = list_episodes(collected)
+    assert [data.episode_index(f) for f in files] == list(range(N_KILL))
+    seeds = set()
+    for i, f in enumerate(files):
+        ep = load_episode(f)
+        T = len(ep["frames"])
+        assert ep["seed"] == episode_seed(7, i) and ep["policy"] == "paper"
+        # full max_steps unless the env terminated earlier (then the last flag says so)
+        assert T == MAX_STEPS or ep["terminated"][-1]
+        assert ep["truncated"][-1] == (T == MAX_STEPS and not ep["terminated"][-1])
+        assert not ep["terminated"][:-1].any() and not ep["truncated"][:-1].any()
+        assert np.all(np.abs(ep["actions"]) <= 1.0)
+        assert ep["frames"].std() > 0  # real rendered frames
+        seeds.add(ep["seed"])
+    assert len(seeds) == N_KILL
+    assert not list(collected.glob(".ep_*"))
+
+
+def test_collect_rerun_is_a_noop_and_other_settings_are_refused(collected):
+    before = {f.name: _digest(f) for f in list_episodes(collected)}
+    stats = data.collect(7, collected, _collect_cfg(N_KILL), progress=False)
+    assert stats["new_episodes"] == 0
+    assert {f.name: _digest(f) for f in list_episodes(collected)} == before
+    with pytest.raises(ValueError, match="collect.json"):
+        data.collect(8, collected, _collect_cfg(N_KILL), progress=False)
+
+
+def test_collect_killed_and_rerun_completes_identically(collected, tmp_path):
+    """SIGKILL a collect subprocess mid-run, rerun: same files as the uninterrupted run."""
+    folder = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        from dreamjax.config import CollectConfig
+        from dreamjax.data import collect
+        if __name__ == "__main__":
+            collect(7, {str(folder)!r}, CollectConfig(episodes={N_KILL}, max_steps={MAX_STEPS},
+                    policy="paper", workers=2), progress=False)
+    """)
+    (tmp_path / "run_collect.py").write_text(script)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "run_collect.py")])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (folder.is_dir() and list_episodes(folder)):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = list_episodes(folder)
+    assert 1 <= len(partial) < N_KILL, "the kill did not land mid-run"
+    for f in partial:  # every file present is complete
+        load_episode(f)
+    stats = data.collect(7, folder, _collect_cfg(N_KILL), progress=False)
+    assert stats["new_episodes"] == N_KILL - len(partial)
+    files = list_episodes(folder)
+    assert [f.name for f in files] == [f.name for f in list_episodes(collected)]
+    for f in files:
+        a, b = load_episode(f), load_episode(collected / f.name)
+        for k in ("frames", "actions", "rewards", "terminated", "truncated"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{f.name}:{k}")
+        assert a["seed"] == b["seed"]
+    assert not list(folder.glob(".ep_*"))
+
+
+def _synthetic_episode(ep: int, T: int) -> dict:
+    """A synthetic (not env) episode whose pixels encode (episode, t) for tracking frames."""
+    t = np.arange(T)
+    frames = np.zeros((T, 64, 64, 3), np.uint8)
+    frames[..., 0] = ep
+    frames[..., 1] = (t % 256)[:, None, None]
+    frames[..., 2] = (t // 256)[:, None, None]
+    actions = np.stack([np.sin(t + ep), np.cos(t), np.full(T, ep / 100)], 1).astype(np.float32)
+    term = np.zeros(T, bool)
+    term[-1] = ep % 2 == 0
+    return {"frames": frames, "actions": actions, "rewards": (t * 0.1 + ep).astype(np.float32),
+            "terminated": term, "truncated": ~term & (t == T - 1), "seed": 1000 + ep,
+            "policy": "synthetic"}
+
+
+def _ids(batch: np.ndarray) -> list[tuple[int, int]]:
+    b = batch[:, 0, 0].astype(int)
+    return [(e, lo + 256 * hi) for e, lo, hi in b]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[list[Path], list[int]]:
+    folder = tmp_path_factory.mktemp("synthetic")
+    lengths = [30, 45, 12, 60, 25, 33, 8, 50, 41, 20]
+    for i, T in enumerate(lengths):
+        save_episode(episode_path(folder, i), _synthetic_episode(i, T))
+    return list_episodes(folder), lengths
+
+
+def test_load_episode_round_trip(synthetic):
+    files, lengths = synthetic
+    ep = load_episode(files[3])
+    ref = _synthetic_episode(3, lengths[3])
+    for k in ("frames", "actions", "rewards", "terminated", "truncated"):
+        np.testing.assert_array_equal(ep[k], ref[k])
+    assert (ep["seed"], ep["policy"]) == (1003, "synthetic")
+
+
+def test_corrupt_and_malformed_files_raise_one_line_errors(synthetic, tmp_path):
+    files, lengths = synthetic
+    before = {f: _digest(f) for f in files}
+    bad = tmp_path / "ep_000000.npz"
+    raw = files[0].read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(EpisodeError, match=str(bad)) as exc:
+        load_episode(bad)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(EpisodeError, match="ep_000000.npz"):
+        FrameBatches([files[1], bad], batch_size=4, seed=0, shuffle_episodes=2)
+    # wrong frame shape
+    ep = _synthetic_episode(0, 10)
+    with open(bad, "wb") as f:
+        np.savez(f, **{**ep, "frames": np.zeros((10, 32, 32, 3), np.uint8)})
+    with pytest.raises(EpisodeError, match="frames must be"):
+        load_episode(bad)
+    # inconsistent lengths, missing key, wrong dtype
+    with open(bad, "wb") as f:
+        np.savez(f, **{**ep, "rewards": np.zeros(9, np.float32)})
+    with pytest.raises(EpisodeError, match="rewards must be"):
+        load_episode(bad)
+    with open(bad, "wb") as f:
+        np.savez(f, **{k: v for k, v in ep.items() if k != "actions"})
+    with pytest.raises(EpisodeError, match="missing keys"):
+        load_episode(bad)
+    with open(bad, "wb") as f:
+        np.savez(f, **{**ep, "actions": ep["actions"].astype(np.float64)})
+    with pytest.raises(EpisodeError, match="actions must be"):
+        load_episode(bad)
+    with pytest.raises(EpisodeError, match="no such file"):
+        load_episode(tmp_path / "ep_000123.npz")
+    with zipfile.ZipFile(tmp_path / "ep_000001.npz", "w") as z:
+        z.writestr("frames.npy", b"not an array")
+    with pytest.raises(EpisodeError, match="ep_000001.npz"):
+        load_episode(tmp_path / "ep_000001.npz")
+    assert {f: _digest(f) for f in files} == before
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def test_frame_batches_epoch_covers_every_frame_once_shuffled_across_episodes(synthetic):
+    files, lengths = synthetic
+    fb = FrameBatches(files, batch_size=16, seed=3, shuffle_episodes=3)
+    assert fb.steps_per_epoch == sum(lengths) // 16
+    batches = _take(iter(fb), fb.steps_per_epoch)
+    assert all(b.shape == (16, 64, 64, 3) and b.dtype == np.uint8 for b in batches)
+    ids = [i for b in batches for i in _ids(b)]
+    assert len(set(ids)) == len(ids) == fb.steps_per_epoch * 16
+    assert all(t < lengths[e] for e, t in ids)
+    assert max(len({e for e, _ in _ids(b)}) for b in batches) >= 3  # mixed within a batch
+    # bounded residency: one group of 3 episodes plus < B carried frames
+    assert fb.max_resident_frames <= 3 * max(lengths) + 16 < sum(lengths)
+    # the next epoch is a different order of the same frames
+    nxt = _take(iter(FrameBatches(files, 16, 3, 3, start_step=fb.steps_per_epoch)), 3)
+    assert [_ids(b) for b in nxt] != [_ids(b) for b in batches[:3]]
+
+
+def test_frame_batches_deterministic_and_resume_equivalent(synthetic, monkeypatch):
+    files, _ = synthetic
+    fb = FrameBatches(files, batch_size=7, seed=11, shuffle_episodes=2)
+    spe = fb.steps_per_epoch
+    full = _take(iter(fb), 2 * spe + 3)
+    again = _take(iter(FrameBatches(files, 7, 11, 2)), 2 * spe + 3)
+    assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
+    other = _take(iter(FrameBatches(files, 7, 12, 2)), 3)
+    assert not all(np.array_equal(a, b) for a, b in zip(full, other, strict=False))
+    loads = []
+    real_load = data.load_episode
+    monkeypatch.setattr(data, "load_episode", lambda p: loads.append(p) or real_load(p))
+    for k in (1, spe - 1, spe, spe + 5):
+        loads.clear()
+        resumed = _take(iter(FrameBatches(files, 7, 11, 2, start_step=k)), 3)
+        assert all(np.array_equal(a, b) for a, b in zip(resumed, full[k:k + 3], strict=True))
+        # skipping loads no earlier group: 3 batches of 7 frames touch at most 4 groups of 2
+        assert len(loads) <= 8 < len(files)
+
+
+def _test_encode_fn(calls: list[int]):
+    """TEST-ONLY encoder (not a VAE): mu = (episode, t mod 256, t div 256, 1) read from the
+    synthetic pixels, logvar = -mu / 10; records batch sizes."""
+
+    def encode(frames):
+        calls.append(len(frames))
+        px = frames[:, 0, 0, :].astype(np.float32)
+        mu = np.concatenate([px, np.ones((len(frames), 1), np.float32)], 1)
+        return mu, -mu / 10
+
+    return encode
+
+
+@pytest.fixture(scope="module")
+def series(synthetic, tmp_path_factory) -> Path:
+    files, _ = synthetic
+    out = tmp_path_factory.mktemp("series")
+    calls: list[int] = []
+    stats = encode_series(_test_encode_fn(calls), files[0].parent, out, batch_size=16,
+                          vae_id="vae-a", progress=False)
+    assert stats["encoded"] == len(files) and set(calls) == {16}
+    return out
+
+
+def test_encode_series_contents_resume_and_vae_id(synthetic, series):
+    files, lengths = synthetic
+    s = load_series(series / "ep_000003.npz")
+    assert s["mu"].dtype == np.float16 and s["mu"].shape == (lengths[3], 4)
+    np.testing.assert_array_equal(s["mu"][:, 0], 3)
+    np.testing.assert_array_equal(s["mu"][:, 1], np.arange(lengths[3]))
+    np.testing.assert_array_equal(s["logvar"], (-s["mu"].astype(np.float32) / 10).astype(
+        np.float16))
+    np.testing.assert_array_equal(s["actions"], load_episode(files[3])["actions"])
+    assert s["vae_id"] == "vae-a" and s["seed"] == 1003
+    before = _digest(series / "ep_000005.npz")
+    (series / "ep_000005.npz").unlink()
+    calls: list[int] = []
+    stats = encode_series(_test_encode_fn(calls), files[0].parent, series, batch_size=16,
+                          vae_id="vae-a", progress=False)
+    assert (stats["encoded"], stats["skipped"]) == (1, len(files) - 1)
+    assert _digest(series / "ep_000005.npz") == before
+    with pytest.raises(ValueError, match="vae_id='vae-a'"):
+        encode_series(_test_encode_fn([]), files[0].parent, series, batch_size=16,
+                      vae_id="vae-b", progress=False)
+    assert json.loads((series / "series.json").read_text()) == {"vae_id": "vae-a"}
+    mu, lv = initial_latents(list_episodes(series), 4)
+    assert mu.shape == lv.shape == (4, 4) and mu.dtype == np.float32
+    np.testing.assert_array_equal(mu[:, 0], np.arange(4))
+    np.testing.assert_array_equal(mu[:, 1], 0)
+
+
+def test_sequence_batches_shapes_mask_contiguity_and_resume(synthetic, series):
+    _, lengths = synthetic
+    sfiles = list_episodes(series)
+    L = 24
+    sb = SequenceBatches(sfiles, batch_size=6, seq_len=L, seed=5)
+    batches = _take(iter(sb), 8)
+    for b in batches:
+        assert b["mu"].shape == b["logvar"].shape == (6, L + 1, 4)
+        assert b["mu"].dtype == np.float32
+        assert b["actions"].shape == (6, L + 1, 3) and b["rewards"].shape == (6, L + 1)
+        assert b["dones"].shape == (6, L + 1) and b["dones"].dtype == np.bool_
+        assert b["mask"].shape == (6, L) and b["mask"].dtype == np.float32
+        eps = b["mu"][:, 0, 0].astype(int)
+        assert len(set(eps)) == 6  # distinct episodes per batch
+        for row, e in enumerate(eps):
+            n = min(lengths[e], L + 1)
+            assert b["mask"][row].sum() == n - 1
+            assert b["mask"][row, : n - 1].all()
+            t = b["mu"][row, :n, 1] + 256 * b["mu"][row, :n, 2]
+            np.testing.assert_array_equal(np.diff(t), 1)  # a contiguous window
+            assert not b["mu"][row, n:].any()  # zero padding
+            t0 = int(t[0])
+            ref = _synthetic_episode(e, lengths[e])
+            np.testing.assert_array_equal(b["actions"][row, :n], ref["actions"][t0:t0 + n])
+            np.testing.assert_array_equal(b["dones"][row, :n], ref["terminated"][t0:t0 + n])
+    short = [i for i, T in enumerate(lengths) if T < L + 1]
+    assert any(int(e) in short for b in batches for e in b["mu"][:, 0, 0])
+    resumed = _take(iter(SequenceBatches(sfiles, 6, L, 5, start_step=5)), 3)
+    for a, b in zip(resumed, batches[5:8], strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
