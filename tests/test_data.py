@@ -314,3 +314,32 @@ def test_sequence_batches_shapes_mask_contiguity_and_resume(synthetic, series):
     resumed = _take(iter(SequenceBatches(sfiles, 6, L, 5, start_step=5)), 3)
     for a, b in zip(resumed, batches[5:8], strict=True):
         assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("policy", ["paper", "brownian"])
+def test_collection_policies_are_slot_independent_and_bounded(policy):
+    """An episode's actions depend only on (master seed, index, frames), not on its slot or on
+    the slots beside it (so a resumed collection reproduces it)."""
+    frames = np.random.default_rng(0).integers(0, 256, (12, 3, 64, 64, 3), dtype=np.uint8)
+    one = data.POLICIES[policy](5, 1)
+    three = data.POLICIES[policy](5, 3)
+    one.reset(0, data.EpisodeSpec(seed=0, tag=4))
+    for s, tag in enumerate((9, 4, 2)):
+        three.reset(s, data.EpisodeSpec(seed=0, tag=tag))
+    active = np.array([True, True, False])
+    for t in range(12):
+        a1 = one.act(frames[t, 1:2], np.array([True]))
+        a3 = three.act(frames[t], active)
+        np.testing.assert_array_equal(a1[0], a3[1])
+        assert a3.shape == (3, 3) and a3.dtype == np.float32
+        assert np.all(np.abs(a3) <= 1.0) and np.all(np.isfinite(a3))
+
+
+def test_brownian_policy_is_a_clipped_random_walk():
+    pol = data.BrownianPolicy(0, 1)
+    pol.reset(0, data.EpisodeSpec(seed=0, tag=0))
+    acts = np.stack([pol.act(np.zeros((1, 64, 64, 3), np.uint8), np.array([True]))[0]
+                     for _ in range(500)])
+    steps = np.abs(np.diff(acts, axis=0))
+    assert steps.max() < 6 * data.BrownianPolicy.step_std
+    assert np.all(np.abs(acts) <= 1.0) and (np.abs(acts) == 1.0).any()

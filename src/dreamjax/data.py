@@ -208,61 +208,100 @@ def _episode_rng(master_seed: int, index: int) -> np.random.Generator:
         np.random.SeedSequence(entropy=int(master_seed), spawn_key=(int(index), 1)))
 
 
-class RandomLinearPolicy:
-    """The reference code's data-collection policy, made cheap (PAPER.md §0 "random policy").
+class RandomModelPolicy:
+    """The reference code's data-collection policy (PAPER.md §0 "random policy", §1.2).
 
-    Reference (`carracing/extract.py:27-36`, `model.py:142-152`): per episode, draw s ~ U(0, 0.01)
-    and set every parameter of a randomly initialised V, M and controller to Cauchy x s; act with
-    the controller a = tanh(W [z, h] + b) on V's z and M's h. Running a 4.3M-parameter VAE and an
-    LSTM per frame only to produce features is expensive, so here:
+    As in `carracing/extract.py:27-36` and `model.py:142-152`: for every episode draw
+    s ~ U(0, 0.01) and set every parameter of a randomly initialised V encoder, M's LSTM and the
+    controller to Cauchy x s; then at each step z = mu + exp(logvar / 2) * eps from V's encoder
+    on frame/255, a = tanh(W [z, h] + b) (PAPER.md §1.5), and the LSTM (forget bias 1.0, input
+    [z, env action], PAPER.md §1.4) consumes (z_t, a_t) after acting, starting from zeros.
 
-    - the controller is exactly the reference's: W (3, 288), b (3), every entry ~ Cauchy x s with
-      s ~ U(0, 0.01) redrawn each episode, a = tanh(W [z, h] + b);
-    - z (32) is a fixed random Gaussian projection of the centred frame (frame/255 - 0.5),
-      scaled to roughly unit size, standing in for a VAE code;
-    - h (256) is the state of a fixed random tanh recurrence h' = tanh(A h + B [z, a]) (A has
-      spectral radius about 0.9), standing in for the LSTM output; as in the reference, the
-      action uses h_t (which has seen z_{<t}, a_{<t}) and h is updated with (z_t, a_t) after.
+    Why the real random network and not a cheap stand-in: measured on real frames, the random
+    encoder's logvar explodes for most s (|z| ~ 1e2..1e10 once s > ~0.0015), so in most episodes
+    the actions are saturated, step-to-step random +-1 noise, and only small-s episodes give
+    small, frame-dependent actions. A random projection of the frame does not reproduce that
+    mixture; the real encoder costs ~0.6 ms per frame (JAX, jitted, batch 1) next to ~5 ms per
+    env step, so it is cheap enough.
 
-    The projections A, B, P are fixed for the whole collection (drawn from the master seed); the
-    controller is redrawn per episode from (master seed, episode index). The feature statistics
-    are not those of a Cauchy-weighted random VAE/LSTM (whose output scale is itself heavy
-    tailed); what is preserved is the controller's parameter distribution, frame dependence and
-    memory, which is what shapes the recorded action sequences.
+    Differences from the reference: V's decoder and M's MDN head are not drawn (they do not
+    influence actions); the encoder runs in float32 and its outputs are made finite (logvar
+    clipped to +-200, infinities to +-1e30) and the rest runs in float64, so the reference's
+    float32 inf - inf NaN actions cannot occur. Each slot is computed on its own (batch 1), so
+    an episode's actions do not depend on how many slots run beside it (resume reproduces it).
+    The random streams are NumPy generators seeded from (master seed, episode index).
     """
 
     name = "paper"
     Z, H = 32, 256
+    CONVS = ((3, 32), (32, 64), (64, 128), (128, 256))  # 4x4 stride 2 valid (PAPER.md §1.3)
 
     def __init__(self, master_seed: int, num_slots: int):
-        rng = np.random.default_rng(np.random.SeedSequence(entropy=int(master_seed),
-                                                           spawn_key=(2**31, 2)))
-        D = int(np.prod(FRAME_SHAPE))
+        import jax
+
         self.master_seed = int(master_seed)
-        self.P = (rng.standard_normal((D, self.Z)) * (4.0 / np.sqrt(D))).astype(np.float32)
-        self.A = (rng.standard_normal((self.H, self.H)) * (0.9 / np.sqrt(self.H))).astype(
-            np.float32)
-        self.B = (rng.standard_normal((self.Z + ACTION_DIM, self.H))
-                  / np.sqrt(self.Z + ACTION_DIM)).astype(np.float32)
-        self.W = np.zeros((num_slots, self.Z + self.H, ACTION_DIM), np.float32)
-        self.b = np.zeros((num_slots, ACTION_DIM), np.float32)
-        self.h = np.zeros((num_slots, self.H), np.float32)
+        self.enc = jax.jit(_random_encoder)
+        self.params: list = [None] * num_slots
+        self.lstm: list = [None] * num_slots
+        self.rngs: list = [None] * num_slots
+        self.h = np.zeros((num_slots, self.H))
+        self.c = np.zeros((num_slots, self.H))
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        import jax.numpy as jnp
+
         rng = _episode_rng(self.master_seed, spec.tag)
         s = rng.uniform(0.0, 0.01)
-        self.b[slot] = rng.standard_cauchy(ACTION_DIM) * s
-        self.W[slot] = rng.standard_cauchy((self.Z + self.H, ACTION_DIM)) * s
+
+        def cauchy(*shape):
+            return rng.standard_cauchy(shape) * s
+
+        ctrl_b, ctrl_w = cauchy(ACTION_DIM), cauchy(self.Z + self.H, ACTION_DIM)
+        convs = [(jnp.asarray(cauchy(4, 4, ci, co), jnp.float32),
+                  jnp.asarray(cauchy(co), jnp.float32)) for ci, co in self.CONVS]
+        dense = [(jnp.asarray(cauchy(1024, self.Z), jnp.float32),
+                  jnp.asarray(cauchy(self.Z), jnp.float32)) for _ in range(2)]
+        self.params[slot] = (convs, dense)
+        self.lstm[slot] = (ctrl_w, ctrl_b, cauchy(self.Z + ACTION_DIM + self.H, 4 * self.H),
+                           cauchy(4 * self.H))
+        self.rngs[slot] = rng
         self.h[slot] = 0.0
+        self.c[slot] = 0.0
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
-        x = frames.reshape(len(frames), -1).astype(np.float32) / 255.0 - 0.5  # (S, D)
-        z = x @ self.P  # (S, Z)
-        zh = np.concatenate([z, self.h], axis=1)  # (S, Z + H)
-        a = np.tanh(np.einsum("si,sia->sa", zh, self.W) + self.b)  # (S, 3)
-        h_new = np.tanh(self.h @ self.A + np.concatenate([z, a], axis=1) @ self.B)
-        self.h = np.where(active[:, None], h_new, self.h)
-        return a.astype(np.float32)
+        out = np.zeros((len(frames), ACTION_DIM), np.float32)
+        for s in np.flatnonzero(active):
+            mu, logvar = (np.asarray(v, np.float64) for v in
+                          self.enc(self.params[s], frames[s].astype(np.float32) / 255.0))
+            mu = np.nan_to_num(mu, nan=0.0, posinf=1e30, neginf=-1e30)
+            logvar = np.clip(np.nan_to_num(logvar, nan=0.0), -200.0, 200.0)
+            z = mu + np.exp(logvar / 2.0) * self.rngs[s].standard_normal(self.Z)  # (Z,)
+            w, b, k, kb = self.lstm[s]
+            a = np.tanh(np.concatenate([z, self.h[s]]) @ w + b)  # (3,)
+            env_a = np.array([a[0], (a[1] + 1.0) / 2.0, np.clip(a[2], 0.0, 1.0)])
+            i, j, f, o = np.split(np.concatenate([z, env_a, self.h[s]]) @ k + kb, 4)
+            self.c[s] = self.c[s] * _sigmoid(f + 1.0) + _sigmoid(i) * np.tanh(j)
+            self.h[s] = np.tanh(self.c[s]) * _sigmoid(o)
+            out[s] = a
+        return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _random_encoder(params, frame):
+    """V's encoder (PAPER.md §1.3) on one (64, 64, 3) float frame -> (mu (Z,), logvar (Z,))."""
+    import jax
+
+    convs, ((wm, bm), (wl, bl)) = params
+    x = frame[None]  # (1, 64, 64, 3)
+    for k, b in convs:
+        x = jax.nn.relu(jax.lax.conv_general_dilated(
+            x, k, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b)
+    x = x.reshape(-1)  # (1024,)
+    return x @ wm + bm, x @ wl + bl
 
 
 class BrownianPolicy:
@@ -289,7 +328,7 @@ class BrownianPolicy:
         return out
 
 
-POLICIES = {"paper": RandomLinearPolicy, "brownian": BrownianPolicy}
+POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy}
 
 
 # ----------------------------------------------------------------------------- collect
