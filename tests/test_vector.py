@@ -120,6 +120,10 @@ def test_bad_policy_output_is_a_clear_error(pool):
 
     with pytest.raises(ValueError, match="policy.act returned shape"):
         pool.run([EpisodeSpec(seed=1)], Bad(pool.num_slots))
+    # the pool stays usable after a run that raised
+    (r,) = pool.run([EpisodeSpec(seed=1)], ScriptedPolicy(pool.num_slots))
+    assert (r.total_reward, r.length) == (pytest.approx(reference_return(1)[0], abs=1e-9),
+                                          MAX_STEPS)
 
 
 def test_close_stops_workers():

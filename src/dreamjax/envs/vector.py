@@ -92,7 +92,7 @@ def _worker_main(conn, n_envs: int, fast: bool, max_steps: int) -> None:
             break
         if msg is None:
             break
-        record, cmds = msg
+        seq, record, cmds = msg
         out = []
         for i, kind, arg in cmds:
             if kind == "reset":
@@ -108,7 +108,7 @@ def _worker_main(conn, n_envs: int, fast: bool, max_steps: int) -> None:
             out.append((i, preprocess(raw), raw if record else None, float(r), bool(term),
                         bool(trunc)))
         try:
-            conn.send(out)
+            conn.send((seq, out))
         except (BrokenPipeError, OSError):
             break
     for env in envs:
@@ -168,6 +168,7 @@ class EnvPool:
         self._ready = [False] * self.num_workers
         self._started = [0.0] * self.num_workers
         self._closed = False
+        self._seq = 0
         for w in range(self.num_workers):
             self._spawn(w)
 
@@ -207,9 +208,10 @@ class EnvPool:
         """Send each worker its commands; gather replies. Returns (replies, failed workers)."""
         failed: set[int] = set()
         deadline: dict[int, float] = {}
+        self._seq += 1
         for w, c in cmds.items():
             try:
-                self._conns[w].send((record, c))
+                self._conns[w].send((self._seq, record, c))
             except (BrokenPipeError, OSError):
                 failed.add(w)
                 continue
@@ -235,11 +237,13 @@ class EnvPool:
                     failed.add(w)
                     pending.discard(w)
                     continue
-                if isinstance(msg, tuple) and msg[0] == "ready":
+                if msg[0] == "ready":
                     self._ready[w] = True
                     deadline[w] = time.monotonic() + self.step_timeout
                     continue
-                replies[w] = msg
+                if msg[0] != self._seq:
+                    continue  # a stale reply from an exchange that was interrupted
+                replies[w] = msg[1]
                 pending.discard(w)
             now = time.monotonic()
             for w in [w for w in pending if now >= deadline[w]]:
