@@ -1,0 +1,338 @@
+"""M: the MDN-RNN (PAPER.md §1.4, §2.4, §2.5)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+from dreamjax.mdnrnn import (
+    MDNRNN,
+    LSTMState,
+    MDNOutput,
+    init_mdnrnn,
+    mdn_log_prob,
+    mdn_nll,
+    mdnrnn_loss_fn,
+    sample_next_z,
+)
+
+SMALL = {"z_dim": 4, "action_dim": 2, "hidden": 16, "n_mix": 3}
+
+
+def n_params(params) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def random_out(key, shape, z_dim, n_mix) -> MDNOutput:
+    k1, k2, k3 = jax.random.split(key, 3)
+    full = (*shape, z_dim, n_mix)
+    return MDNOutput(
+        logpi=jax.nn.log_softmax(2.0 * jax.random.normal(k1, full), axis=-1),
+        mu=2.0 * jax.random.normal(k2, full),
+        logsigma=0.5 * jax.random.normal(k3, full) - 0.5,
+    )
+
+
+def random_seq(key, model: MDNRNN, B: int, T: int):
+    kz, ka, kr = jax.random.split(key, 3)
+    z = jax.random.normal(kz, (B, T, model.z_dim))
+    a = jax.random.uniform(ka, (B, T, model.action_dim), minval=-1.0, maxval=1.0)
+    r = (jax.random.uniform(kr, (B, T)) < 0.2).astype(jnp.float32) if model.restart_input else None
+    return z, a, r
+
+
+def test_param_count_carracing():
+    """422,368 parameters for z=32, a=3, H=256, K=5 (PAPER.md §1.4)."""
+    assert n_params(init_mdnrnn(jax.random.PRNGKey(0), MDNRNN())) == 422_368
+
+
+def test_param_count_doom():
+    """1,678,785 for Doom: z=64, a=1, restart input, H=512, done head (PAPER.md §2.4)."""
+    model = MDNRNN(z_dim=64, action_dim=1, hidden=512, restart_input=True, done_head=True)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    assert n_params(params) == 1_678_785
+    assert params["params"]["output_w"].shape == (512, 961)
+    assert params["params"]["lstm_kernel"].shape == (66 + 512, 2048)
+
+
+def test_glorot_init_covers_biases():
+    """Kernel and biases are glorot-uniform, biases with fan_in = fan_out = n (PAPER.md §3)."""
+    p = init_mdnrnn(jax.random.PRNGKey(0), MDNRNN())["params"]
+    for name, limit in [
+        ("lstm_kernel", math.sqrt(6 / (291 + 1024))),
+        ("lstm_bias", math.sqrt(3 / 1024)),
+        ("output_w", math.sqrt(6 / (256 + 480))),
+        ("output_b", math.sqrt(3 / 480)),
+    ]:
+        x = np.asarray(p[name])
+        assert np.abs(x).max() <= limit
+        assert np.abs(x).max() > 0.95 * limit, name
+        np.testing.assert_allclose(x.std(), limit / math.sqrt(3), rtol=0.1)
+
+
+def test_initial_state_is_zero_without_params():
+    s = MDNRNN(hidden=8).initial_state((3, 2))
+    assert isinstance(s, LSTMState)
+    assert s.c.shape == s.h.shape == (3, 2, 8)
+    assert not np.any(np.asarray(s.c)) and not np.any(np.asarray(s.h))
+
+
+def test_step_matches_numpy_tf_lstm():
+    """One step equals a NumPy TF LSTM: [x,h]·K + b, i|j|f|o, forget bias 1.0 (PAPER.md §1.4)."""
+    model = MDNRNN(**SMALL)
+    params = init_mdnrnn(jax.random.PRNGKey(1), model)
+    p = jax.tree.map(np.asarray, params["params"])
+    key = jax.random.PRNGKey(2)
+    z, a, _ = random_seq(key, model, 3, 1)
+    z, a = z[:, 0], a[:, 0]
+    c0 = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (3, 16)))
+    h0 = np.asarray(jax.random.normal(jax.random.PRNGKey(4), (3, 16)))
+    state, out = model.apply(params, LSTMState(c=c0, h=h0), z, a, method=MDNRNN.step)
+
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+
+    g = np.concatenate([z, a, h0], -1) @ p["lstm_kernel"] + p["lstm_bias"]
+    i, j, f, o = np.split(g, 4, -1)
+    c = c0 * sig(f + 1.0) + sig(i) * np.tanh(j)
+    h = np.tanh(c) * sig(o)
+    np.testing.assert_allclose(state.c, c, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(state.h, h, rtol=1e-5, atol=1e-5)
+    y = (h @ p["output_w"] + p["output_b"]).reshape(3, 4, 9)
+    np.testing.assert_allclose(out.mu, y[..., 3:6], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.logsigma, y[..., 6:], rtol=1e-5, atol=1e-5)
+    logpi = y[..., :3] - np.log(np.exp(y[..., :3]).sum(-1, keepdims=True))
+    np.testing.assert_allclose(out.logpi, logpi, rtol=1e-5, atol=1e-5)
+
+
+def test_mdn_nll_matches_scipy():
+    """mdn_nll = -mean log Σ_k π_k N(z | μ_k, σ_k) computed with scipy.stats.norm."""
+    out = random_out(jax.random.PRNGKey(0), (6, 7), 5, 4)
+    z = 2.0 * jax.random.normal(jax.random.PRNGKey(1), (6, 7, 5))
+    pi = np.exp(np.asarray(out.logpi, np.float64))
+    dens = pi * stats.norm.pdf(
+        np.asarray(z, np.float64)[..., None],
+        np.asarray(out.mu, np.float64),
+        np.exp(np.asarray(out.logsigma, np.float64)),
+    )
+    ref = np.log(dens.sum(-1))
+    np.testing.assert_allclose(mdn_log_prob(out, z), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mdn_nll(out, z), -ref.mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        SMALL,
+        {**SMALL, "restart_input": True, "done_head": True, "reward_head": True},
+    ],
+    ids=["car", "doom+heads"],
+)
+def test_scan_equals_loop_of_step(kw):
+    """`__call__` (hoisted projection + scan) equals a Python loop over `step` (one body)."""
+    model = MDNRNN(**kw)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    B, T = 3, 9
+    z, a, r = random_seq(jax.random.PRNGKey(1), model, B, T)
+    s0 = LSTMState(
+        c=jax.random.normal(jax.random.PRNGKey(2), (B, 16)),
+        h=jax.random.normal(jax.random.PRNGKey(3), (B, 16)),
+    )
+    for unroll in (1, 4):
+        s_scan, out_scan = model.apply(params, s0, z, a, r, unroll)
+        s, outs = s0, []
+        for t in range(T):
+            args = (z[:, t], a[:, t]) + (() if r is None else (r[:, t],))
+            s, o = model.apply(params, s, *args, method=MDNRNN.step)
+            outs.append(o)
+        out_loop = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outs)
+        np.testing.assert_allclose(s_scan.h, s.h, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(s_scan.c, s.c, rtol=1e-5, atol=1e-5)
+        for a_, b_ in zip(jax.tree.leaves(out_scan), jax.tree.leaves(out_loop), strict=True):
+            assert a_.shape == b_.shape
+            np.testing.assert_allclose(a_, b_, rtol=1e-5, atol=1e-5)
+
+
+def test_jit_equals_eager():
+    model = MDNRNN(**SMALL, reward_head=True, done_head=True)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    batch = synthetic_batch(np.random.default_rng(0), model, 4, 6)
+
+    def f(p, b, k):
+        return mdnrnn_loss_fn(p, b, k, model=model)
+
+    key = jax.random.PRNGKey(5)
+    eager, eager_m = f(params, batch, key)
+    jitted, jit_m = jax.jit(f)(params, batch, key)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5)
+    for k in eager_m:
+        np.testing.assert_allclose(eager_m[k], jit_m[k], rtol=1e-5)
+    s = model.initial_state((4,))
+    step = jax.jit(lambda p, s, z, a: model.apply(p, s, z, a, method=MDNRNN.step))
+    z, a = jnp.ones((4, 4)), jnp.ones((4, 2))
+    for x, y in zip(
+        jax.tree.leaves(step(params, s, z, a)),
+        jax.tree.leaves(model.apply(params, s, z, a, method=MDNRNN.step)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def mixture_cdf(x, logpi, mu, sigma):
+    return np.sum(np.exp(logpi) * stats.norm.cdf((x[:, None] - mu) / sigma), axis=-1)
+
+
+@pytest.mark.parametrize("tau", [1.0, 1.5])
+def test_sampling_matches_tempered_mixture(tau):
+    """Samples follow softmax(logπ/τ)-weighted N(μ_k, σ_k² τ) (PAPER.md §2.5): KS test + mean."""
+    logpi = np.log(np.array([0.2, 0.5, 0.3]))
+    mu = np.array([-2.0, 0.5, 3.0])
+    logsigma = np.log(np.array([0.5, 1.0, 0.3]))
+    n = 4000
+    out = MDNOutput(
+        logpi=jnp.broadcast_to(jnp.asarray(logpi, jnp.float32), (n, 2, 3)),
+        mu=jnp.broadcast_to(jnp.asarray(mu, jnp.float32), (n, 2, 3)),
+        logsigma=jnp.broadcast_to(jnp.asarray(logsigma, jnp.float32), (n, 2, 3)),
+    )
+    z = np.asarray(sample_next_z(jax.random.PRNGKey(0), out, tau))
+    assert z.shape == (n, 2)
+    w = np.exp(logpi / tau)
+    w /= w.sum()
+    sigma = np.exp(logsigma) * np.sqrt(tau)
+    for d in range(2):
+        ks = stats.kstest(z[:, d], lambda x: mixture_cdf(np.atleast_1d(x), np.log(w), mu, sigma))
+        assert ks.pvalue > 0.01, ks
+        assert abs(z[:, d].mean() - (w * mu).sum()) < 0.15
+    # dimensions are sampled independently
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) < 0.06
+
+
+def test_low_temperature_collapses_to_best_mean():
+    out = random_out(jax.random.PRNGKey(3), (50,), 6, 5)
+    z = sample_next_z(jax.random.PRNGKey(4), out, 1e-4)
+    best = jnp.argmax(out.logpi, axis=-1)[..., None]
+    expected = jnp.take_along_axis(out.mu, best, axis=-1)[..., 0]
+    np.testing.assert_allclose(z, expected, atol=0.05)
+
+
+def synthetic_batch(rng: np.random.Generator, model: MDNRNN, B: int, T: int) -> dict:
+    """z deterministic (logvar -30); done iff z_t[0] > 0.5; reward 3.0 if a_t[0] > 0 else -0.1."""
+    mu = rng.normal(size=(B, T + 1, model.z_dim)).astype(np.float32)
+    actions = rng.uniform(-1, 1, size=(B, T + 1, model.action_dim)).astype(np.float32)
+    batch = {
+        "mu": mu,
+        "logvar": np.full_like(mu, -30.0),
+        "actions": actions,
+        "rewards": np.where(actions[..., 0] > 0, 3.0, -0.1).astype(np.float32),
+        "dones": mu[..., 0] > 0.5,
+    }
+    if model.restart_input:
+        batch["restarts"] = np.zeros((B, T + 1), np.float32)
+    return batch
+
+
+def test_reward_and_done_heads_learn_synthetic_signal():
+    """With Adam, the heads learn done iff z[0] > 0.5 and a reward set by the action."""
+    model = MDNRNN(**SMALL, reward_head=True, done_head=True)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    tx = optax.chain(optax.clip(1.0), optax.adam(3e-2))
+    opt_state = tx.init(params)
+    rng = np.random.default_rng(0)
+
+    @jax.jit
+    def train_step(params, opt_state, batch, key):
+        (loss, m), g = jax.value_and_grad(
+            lambda p: mdnrnn_loss_fn(p, batch, key, model=model), has_aux=True
+        )(params)
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, m
+
+    first = None
+    for i in range(300):
+        batch = synthetic_batch(rng, model, 16, 8)
+        params, opt_state, m = train_step(params, opt_state, batch, jax.random.PRNGKey(i))
+        first = first or m
+    assert m["reward_loss"] < 0.2 * first["reward_loss"]
+    assert m["done_loss"] < 0.3 * first["done_loss"]
+    test = synthetic_batch(np.random.default_rng(1), model, 32, 8)
+    _, out = model.apply(
+        params, model.initial_state((32,)), test["mu"][:, :8], test["actions"][:, :8]
+    )
+    logit, done = np.asarray(out.done_logit), test["dones"][:, :8]
+    auc = (logit[done][:, None] > logit[~done][None, :]).mean()
+    assert auc > 0.98
+    err = np.abs(np.asarray(out.reward) - test["rewards"][:, :8])
+    assert err.mean() < 0.25  # a constant predictor scores about 1.55
+    assert (err > 1.5).mean() < 0.05
+
+
+def test_restart_zeroes_state():
+    """restart > 0.5 zeroes c and h before the step (PAPER.md §2.4)."""
+    model = MDNRNN(**SMALL, restart_input=True, done_head=True)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    z, a = jnp.ones((2, 4)), jnp.ones((2, 2))
+    big = LSTMState(c=jnp.full((2, 16), 5.0), h=jnp.full((2, 16), -3.0))
+    restart = jnp.array([1.0, 0.0])
+    s, out = model.apply(params, big, z, a, restart, method=MDNRNN.step)
+    s0, out0 = model.apply(params, model.initial_state((2,)), z, a, restart, method=MDNRNN.step)
+    np.testing.assert_allclose(s.h[0], s0.h[0], rtol=1e-6)
+    np.testing.assert_allclose(s.c[0], s0.c[0], rtol=1e-6)
+    np.testing.assert_allclose(out.done_logit[0], out0.done_logit[0], rtol=1e-6)
+    assert not np.allclose(s.h[1], s0.h[1])
+
+
+def test_mask_ignores_padding():
+    """Loss over a padded batch with mask equals the loss of the unpadded batch."""
+    model = MDNRNN(**SMALL, reward_head=True, done_head=True)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    short = synthetic_batch(np.random.default_rng(0), model, 3, 4)
+    long = synthetic_batch(np.random.default_rng(1), model, 3, 7)
+    padded = {k: np.concatenate([v, long[k][:, :3]], axis=1) for k, v in short.items()}
+    padded["mask"] = np.concatenate([np.ones((3, 4)), np.zeros((3, 3))], axis=1)
+    key = jax.random.PRNGKey(0)
+    l_short, m_short = mdnrnn_loss_fn(params, short, key, model=model)
+    l_pad, m_pad = mdnrnn_loss_fn(params, padded, key, model=model)
+    np.testing.assert_allclose(l_pad, l_short, rtol=1e-5)
+    for k in m_short:
+        np.testing.assert_allclose(m_pad[k], m_short[k], rtol=1e-5)
+
+
+def test_loss_resamples_z_and_gradients_are_finite():
+    """z is resampled per key (PAPER.md §1.4); gradients are finite even for extreme inputs."""
+    model = MDNRNN(**SMALL, restart_input=True, reward_head=True, done_head=True)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    batch = synthetic_batch(np.random.default_rng(0), model, 4, 10)
+    batch["logvar"] = np.zeros_like(batch["logvar"])
+    batch["mu"] = batch["mu"] * 30.0
+    batch["restarts"][:, 3] = 1.0
+    batch["rewards"][:, 2] = -100.0
+    l1, _ = mdnrnn_loss_fn(params, batch, jax.random.PRNGKey(1), model=model)
+    l2, _ = mdnrnn_loss_fn(params, batch, jax.random.PRNGKey(2), model=model)
+    assert l1 != l2
+    grads, m = jax.grad(
+        lambda p: mdnrnn_loss_fn(p, batch, jax.random.PRNGKey(1), model=model), has_aux=True
+    )(params)
+    assert set(m) == {"z_nll", "reward_loss", "done_loss"}
+    for g in jax.tree.leaves(grads):
+        assert np.all(np.isfinite(np.asarray(g)))
+        assert np.any(np.asarray(g) != 0)
+
+
+def test_bad_input_errors():
+    model = MDNRNN(**SMALL)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    s = model.initial_state((2,))
+    with pytest.raises(ValueError, match="mdnrnn.py"):
+        model.apply(params, s, jnp.ones((2, 5)), jnp.ones((2, 2)), method=MDNRNN.step)
+    with pytest.raises(ValueError, match="restart"):
+        model.apply(params, s, jnp.ones((2, 4)), jnp.ones((2, 2)), jnp.ones(2), method=MDNRNN.step)
+    batch = synthetic_batch(np.random.default_rng(0), model, 2, 3)
+    del batch["actions"]
+    with pytest.raises(ValueError, match="actions"):
+        mdnrnn_loss_fn(params, batch, jax.random.PRNGKey(0), model=model)
