@@ -1,6 +1,7 @@
 """dreamjax.train.fit on a tiny test-only linear regression model (not a fake of V or M: the
 loop's contracts do not depend on the model)."""
 
+import functools
 import json
 
 import jax
@@ -148,3 +149,158 @@ def test_callers_params_are_not_donated(tmp_path):
     params = _params()
     _fit(tmp_path, "don", 2, params=params, ckpt_dir=None)
     np.testing.assert_array_equal(np.asarray(params["w"]), np.zeros((4, 1)))
+
+
+def _carry_loss_fn(params, carry, batch, key):
+    """A loss whose value depends on a carried running mean of the inputs."""
+    carry = 0.9 * carry + 0.1 * jnp.mean(batch["x"], axis=0)
+    loss, metrics = _loss_fn(params, batch, key)
+    loss = loss + jnp.sum((params["w"][:, 0] - carry) ** 2)
+    return loss, (metrics, carry)
+
+
+def test_carry_is_checkpointed_and_resumed_bit_identically(tmp_path):
+    kw = dict(loss_fn=_carry_loss_fn, carry=jnp.zeros(4))
+    full = _fit(tmp_path, "cfull", 8, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, "cres", 8, batches=_batches(stop_at=4), **kw)
+    res = _fit(tmp_path, "cres", 8, **kw)
+    assert checkpoint.tree_hash(res.params) == checkpoint.tree_hash(full.params)
+    assert checkpoint.tree_hash(res.carry) == checkpoint.tree_hash(full.carry)
+    expect = jnp.zeros(4)
+    for i in range(8):
+        expect = 0.9 * expect + 0.1 * _batch(i)["x"].mean(axis=0)
+    np.testing.assert_allclose(np.asarray(full.carry), np.asarray(expect), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- stage wrappers
+
+
+def _write_series(folder, lengths, z_dim=3, seed=0):
+    """Series files whose mu[t] = (episode, t, noise...) so positions can be traced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for e, T in enumerate(lengths):
+        mu = rng.normal(size=(T, z_dim)).astype(np.float16)
+        mu[:, 0], mu[:, 1] = e, np.arange(T)
+        term = np.zeros(T, bool)
+        term[-1] = True
+        np.savez(folder / f"ep_{e:06d}.npz", mu=mu,
+                 logvar=np.full((T, z_dim), -2.0, np.float16),
+                 actions=rng.uniform(-1, 1, (T, 3)).astype(np.float32),
+                 rewards=rng.normal(size=T).astype(np.float32), terminated=term,
+                 truncated=np.zeros(T, bool), seed=np.int64(e), vae_id=np.asarray("v0"))
+    (folder / "series.json").write_text(json.dumps({"vae_id": "v0"}))
+    return sorted(folder.glob("ep_*.npz"))
+
+
+def test_tbptt_batches_tile_the_stream(tmp_path):
+    from dreamjax.train import TBPTTBatches
+
+    lengths = [9, 5, 12, 7, 6]
+    files = _write_series(tmp_path / "s", lengths)
+    B, L = 2, 4
+    tb = TBPTTBatches(files, B, L, seed=3)
+    S = sum(lengths) // B
+    assert tb.stream_len == S and tb.steps_per_epoch == (S - 1) // L
+    for e in range(2):
+        perm = np.random.default_rng([3, e]).permutation(len(files))
+        stream = np.concatenate([np.stack([np.full(lengths[i], i), np.arange(lengths[i])], 1)
+                                 for i in perm])[: B * S].reshape(B, S, 2)
+        chunks = [tb.batch(e * tb.steps_per_epoch + j) for j in range(tb.steps_per_epoch)]
+        for j, c in enumerate(chunks):
+            np.testing.assert_array_equal(c["mu"][..., :2], stream[:, j * L:j * L + L + 1])
+            np.testing.assert_array_equal(c["restarts"], c["mu"][..., 1] == 0)
+            np.testing.assert_array_equal(c["mask"], 1 - c["restarts"][:, 1:])
+            last = np.take(lengths, c["mu"][..., 0].astype(int)) - 1
+            np.testing.assert_array_equal(c["dones"], c["mu"][..., 1] == last)
+            assert c["reset"].tolist() == [j == 0] * B
+            if j:
+                np.testing.assert_array_equal(c["mu"][:, 0], chunks[j - 1]["mu"][:, -1])
+    it = iter(TBPTTBatches(files, B, L, seed=3, start_step=5))
+    for k in range(5, 8):
+        got = next(it)
+        for name, arr in tb.batch(k).items():
+            np.testing.assert_array_equal(got[name], arr)
+    with pytest.raises(ValueError, match="need at least seq_len"):
+        TBPTTBatches(files, 8, 4, seed=0)
+
+
+def test_tbptt_loss_matches_mdnrnn_loss_and_carries_state(tmp_path):
+    from dreamjax.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
+    from dreamjax.train import TBPTTBatches, tbptt_loss_fn
+
+    model = MDNRNN(z_dim=3, hidden=8, n_mix=2, reward_head=True, done_head=True)
+    params = init_mdnrnn(jax.random.key(0), model)
+    files = _write_series(tmp_path / "s", [40, 40])
+    tb = TBPTTBatches(files, 2, 5, seed=0)
+    b0 = tb.batch(0)
+    assert not b0["restarts"][:, 1:].any()  # no episode boundary inside: plain windows
+    key = jax.random.key(1)
+    zero = model.initial_state((2,))
+    tbptt = jax.jit(functools.partial(tbptt_loss_fn, model=model))
+    loss, (metrics, state) = tbptt(params, zero, b0, key)
+    ref_loss, ref_metrics = jax.jit(functools.partial(mdnrnn_loss_fn, model=model))(params, b0, key)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    for k, v in ref_metrics.items():
+        np.testing.assert_allclose(metrics[k], v, rtol=1e-5)
+    # Carried state over chunks 0, 1 == one scan over both chunks' inputs (z = mu exactly).
+    b1 = tb.batch(1)
+    for b in (b0, b1):
+        b["logvar"][:] = -np.inf
+    _, (_, s0) = tbptt(params, zero, b0, key)
+    _, (_, s1) = tbptt(params, s0, b1, key)
+    z = np.concatenate([b0["mu"][:, :5], b1["mu"][:, :5]], 1)
+    a = np.concatenate([b0["actions"][:, :5], b1["actions"][:, :5]], 1)
+    s_ref, _ = model.apply(params, zero, z, a)
+    np.testing.assert_allclose(s1.h, s_ref.h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s1.c, s_ref.c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tbptt", [False, True])
+def test_train_mdnrnn_writes_done_and_params(tmp_path, tbptt):
+    from dreamjax.config import MDNRNNConfig
+    from dreamjax.dream import model_from_meta
+    from dreamjax.train import train_mdnrnn
+
+    _write_series(tmp_path / "series", [30, 25, 40])
+    cfg = MDNRNNConfig(hidden=8, n_mix=2, reward_head=True, done_head=True, batch_size=2,
+                       seq_len=6, steps=4, checkpoint_every=2, log_every=2, tbptt=tbptt)
+    out = tmp_path / "mdnrnn"
+    res = train_mdnrnn(jax.random.key(0), tmp_path / "series", out, cfg, z_dim=3,
+                       progress=False)
+    done = json.loads((out / "DONE.json").read_text())
+    assert done["steps"] == 4 and done["vae_id"] == "v0" and done["tbptt"] == tbptt
+    assert done["mdnrnn_id"] == checkpoint.tree_hash(res.params)
+    assert np.isfinite(done["final"]["loss"])
+    params = checkpoint.restore_params(out / done["checkpoint"])
+    assert checkpoint.tree_hash(params) == done["mdnrnn_id"]
+    assert model_from_meta(done).hidden == 8
+    assert [r["step"] for r in _lines(out / "metrics.jsonl")] == [2, 4]
+    with pytest.raises(ValueError, match="expected z_dim=4"):
+        train_mdnrnn(jax.random.key(0), tmp_path / "series", out, cfg, z_dim=4, progress=False)
+
+
+@pytest.mark.slow
+def test_train_vae_writes_done_and_params(tmp_path):
+    from dreamjax.config import VAEConfig
+    from dreamjax.data import episode_path, save_episode
+    from dreamjax.train import train_vae
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "eps").mkdir()
+    for e, T in enumerate([10, 7]):
+        save_episode(episode_path(tmp_path / "eps", e), {
+            "frames": rng.integers(0, 256, (T, 64, 64, 3), dtype=np.uint8),
+            "actions": np.zeros((T, 3), np.float32), "rewards": np.zeros(T, np.float32),
+            "terminated": np.zeros(T, bool), "truncated": np.zeros(T, bool),
+            "seed": e, "policy": "test"})
+    cfg = VAEConfig(z_dim=4, batch_size=4, epochs=1.5, checkpoint_every=3, log_every=2,
+                    shuffle_episodes=1)
+    out = tmp_path / "vae"
+    res = train_vae(jax.random.key(0), tmp_path / "eps", out, cfg, progress=False)
+    done = json.loads((out / "DONE.json").read_text())
+    assert res.step == done["steps"] == 7  # ceil(1.5 * 17 / 4)
+    assert done["vae_id"] == checkpoint.tree_hash(checkpoint.restore_params(out / "params"))
+    assert set(done["final"]) >= {"loss", "r_loss", "kl", "grad_norm"}
+    assert [r["step"] for r in _lines(out / "metrics.jsonl")] == [2, 4, 6, 7]

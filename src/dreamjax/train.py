@@ -10,6 +10,7 @@ a killed-and-resumed run is bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -26,9 +27,10 @@ import optax
 from tqdm.auto import tqdm
 
 from dreamjax import checkpoint
+from dreamjax.config import MDNRNNConfig, VAEConfig
 
 PyTree = Any
-LossFn = Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, dict]]
+LossFn = Callable[..., tuple[jax.Array, Any]]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,6 +45,15 @@ class TrainResult:
     opt_state: PyTree
     step: int
     history: list[dict] = field(default_factory=list)
+    carry: PyTree | None = None
+
+
+def _train_state(params: PyTree, opt_state: PyTree, carry: PyTree | None) -> dict:
+    """What a checkpoint holds: {"params", "opt_state"(, "carry")}."""
+    state = {"params": params, "opt_state": opt_state}
+    if carry is not None:
+        state["carry"] = carry
+    return state
 
 
 def _key_data(key: jax.Array) -> list[int]:
@@ -51,21 +62,29 @@ def _key_data(key: jax.Array) -> list[int]:
     return [int(v) for v in np.asarray(key).ravel()]
 
 
-def _make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation) -> Callable:
-    """jit(params, opt_state, batch, key, step) -> (params, opt_state, loss, metrics); donates
-    params and opt_state. `metrics` gains `grad_norm` (global L2 norm of the gradient)."""
+def _make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, with_carry: bool):
+    """jit(params, opt_state, carry, batch, key, step) -> (params, opt_state, carry, loss,
+    metrics); donates params, opt_state and carry. `metrics` gains `grad_norm` (global L2 norm
+    of the gradient). Without a carry, `carry` is None and loss_fn takes no carry."""
 
-    def train_step(params, opt_state, batch, key, step):
+    def train_step(params, opt_state, carry, batch, key, step):
         step_key = jax.random.fold_in(key, step)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch, step_key
-        )
+        if with_carry:
+            def loss(p):
+                value, (metrics, new_carry) = loss_fn(p, carry, batch, step_key)
+                return value, (metrics, new_carry)
+        else:
+            def loss(p):
+                value, metrics = loss_fn(p, batch, step_key)
+                return value, (metrics, None)
+        (value, (metrics, carry)), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
-        return params, opt_state, loss, metrics
+        carry = jax.lax.stop_gradient(carry)
+        return params, opt_state, carry, value, metrics
 
-    return jax.jit(train_step, donate_argnums=(0, 1))
+    return jax.jit(train_step, donate_argnums=(0, 1, 2))
 
 
 def _read_metrics(path: Path, upto_step: int) -> list[dict]:
@@ -126,6 +145,7 @@ def fit(
     max_to_keep: int = checkpoint.DEFAULT_MAX_TO_KEEP,
     progress: bool = True,
     tensorboard_dir: str | Path | None = None,
+    carry: PyTree | None = None,
 ) -> TrainResult:
     """Train `params` with `tx` on `loss_fn(params, batch, key) -> (loss, metrics)`.
 
@@ -144,8 +164,12 @@ def fit(
     multiple of `log_every` or `checkpoint_every` (or `num_steps`) that is >= n, no checkpoint
     after step n-1 is ever written, and the last good checkpoint stays the latest.
 
-    The caller's `params` are copied, not donated. `ckpt_dir=None` disables checkpoints and
-    resume; `metrics_path=None` disables the JSONL file.
+    Carried state (truncated BPTT): with `carry` given, `loss_fn(params, carry, batch, key) ->
+    (loss, (metrics, new_carry))`; `new_carry` (gradient stopped) is fed to the next step, saved
+    in checkpoints and restored on resume, and returned in `TrainResult.carry`.
+
+    The caller's `params` (and `carry`) are copied, not donated. `ckpt_dir=None` disables
+    checkpoints and resume; `metrics_path=None` disables the JSONL file.
     """
     if num_steps < 0 or checkpoint_every < 1 or log_every < 1 or items_per_batch < 1:
         raise ValueError(
@@ -153,12 +177,15 @@ def fit(
             f" >= 1; got {num_steps}, {checkpoint_every}, {log_every}, {items_per_batch}"
         )
     key_data = _key_data(key)
-    params = jax.tree.map(jnp.array, params)  # a private copy: the train step donates it
+    with_carry = carry is not None
+    params = jax.tree.map(jnp.array, params)  # private copies: the train step donates them
+    carry = jax.tree.map(jnp.array, carry) if with_carry else None
     opt_state = tx.init(params)
     start, elapsed_before = 0, 0.0
     if ckpt_dir is not None and checkpoint.latest_step(ckpt_dir) is not None:
-        state, meta = checkpoint.restore(ckpt_dir, {"params": params, "opt_state": opt_state})
+        state, meta = checkpoint.restore(ckpt_dir, _train_state(params, opt_state, carry))
         params, opt_state = state["params"], state["opt_state"]
+        carry = state.get("carry")
         start = int(meta.get("step", checkpoint.latest_step(ckpt_dir)))
         elapsed_before = float(meta.get("elapsed_s", 0.0))
         if meta.get("key") is not None and meta["key"] != key_data:
@@ -187,10 +214,10 @@ def fit(
             "desc": desc,
             "metrics": last,
         }
-        state = {"params": params, "opt_state": opt_state}
+        state = _train_state(params, opt_state, carry)
         checkpoint.save(ckpt_dir, step, state, meta, max_to_keep=max_to_keep)
 
-    train_step = _make_train_step(loss_fn, tx)
+    train_step = _make_train_step(loss_fn, tx, with_carry)
     t_start = time.perf_counter()
     pending: list[tuple[int, jax.Array, dict]] = []  # device values since the last check
     acc: dict[str, float] = {}
@@ -211,8 +238,8 @@ def fit(
                     f"{num_steps - start} needed"
                 ) from None
             acc_items += _batch_items(batch) * items_per_batch
-            params, opt_state, loss, metrics = train_step(
-                params, opt_state, batch, key, np.int32(step)
+            params, opt_state, carry, loss, metrics = train_step(
+                params, opt_state, carry, batch, key, np.int32(step)
             )
             done = step + 1
             pending.append((done, loss, metrics))
@@ -263,4 +290,323 @@ def fit(
             close()
     if ckpt_dir is not None and start == num_steps == 0:
         save(0, last_row)
-    return TrainResult(params=params, opt_state=opt_state, step=num_steps, history=history)
+    return TrainResult(params=params, opt_state=opt_state, step=num_steps, history=history,
+                       carry=carry)
+
+
+# ----------------------------------------------------------------------------- stage wrappers
+
+
+def _seed_from_key(key: jax.Array) -> int:
+    """A data-order seed in [0, 2^31) derived from a key."""
+    return int(jax.random.randint(key, (), 0, 2**31 - 1))
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _finish(out: Path, result: TrainResult, info: dict) -> dict:
+    """Save the final params as their own checkpoint (`out/params`) and write `out/DONE.json`."""
+    if checkpoint.latest_step(out / "params") != result.step:
+        checkpoint.save(out / "params", result.step, {"params": result.params},
+                        {"step": result.step}, max_to_keep=1)
+    last = result.history[-1] if result.history else {}
+    done = {
+        **info,
+        "checkpoint": "params",
+        "steps": result.step,
+        "final": {k: v for k, v in last.items() if k not in ("step", "elapsed_s")},
+        "wall_s": last.get("elapsed_s"),
+    }
+    _write_json_atomic(out / "DONE.json", done)
+    return done
+
+
+def train_vae(
+    key: jax.Array,
+    episodes_dir: str | Path,
+    out_dir: str | Path,
+    cfg: VAEConfig,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Train V on every frame in `episodes_dir` (PAPER.md §1.3: Adam, constant lr, no clipping).
+
+    num_steps = ceil(epochs * total_frames / batch_size). Writes `out_dir/ckpt` (resumable
+    training state), `out_dir/metrics.jsonl`, `out_dir/params` (final params, a checkpoint
+    readable by `checkpoint.restore_params`) and, last, `out_dir/DONE.json` with steps, final
+    losses, wall time, `vae_id` (= `checkpoint.tree_hash(params)`) and the model config.
+    """
+    from dreamjax.data import FrameBatches, list_episodes
+    from dreamjax.vae import ConvVAE, init_vae, vae_loss_fn
+
+    files = list_episodes(episodes_dir)
+    if not files:
+        raise FileNotFoundError(f"{episodes_dir}: no ep_XXXXXX.npz episodes to train V on")
+    k_init, k_data, k_fit = jax.random.split(key, 3)
+    seed = _seed_from_key(k_data)
+    total_frames = FrameBatches(files, cfg.batch_size, seed, cfg.shuffle_episodes).num_frames
+    num_steps = max(1, math.ceil(cfg.epochs * total_frames / cfg.batch_size))
+    model = ConvVAE(z_dim=cfg.z_dim)
+    out = Path(out_dir)
+
+    def batches(start: int) -> Iterator[np.ndarray]:
+        return iter(FrameBatches(files, cfg.batch_size, seed, cfg.shuffle_episodes,
+                                 start_step=start))
+
+    result = fit(
+        k_fit,
+        loss_fn=functools.partial(vae_loss_fn, model=model, kl_tolerance=cfg.kl_tolerance),
+        params=jax.jit(init_vae, static_argnums=1)(k_init, cfg.z_dim),  # one compile
+        tx=optax.adam(cfg.learning_rate),
+        batches=batches,
+        num_steps=num_steps,
+        ckpt_dir=out / "ckpt",
+        metrics_path=out / "metrics.jsonl",
+        checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every,
+        desc="vae",
+        progress=progress,
+    )
+    _finish(out, result, {
+        "stage": "vae",
+        "vae_id": checkpoint.tree_hash(result.params),
+        "model": {"z_dim": cfg.z_dim},
+        "frames": total_frames,
+        "episodes": len(files),
+    })
+    return result
+
+
+def _series_length(path: Path) -> int:
+    """T of a series file, reading only its `rewards` member."""
+    from dreamjax.data import EpisodeError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["rewards"].shape[0])
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise EpisodeError(f"{path}: unreadable series ({type(e).__name__}: {e})") from None
+
+
+class TBPTTBatches:
+    """Truncated-BPTT batches over series files (PAPER.md §2.4): consecutive chunks of B streams.
+
+    Epoch e shuffles the episodes with (seed, e), concatenates them into one stream of N steps
+    and splits it into B streams of S = N // B steps (the remainder is dropped). Batch j of the
+    epoch is window [j·L, j·L + L] (L + 1 steps) of every stream; consecutive windows overlap
+    by one step, so chunk j+1's first input is chunk j's last target and a state carried
+    across chunks has seen every input exactly once. (The reference cuts disjoint chunks of
+    L + 1, so the last step of each chunk is never an input; dreamjax does not copy that.)
+    steps_per_epoch = (S - 1) // L. Yields dicts:
+
+        mu, logvar  (B, L+1, Z) float32
+        actions     (B, L+1, A) float32
+        rewards     (B, L+1) float32
+        dones       (B, L+1) bool       the episode's `terminated`
+        restarts    (B, L+1) float32    1 on the first step of an episode (state is zeroed there)
+        mask        (B, L) float32      0 where the target is the first step of another episode
+        reset       (B,) bool           zero the carried state before this chunk (epoch start)
+
+    Deterministic in (files, seed, step); only the episodes a batch touches are loaded (those of
+    the previous batch stay cached), so memory is bounded by the batch, not the dataset.
+    """
+
+    def __init__(self, series_files: Iterable[str | Path], batch_size: int, seq_len: int,
+                 seed: int, start_step: int = 0):
+        self.files = [Path(f) for f in series_files]
+        if not self.files:
+            raise ValueError("TBPTTBatches: no series files")
+        if batch_size < 1 or seq_len < 1 or start_step < 0:
+            raise ValueError(f"TBPTTBatches: need batch_size >= 1, seq_len >= 1, start_step >= 0;"
+                             f" got {batch_size}, {seq_len}, {start_step}")
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.seed, self.start_step = int(seed), start_step
+        self.lengths = np.array([_series_length(f) for f in self.files], np.int64)
+        self.stream_len = int(self.lengths.sum()) // batch_size
+        self.steps_per_epoch = (self.stream_len - 1) // seq_len
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"TBPTTBatches: {int(self.lengths.sum())} steps in {len(self.files)} series give "
+                f"streams of {self.stream_len} steps for batch_size={batch_size}; need at least "
+                f"seq_len + 1 = {seq_len + 1}"
+            )
+        self._cache: dict[int, dict] = {}
+
+    def _load(self, i: int) -> dict:
+        from dreamjax.data import EpisodeError, load_series
+
+        if i not in self._cache:
+            d = load_series(self.files[i])
+            if len(d["rewards"]) != self.lengths[i]:
+                raise EpisodeError(f"{self.files[i]}: changed length while streaming")
+            self._cache[i] = {
+                "mu": d["mu"].astype(np.float32),
+                "logvar": d["logvar"].astype(np.float32),
+                "actions": d["actions"].astype(np.float32),
+                "rewards": d["rewards"].astype(np.float32),
+                "dones": d["terminated"].astype(bool),
+            }
+        return self._cache[i]
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """Batch number `step` of the stream."""
+        B, L = self.batch_size, self.seq_len
+        e, j = divmod(int(step), self.steps_per_epoch)
+        perm = np.random.default_rng([self.seed, e]).permutation(len(self.files))
+        ends = np.cumsum(self.lengths[perm])  # stream position where each episode ends
+        pos = (np.arange(B)[:, None] * self.stream_len + j * L + np.arange(L + 1)[None, :])
+        rank = np.searchsorted(ends, pos, side="right")  # (B, L+1) index into perm
+        offset = pos - (ends[rank] - self.lengths[perm][rank])
+        files = perm[rank]
+        needed = set(np.unique(files).tolist())
+        self._cache = {i: v for i, v in self._cache.items() if i in needed}
+        first = self._load(int(files[0, 0]))
+        out = {k: np.zeros((B, L + 1, *v.shape[1:]), v.dtype) for k, v in first.items()}
+        for i in needed:
+            d = self._load(i)
+            sel = files == i
+            for k in out:
+                out[k][sel] = d[k][offset[sel]]
+        restarts = (offset == 0).astype(np.float32)
+        out["restarts"] = restarts
+        out["mask"] = 1.0 - restarts[:, 1:]
+        out["reset"] = np.full((B,), j == 0)
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        k = self.start_step
+        while True:
+            yield self.batch(k)
+            k += 1
+
+
+def tbptt_loss_fn(params, carry, batch, key, *, model, done_weight=10.0, reward_weight=1.0):
+    """M's loss on one `TBPTTBatches` chunk, starting from the carried `LSTMState` `carry`.
+
+    Same terms as `mdnrnn.mdnrnn_loss_fn` (z NLL on a fresh z ~ N(mu, sigma²), reward and done
+    heads), but the state is zeroed before the chunk when `reset` and inside it wherever
+    `restarts` marks an episode start, whatever `model.restart_input` (which only adds the flag
+    as an input). Returns (loss, (metrics, final state)).
+    """
+    from dreamjax.mdnrnn import MDNRNN, LSTMState, done_loss, mdn_log_prob, reward_loss
+
+    mu = jnp.asarray(batch["mu"], jnp.float32)
+    B, T1, Z = mu.shape
+    T = T1 - 1
+    z = mu + jnp.exp(jnp.asarray(batch["logvar"], jnp.float32) / 2.0) * jax.random.normal(
+        key, mu.shape, jnp.float32)
+    actions = jnp.asarray(batch["actions"], jnp.float32)
+    restarts = jnp.asarray(batch["restarts"], jnp.float32)
+    mask = jnp.asarray(batch["mask"], jnp.float32)
+    assert mask.shape == (B, T) and restarts.shape == (B, T1), (mask.shape, restarts.shape)
+    keep0 = (~jnp.asarray(batch["reset"], bool))[:, None].astype(jnp.float32)
+    state = LSTMState(c=carry.c * keep0, h=carry.h * keep0)
+
+    def body(state, xs):
+        z_t, a_t, r_t = xs  # (B, Z), (B, A), (B,)
+        keep = (r_t <= 0.5)[:, None].astype(jnp.float32)
+        state = LSTMState(c=state.c * keep, h=state.h * keep)
+        extra = (r_t,) if model.restart_input else ()
+        return model.apply(params, state, z_t, a_t, *extra, method=MDNRNN.step)
+
+    xs = (jnp.swapaxes(z[:, :T], 0, 1), jnp.swapaxes(actions[:, :T], 0, 1),
+          jnp.swapaxes(restarts[:, :T], 0, 1))
+    state, out = jax.lax.scan(body, state, xs)
+    out = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)  # fields (B, T, ...)
+    z_nll = -jnp.sum(mdn_log_prob(out, z[:, 1:]) * mask[..., None]) / (
+        jnp.maximum(jnp.sum(mask), 1.0) * Z)
+    loss, metrics = z_nll, {"z_nll": z_nll}
+    if model.reward_head:
+        r_loss = reward_loss(out.reward_parts, jnp.asarray(batch["rewards"])[:, :T], mask)
+        loss, metrics["reward_loss"] = loss + reward_weight * r_loss, r_loss
+    if model.done_head:
+        d_loss = done_loss(out.done_logit, jnp.asarray(batch["dones"])[:, :T], mask, done_weight)
+        loss, metrics["done_loss"] = loss + d_loss, d_loss
+    return loss, (metrics, state)
+
+
+def train_mdnrnn(
+    key: jax.Array,
+    series_dir: str | Path,
+    out_dir: str | Path,
+    cfg: MDNRNNConfig,
+    z_dim: int,
+    *,
+    action_dim: int = 3,
+    restart_input: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train M on the latent series in `series_dir` (PAPER.md §1.4; §2.4 with `cfg.tbptt`).
+
+    optax.chain(clip(grad_clip) by value, adam(lr)), `cfg.steps` steps. Without `tbptt`, batches
+    are `data.SequenceBatches` windows starting from the zero state (`mdnrnn.mdnrnn_loss_fn`);
+    with it, `TBPTTBatches` chunks with the LSTM state carried across chunks
+    (`tbptt_loss_fn`). `restart_input` (Doom) needs `tbptt`. Writes `out_dir/ckpt`,
+    `out_dir/metrics.jsonl`, `out_dir/params` and, last, `out_dir/DONE.json` with the model's
+    MDNRNN fields under "model", `mdnrnn_id` and the series' `vae_id`.
+    """
+    from dreamjax.data import SequenceBatches, list_episodes, load_series
+    from dreamjax.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
+
+    files = list_episodes(series_dir)
+    if not files:
+        raise FileNotFoundError(f"{series_dir}: no ep_XXXXXX.npz series to train M on")
+    z_found = load_series(files[0])["mu"].shape[1]
+    if z_found != z_dim:
+        raise ValueError(f"{files[0]}: series have Z = {z_found}, expected z_dim={z_dim}")
+    if restart_input and not cfg.tbptt:
+        raise ValueError("train_mdnrnn: restart_input=True needs --mdnrnn.tbptt (random windows "
+                         "carry no episode-start flags)")
+    k_init, k_data, k_fit = jax.random.split(key, 3)
+    seed = _seed_from_key(k_data)
+    model = MDNRNN(z_dim=z_dim, action_dim=action_dim, hidden=cfg.hidden, n_mix=cfg.n_mix,
+                   restart_input=restart_input, reward_head=cfg.reward_head,
+                   done_head=cfg.done_head)
+    B, L = cfg.batch_size, cfg.seq_len
+    if cfg.tbptt:
+        TBPTTBatches(files, B, L, seed)  # validate sizes before training starts
+
+        def batches(start: int) -> Iterator[dict]:
+            return iter(TBPTTBatches(files, B, L, seed, start_step=start))
+
+        loss_fn = functools.partial(tbptt_loss_fn, model=model, done_weight=cfg.done_weight)
+        carry = model.initial_state((B,))
+    else:
+        def batches(start: int) -> Iterator[dict]:
+            return iter(SequenceBatches(files, B, L, seed, start_step=start))
+
+        loss_fn = functools.partial(mdnrnn_loss_fn, model=model, done_weight=cfg.done_weight)
+        carry = None
+    out = Path(out_dir)
+    result = fit(
+        k_fit,
+        loss_fn=loss_fn,
+        params=jax.jit(init_mdnrnn, static_argnums=1)(k_init, model),  # one compile
+        tx=optax.chain(optax.clip(cfg.grad_clip), optax.adam(cfg.learning_rate)),
+        batches=batches,
+        num_steps=cfg.steps,
+        ckpt_dir=out / "ckpt",
+        metrics_path=out / "metrics.jsonl",
+        checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every,
+        desc="mdnrnn",
+        items_per_batch=L,
+        progress=progress,
+        carry=carry,
+    )
+    manifest = Path(series_dir) / "series.json"
+    vae_id = json.loads(manifest.read_text()).get("vae_id") if manifest.is_file() else None
+    fields = ("z_dim", "action_dim", "hidden", "n_mix", "restart_input", "reward_head",
+              "done_head")
+    _finish(out, result, {
+        "stage": "mdnrnn",
+        "mdnrnn_id": checkpoint.tree_hash(result.params),
+        "vae_id": vae_id,
+        "model": {f: getattr(model, f) for f in fields},
+        "tbptt": cfg.tbptt,
+        "episodes": len(files),
+    })
+    return result
