@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -78,7 +79,12 @@ class BatchPolicy(Protocol):
 
 
 def _worker_main(conn, n_envs: int, fast: bool, max_steps: int) -> None:
-    """Worker loop: owns `n_envs` envs; answers each command list with one reply list."""
+    """Worker loop: owns `n_envs` envs; answers each command list with one reply list.
+
+    Ignores SIGINT (Ctrl-C reaches the whole process group; the main process closes the pool),
+    and exits when the main process goes away (its pipe end closes).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from dreamjax.envs.carracing import make_env, preprocess, to_env_action
 
     envs = [make_env(fast=fast, max_episode_steps=max_steps) for _ in range(n_envs)]
