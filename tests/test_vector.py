@@ -60,7 +60,7 @@ def reference_return(seed: int) -> tuple[float, int]:
 
 @pytest.fixture(scope="module")
 def pool():
-    with EnvPool(num_workers=2, envs_per_worker=1, max_steps=MAX_STEPS, step_timeout=3.0) as p:
+    with EnvPool(num_workers=2, envs_per_worker=1, max_steps=MAX_STEPS, step_timeout=5.0) as p:
         yield p
 
 
