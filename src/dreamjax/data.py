@@ -221,8 +221,9 @@ class RandomModelPolicy:
     encoder's logvar explodes for most s (|z| ~ 1e2..1e10 once s > ~0.0015), so in most episodes
     the actions are saturated, step-to-step random +-1 noise, and only small-s episodes give
     small, frame-dependent actions. A random projection of the frame does not reproduce that
-    mixture; the real encoder costs ~0.6 ms per frame (JAX, jitted, batch 1) next to ~5 ms per
-    env step, so it is cheap enough.
+    mixture. The real encoder (JAX, jitted, batch 1) costs 0.6-1.7 ms per frame on a busy 2-core
+    CPU next to 3-5 ms per env step, so it is affordable; it runs in the main process, so with
+    many workers the policy, not the envs, bounds collection (`brownian` costs ~0.03 ms).
 
     Differences from the reference: V's decoder and M's MDN head are not drawn (they do not
     influence actions); the encoder runs in float32 and its outputs are made finite (logvar
