@@ -343,3 +343,18 @@ def test_brownian_policy_is_a_clipped_random_walk():
     steps = np.abs(np.diff(acts, axis=0))
     assert steps.max() < 6 * data.BrownianPolicy.step_std
     assert np.all(np.abs(acts) <= 1.0) and (np.abs(acts) == 1.0).any()
+
+
+def test_paper_policy_has_the_reference_mixture_of_saturated_and_small_actions():
+    """With every parameter Cauchy x s (s ~ U(0, 0.01)), the random encoder's logvar explodes
+    for most s, giving saturated, step-to-step random actions; small-s episodes act gently."""
+    frames = np.random.default_rng(1).integers(0, 256, (10, 1, 64, 64, 3), dtype=np.uint8)
+    pol = data.RandomModelPolicy(0, 1)
+    saturated, gentle = 0, 0
+    for tag in range(24):
+        pol.reset(0, data.EpisodeSpec(seed=0, tag=tag))
+        acts = np.stack([pol.act(frames[t], np.array([True]))[0] for t in range(10)])
+        frac = (np.abs(acts) > 0.9).mean()
+        saturated += frac > 0.8
+        gentle += frac < 0.2
+    assert saturated >= 12 and gentle >= 1
