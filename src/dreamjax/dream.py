@@ -1,0 +1,349 @@
+"""The dream: M used as a gymnax environment (PAPER.md §2.5), plus V's decoder to watch it.
+
+`DreamEnv` is a `gymnax.environments.environment.Environment` whose dynamics are the MDN-RNN:
+
+- reset: z_0 = mu + exp(logvar / 2)·eps from a uniformly chosen entry of a bank of real
+  first-frame latents, zero LSTM state (and restart = 1 for an M with a restart input).
+- step(a): feed (z_t, a_t) to `MDNRNN.step`; z_{t+1} ~ M's mixture at temperature τ
+  (`sample_next_z`); reward from M's reward head (or +1 per step, Doom's rule, `reward_mode=
+  "survival"`); terminated = done_logit > 0, a deterministic threshold with no τ (PAPER.md §2.5
+  step 4); truncated = time >= max_steps_in_episode.
+- observation: what C sees, [z, h] by default (PAPER.md §1.5), [z, c, h] for Doom (§2.5) or z
+  alone. Timing follows §1.5: reset returns [z_0, h_0 = 0], the action a_t is chosen from
+  [z_t, h_t] where h_t has consumed (z_<t, a_<t), and the step returns [z_{t+1}, h_{t+1}].
+
+Everything that varies between runs (M's weights, the latent bank, τ, the step limit) lives in the
+`DreamParams` pytree; M's architecture and the observation/reward modes are static fields. So one
+compiled step serves every checkpoint, and a population of dreams is a `vmap` away.
+
+Dreaming CarRacing with a reward head is a dreamjax addition: the paper trains the car
+controller in the real env and its car dream (`carracing/dream_env.py`) has reward 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from dreamjax.controller import OBS_MODES, make_obs, obs_dim_for_mode
+from dreamjax.mdnrnn import MDNRNN, LSTMState, MDNOutput, init_mdnrnn
+
+REWARD_MODES: tuple[str, ...] = ("head", "survival")
+MODEL_FIELDS: tuple[str, ...] = (
+    "z_dim", "action_dim", "hidden", "n_mix", "restart_input", "reward_head", "done_head",
+)
+
+
+@struct.dataclass
+class DreamState(environment.EnvState):
+    """z (Z,) the current latent; lstm c, h (H,); restart () 1.0 until the first step."""
+
+    z: jax.Array
+    lstm: LSTMState
+    restart: jax.Array
+
+
+@struct.dataclass
+class DreamParams(environment.EnvParams):
+    """Everything a dream needs. Arrays are pytree leaves; `model`, `obs_mode`, `reward_mode` are
+    static (part of the compiled program).
+
+    mdn_params: M's variables ({"params": ...}); init_mu, init_logvar: (N, Z) bank of first-frame
+    latents; temperature: τ; max_steps_in_episode: truncation limit.
+    """
+
+    mdn_params: Any = None
+    init_mu: Any = None
+    init_logvar: Any = None
+    temperature: Any = 1.0
+    max_steps_in_episode: Any = 1000
+    model: MDNRNN = struct.field(pytree_node=False, default=MDNRNN())
+    obs_mode: str = struct.field(pytree_node=False, default="zh")
+    reward_mode: str = struct.field(pytree_node=False, default="head")
+
+
+def sample_mixture(key: jax.Array, out: MDNOutput, temperature: float | jax.Array) -> jax.Array:
+    """Sample z (..., Z) from M's mixture at temperature τ; the same distribution as
+    `dreamjax.mdnrnn.sample_next_z` (PAPER.md §2.5), drawn the reference way (`doomrnn.py:633-640`):
+    one uniform per dimension picks the component by inverse CDF of softmax(logpi / τ), then
+    z = mu_k + exp(logsigma_k)·eps·sqrt(τ). Gather-free (a one-hot select over K) and with K times
+    fewer random numbers than Gumbel-max, which matters in the dream's inner loop.
+    """
+    tau = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
+    k_u, k_e = jax.random.split(key)
+    logits = out.logpi / tau  # (..., Z, K)
+    cdf = jnp.cumsum(jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)), axis=-1)
+    u = jax.random.uniform(k_u, cdf.shape[:-1], jnp.float32) * cdf[..., -1]
+    k = jnp.sum(u[..., None] >= cdf[..., :-1], axis=-1)  # (..., Z) in [0, K)
+    onehot = k[..., None] == jnp.arange(cdf.shape[-1])
+    mu = jnp.sum(jnp.where(onehot, out.mu, 0.0), axis=-1)
+    logsigma = jnp.sum(jnp.where(onehot, out.logsigma, 0.0), axis=-1)
+    eps = jax.random.normal(k_e, mu.shape, jnp.float32)
+    return mu + jnp.exp(logsigma) * eps * jnp.sqrt(tau)
+
+
+def check_dream_config(model: MDNRNN, obs_mode: str, reward_mode: str) -> None:
+    """One-line ValueError for a dream that cannot train a controller."""
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"dream: unknown obs_mode {obs_mode!r}; choose one of {OBS_MODES}")
+    if reward_mode not in REWARD_MODES:
+        raise ValueError(f"dream: unknown reward_mode {reward_mode!r}; choose one of "
+                         f"{REWARD_MODES}")
+    if reward_mode == "head" and not model.reward_head:
+        raise ValueError(
+            "dream: M has no reward head, so the dream's return would be noise; train M with "
+            "--mdnrnn.reward-head (or use reward_mode='survival' with a done head, Doom's rule)"
+        )
+    if reward_mode == "survival" and not model.done_head:
+        raise ValueError(
+            "dream: reward_mode='survival' (+1 per step) needs M's done head "
+            "(--mdnrnn.done-head), else every episode lasts until the step limit"
+        )
+
+
+def make_dream_params(
+    model: MDNRNN,
+    mdn_params: Any,
+    init_mu: Any,
+    init_logvar: Any,
+    *,
+    temperature: float = 1.0,
+    max_steps: int = 1000,
+    obs_mode: str = "zh",
+    reward_mode: str = "head",
+) -> DreamParams:
+    """Validated `DreamParams`; init_mu, init_logvar (N, Z) with N >= 1."""
+    check_dream_config(model, obs_mode, reward_mode)
+    init_mu = jnp.asarray(init_mu, jnp.float32)
+    init_logvar = jnp.asarray(init_logvar, jnp.float32)
+    if init_mu.ndim != 2 or init_mu.shape != init_logvar.shape or init_mu.shape[0] < 1:
+        raise ValueError(f"dream: initial latents mu, logvar must both be (N, Z) with N >= 1, got "
+                         f"{init_mu.shape} and {init_logvar.shape}")
+    if init_mu.shape[1] != model.z_dim:
+        raise ValueError(f"dream: initial latents have Z={init_mu.shape[1]} but M has "
+                         f"z_dim={model.z_dim}")
+    if not float(temperature) > 0:
+        raise ValueError(f"dream: temperature must be > 0, got {temperature}")
+    if int(max_steps) < 1:
+        raise ValueError(f"dream: max_steps must be >= 1, got {max_steps}")
+    _check_mdn_params(model, mdn_params, "dream")
+    return DreamParams(
+        mdn_params=mdn_params,
+        init_mu=init_mu,
+        init_logvar=init_logvar,
+        temperature=jnp.float32(temperature),
+        max_steps_in_episode=jnp.int32(max_steps),
+        model=model,
+        obs_mode=obs_mode,
+        reward_mode=reward_mode,
+    )
+
+
+def _check_mdn_params(model: MDNRNN, mdn_params: Any, where: str) -> None:
+    """M's parameter shapes must match its config."""
+    expect = jax.eval_shape(lambda: init_mdnrnn(jax.random.key(0), model))
+    got = jax.tree.map(lambda x: tuple(np.shape(x)), mdn_params)
+    want = jax.tree.map(lambda s: tuple(s.shape), expect)
+    if got != want:
+        raise ValueError(f"{where}: M's parameters do not match its config {model}: "
+                         f"got shapes {got}, expected {want}")
+
+
+class DreamEnv(environment.Environment[DreamState, DreamParams]):
+    """M as an environment (see the module docstring). Takes no arguments: all configuration is in
+    `DreamParams`; `default_params` is a random world model of the paper's CarRacing shape
+    (Z 32, A 3, H 256, K 5) with reward and done heads and a random latent bank."""
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    @property
+    def default_params(self) -> DreamParams:
+        cached = getattr(self, "_default_params", None)
+        if cached is None:
+            with jax.ensure_compile_time_eval():
+                cached = random_dream_params(jax.random.key(0))
+            self._default_params = cached
+        return cached
+
+    def reset_env(self, key: jax.Array, params: DreamParams) -> tuple[jax.Array, DreamState]:
+        """z_0 from a uniformly chosen bank entry; zero LSTM state."""
+        k_idx, k_eps = jax.random.split(key)
+        n, z_dim = params.init_mu.shape
+        i = jax.random.randint(k_idx, (), 0, n)
+        eps = jax.random.normal(k_eps, (z_dim,), jnp.float32)
+        z = params.init_mu[i] + jnp.exp(params.init_logvar[i] / 2.0) * eps
+        state = DreamState(
+            time=jnp.int32(0),
+            z=z,
+            lstm=params.model.initial_state(()),
+            restart=jnp.float32(1.0),
+        )
+        return self.get_obs(state, params), state
+
+    def step_env(
+        self, key: jax.Array, state: DreamState, action: jax.Array, params: DreamParams
+    ) -> tuple[jax.Array, DreamState, jax.Array, jax.Array, dict]:
+        """One dream step (PAPER.md §2.5): a (A,) -> (obs, state, reward, terminated, info)."""
+        model = params.model
+        check_dream_config(model, params.obs_mode, params.reward_mode)
+        action = jnp.asarray(action, jnp.float32)
+        if action.shape != (model.action_dim,):
+            raise ValueError(f"dream: action must be ({model.action_dim},), got {action.shape}")
+        extra = (state.restart,) if model.restart_input else ()
+        lstm, out = model.apply(
+            params.mdn_params, state.lstm, state.z, action, *extra, method=MDNRNN.step
+        )
+        z = sample_mixture(key, out, params.temperature)
+        reward = out.reward if params.reward_mode == "head" else jnp.float32(1.0)
+        terminated = out.done_logit > 0.0 if model.done_head else jnp.bool_(False)
+        state = DreamState(time=state.time + 1, z=z, lstm=lstm, restart=jnp.float32(0.0))
+        info = {"done_logit": out.done_logit if model.done_head else jnp.float32(-jnp.inf)}
+        return self.get_obs(state, params), state, reward.astype(jnp.float32), terminated, info
+
+    def get_obs(self, state: DreamState, params=None, key=None) -> jax.Array:
+        """What C sees: [z, h], [z, c, h] or z, per `params.obs_mode`."""
+        mode = (params or self.default_params).obs_mode
+        return make_obs(mode, state.z, state.lstm.c, state.lstm.h)
+
+    def is_terminated(self, state: DreamState, params: DreamParams) -> jax.Array:
+        """Termination is decided by M's done head inside `step_env`."""
+        return jnp.bool_(False)
+
+    @property
+    def name(self) -> str:
+        return "Dream"
+
+    @property
+    def num_actions(self) -> int:
+        return self.default_params.model.action_dim
+
+    def action_space(self, params: DreamParams | None = None) -> spaces.Box:
+        """C's raw output, [-1, 1]^A."""
+        params = params or self.default_params
+        return spaces.Box(-1.0, 1.0, (params.model.action_dim,), jnp.float32)
+
+    def observation_space(self, params: DreamParams | None = None) -> spaces.Box:
+        """(O,) float32: O = Z, Z + H or Z + 2H by obs_mode."""
+        params = params or self.default_params
+        dim = obs_dim_for_mode(params.obs_mode, params.model.z_dim, params.model.hidden)
+        return spaces.Box(-jnp.inf, jnp.inf, (dim,), jnp.float32)
+
+    @staticmethod
+    def params_from_run(
+        run_dir: str | Path,
+        *,
+        temperature: float = 1.0,
+        max_steps: int = 1000,
+        obs_mode: str = "zh",
+        reward_mode: str = "head",
+    ) -> DreamParams:
+        """Load a dream from a run folder:
+
+        - `run_dir/mdnrnn/DONE.json`: M's config (MDNRNN field names, top level or under
+          "model"); optional "checkpoint" (folder relative to `run_dir/mdnrnn/`).
+        - the orbax checkpoint of M's params (`dreamjax.checkpoint.restore_params`): the
+          "checkpoint" folder, else the first of `mdnrnn/ckpt`, `mdnrnn/checkpoints`, `mdnrnn/`
+          that holds a finished step.
+        - `run_dir/series/initial_latents.npz`: `mu`, `logvar` (N, Z).
+        """
+        from dreamjax import checkpoint
+
+        run_dir = Path(run_dir)
+        done = run_dir / "mdnrnn" / "DONE.json"
+        if not done.is_file():
+            raise FileNotFoundError(f"{done}: no finished M in this run folder (run the mdnrnn "
+                                    "stage first)")
+        meta = json.loads(done.read_text())
+        model = model_from_meta(meta, str(done))
+        candidates = [done.parent / meta["checkpoint"]] if "checkpoint" in meta else [
+            done.parent / "ckpt", done.parent / "checkpoints", done.parent]
+        ckpt = next((c for c in candidates if checkpoint.latest_step(c) is not None), None)
+        if ckpt is None:
+            raise FileNotFoundError(f"{done.parent}: no finished M checkpoint in "
+                                    f"{[str(c) for c in candidates]}")
+        mdn_params = checkpoint.restore_params(ckpt)
+        if not (isinstance(mdn_params, dict) and set(mdn_params) == {"params"}):
+            mdn_params = {"params": mdn_params}
+        _check_mdn_params(model, mdn_params, str(ckpt))
+        latents = run_dir / "series" / "initial_latents.npz"
+        if not latents.is_file():
+            raise FileNotFoundError(f"{latents}: missing bank of initial latents (run the encode "
+                                    "stage)")
+        with np.load(latents) as f:
+            if "mu" not in f or "logvar" not in f:
+                raise ValueError(f"{latents}: needs arrays 'mu' and 'logvar' (N, Z)")
+            mu, logvar = f["mu"], f["logvar"]
+        return make_dream_params(
+            model, mdn_params, mu, logvar, temperature=temperature, max_steps=max_steps,
+            obs_mode=obs_mode, reward_mode=reward_mode,
+        )
+
+
+def model_from_meta(meta: dict, where: str = "DONE.json") -> MDNRNN:
+    """MDNRNN from a config dict (field names of `MDNRNN`, top level or under "model")."""
+    cfg = meta.get("model", meta)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where}: 'model' must be a dict of MDNRNN fields")
+    kwargs = {k: cfg[k] for k in MODEL_FIELDS if k in cfg}
+    return MDNRNN(**kwargs)
+
+
+def random_dream_params(
+    key: jax.Array,
+    model: MDNRNN | None = None,
+    *,
+    bank_size: int = 16,
+    temperature: float = 1.0,
+    max_steps: int = 1000,
+    obs_mode: str = "zh",
+    reward_mode: str = "head",
+    done_bias: float | None = -3.0,
+) -> DreamParams:
+    """A randomly initialised world model (default: the paper's CarRacing shape with reward and
+    done heads) and a random latent bank, mu ~ N(0, 1), logvar = log(0.1²).
+
+    `done_bias` replaces the done logit's (glorot-random) bias so that random dreams do not end
+    at once (None keeps it).
+    """
+    model = model or MDNRNN(z_dim=32, action_dim=3, hidden=256, n_mix=5, reward_head=True,
+                            done_head=True)
+    k_m, k_b = jax.random.split(key)
+    mdn_params = jax.jit(init_mdnrnn, static_argnums=1)(k_m, model)
+    if model.done_head and done_bias is not None:
+        p = mdn_params["params"]
+        p = {**p, "output_b": p["output_b"].at[0].set(done_bias)}
+        mdn_params = {**mdn_params, "params": p}
+    mu = jax.random.normal(k_b, (bank_size, model.z_dim), jnp.float32)
+    logvar = jnp.full((bank_size, model.z_dim), 2.0 * np.log(0.1), jnp.float32)
+    return make_dream_params(
+        model, mdn_params, mu, logvar, temperature=temperature, max_steps=max_steps,
+        obs_mode=obs_mode, reward_mode=reward_mode,
+    )
+
+
+def render(
+    vae_params: Any, z_seq: jax.Array, vae_model: Any = None, batch: int = 256
+) -> np.ndarray:
+    """Decode a dream's latents z_seq (T, Z) with V's decoder -> (T, 64, 64, 3) uint8 frames."""
+    from dreamjax.vae import ConvVAE
+
+    z_seq = jnp.asarray(z_seq, jnp.float32)
+    if z_seq.ndim != 2:
+        raise ValueError(f"render: z_seq must be (T, Z), got {z_seq.shape}")
+    vae_model = vae_model or ConvVAE(z_dim=z_seq.shape[1])
+    decode = jax.jit(lambda p, z: vae_model.apply(p, z, method=ConvVAE.decode))
+    frames = [np.asarray(decode(vae_params, z_seq[i : i + batch]))
+              for i in range(0, z_seq.shape[0], batch)]
+    x = np.concatenate(frames) if frames else np.zeros((0, 64, 64, 3), np.float32)
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)

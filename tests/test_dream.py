@@ -1,0 +1,271 @@
+"""The dream (M as a gymnax env) and population rollouts: shapes under jit + vmap, the paper's
+step timing, done threshold, truncation, gymnax auto-reset and wrappers, vmap == loop."""
+
+import json
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.wrappers.purerl import FlattenObservationWrapper, LogWrapper
+
+from dreamjax import checkpoint
+from dreamjax.controller import controller_for, init_controller, obs_dim
+from dreamjax.dream import DreamEnv, make_dream_params, random_dream_params, render, sample_mixture
+from dreamjax.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, sample_next_z
+from dreamjax.rollout import population_rollouts, rollout, rollout_keys
+
+SMALL = MDNRNN(z_dim=4, action_dim=3, hidden=8, n_mix=3, reward_head=True, done_head=True)
+ENV = DreamEnv()
+reset_env = jax.jit(ENV.reset_env)
+step_env = jax.jit(ENV.step_env)
+vreset = jax.jit(jax.vmap(ENV.reset_env, in_axes=(0, None)))
+vstep = jax.jit(jax.vmap(ENV.step_env, in_axes=(0, 0, 0, None)))
+
+
+def small_params(done_bias=-50.0, max_steps=1000, **kw):
+    return random_dream_params(jax.random.key(3), SMALL, done_bias=done_bias,
+                               max_steps=max_steps, **kw)
+
+
+def test_default_params_paper_shape_under_jit_and_vmap():
+    env = DreamEnv()
+    p = env.default_params
+    assert (p.model.z_dim, p.model.action_dim, p.model.hidden, p.model.n_mix) == (32, 3, 256, 5)
+    assert p.model.reward_head and p.model.done_head
+    assert env.observation_space(p).shape == (288,) and env.action_space(p).shape == (3,)
+    keys = jax.random.split(jax.random.key(0), 4)
+    obs, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, p)
+    assert obs.shape == (4, 288) and state.z.shape == (4, 32) and state.lstm.h.shape == (4, 256)
+    np.testing.assert_array_equal(obs[:, 32:], 0.0)  # h_0 = 0
+    step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    obs, state, r, term, trunc, info = step(keys, state, jnp.zeros((4, 3)), p)
+    assert obs.shape == (4, 288) and r.shape == (4,) and r.dtype == jnp.float32
+    assert term.dtype == jnp.bool_ and trunc.shape == (4,)
+    assert info["final_observation"].shape == (4, 288)
+
+
+def test_step_follows_paper_timing_and_m_heads():
+    """obs after step = [z_{t+1}, h_{t+1}] with h_{t+1} = M.step(h_t, z_t, a_t); reward and done
+    come from M's heads for (z_t, a_t); z_{t+1} is the mixture sample at τ."""
+    env = ENV
+    p = small_params(done_bias=None, temperature=1.3)
+    obs0, s0 = reset_env(jax.random.key(1), p)
+    np.testing.assert_array_equal(obs0, jnp.concatenate([s0.z, jnp.zeros(8)]))
+    a = jnp.array([0.3, -0.2, 0.9])
+    k = jax.random.key(2)
+    obs1, s1, r, term, info = step_env(k, s0, a, p)
+    lstm, out = SMALL.apply(p.mdn_params, s0.lstm, s0.z, a, method=MDNRNN.step)
+    z1 = sample_mixture(k, out, 1.3)
+    np.testing.assert_allclose(obs1, jnp.concatenate([z1, lstm.h]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r, out.reward, rtol=1e-5, atol=1e-6)
+    assert bool(term) == bool(out.done_logit > 0) and int(s1.time) == 1
+    np.testing.assert_allclose(info["done_logit"], out.done_logit)
+    zch = env.get_obs(s1, p.replace(obs_mode="zch"))
+    np.testing.assert_allclose(zch, jnp.concatenate([z1, lstm.c, lstm.h]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("bias", "expect"), [(50.0, True), (-50.0, False)])
+def test_done_is_a_deterministic_logit_threshold(bias, expect):
+    p = small_params(done_bias=bias)
+    keys = jax.random.split(jax.random.key(0), 16)
+    _, s = vreset(keys, p)
+    _, _, _, term, _ = vstep(keys, s, jnp.zeros((16, 3)), p)
+    assert bool(jnp.all(term == expect))
+
+
+def test_done_matches_logit_sign_on_random_states():
+    p = small_params(done_bias=0.0)
+    keys = jax.random.split(jax.random.key(5), 16)
+    _, s = vreset(keys, p)
+    a = jax.random.uniform(jax.random.key(6), (16, 3), minval=-1, maxval=1)
+    _, _, _, term, info = vstep(keys, s, a, p)
+    np.testing.assert_array_equal(term, info["done_logit"] > 0)
+    assert 0 < int(term.sum()) < 16
+
+
+def test_truncation_at_step_limit_and_gymnax_auto_reset():
+    env = DreamEnv()
+    p = small_params(done_bias=-50.0, max_steps=3)
+    obs, s = env.reset(jax.random.key(0), p)
+    step = jax.jit(env.step)
+    truncs = []
+    for t in range(3):
+        k = jax.random.key(10 + t)
+        obs, s, r, term, trunc, info = step(k, s, jnp.ones(3) * 0.1, p)
+        truncs.append(bool(trunc))
+        assert not bool(term)
+    assert truncs == [False, False, True]
+    assert int(s.time) == 0  # auto-reset
+    _, k_reset = jax.random.split(jax.random.key(12))
+    obs_re, s_re = reset_env(k_reset, p)
+    np.testing.assert_allclose(obs, obs_re, rtol=1e-6)
+    np.testing.assert_allclose(s.z, s_re.z, rtol=1e-6)
+    assert not np.allclose(info["final_observation"], obs)
+
+
+def test_termination_auto_resets():
+    env = DreamEnv()
+    p = small_params(done_bias=50.0)
+    _, s = env.reset(jax.random.key(0), p)
+    _, s, _, term, trunc, _ = env.step(jax.random.key(1), s, jnp.zeros(3), p)
+    assert bool(term) and not bool(trunc) and int(s.time) == 0
+
+
+def test_reward_modes_and_missing_heads():
+    p = small_params(reward_mode="survival")
+    _, s = reset_env(jax.random.key(0), p)
+    assert float(step_env(jax.random.key(1), s, jnp.zeros(3), p)[2]) == 1.0
+    no_reward = MDNRNN(z_dim=4, action_dim=3, hidden=8, n_mix=3, done_head=True)
+    mp = init_mdnrnn(jax.random.key(0), no_reward)
+    with pytest.raises(ValueError, match="no reward head"):
+        make_dream_params(no_reward, mp, jnp.zeros((2, 4)), jnp.zeros((2, 4)))
+    ok = make_dream_params(no_reward, mp, jnp.zeros((2, 4)), jnp.zeros((2, 4)),
+                           reward_mode="survival")
+    assert ok.reward_mode == "survival"
+    bare = MDNRNN(z_dim=4, action_dim=3, hidden=8, n_mix=3)
+    with pytest.raises(ValueError, match="done head"):
+        make_dream_params(bare, init_mdnrnn(jax.random.key(0), bare), jnp.zeros((2, 4)),
+                          jnp.zeros((2, 4)), reward_mode="survival")
+    with pytest.raises(ValueError, match="Z=5"):
+        make_dream_params(SMALL, init_mdnrnn(jax.random.key(0), SMALL), jnp.zeros((2, 5)),
+                          jnp.zeros((2, 5)))
+
+
+@partial(jax.jit, static_argnums=0)
+def _sample_many(fn, keys, out, tau):
+    return jax.vmap(lambda k: fn(k, out, tau))(keys)
+
+
+def test_sample_mixture_has_sample_next_z_distribution():
+    """Inverse-CDF sampling (dream) and Gumbel sampling (mdnrnn) agree in distribution: component
+    frequencies softmax(logpi / τ), per-component spread sigma·sqrt(τ)."""
+    logits = jnp.log(jnp.array([0.6, 0.3, 0.1]))
+    out = MDNOutput(
+        logpi=jnp.broadcast_to(jax.nn.log_softmax(logits), (2, 3)),
+        mu=jnp.broadcast_to(jnp.array([-10.0, 0.0, 10.0]), (2, 3)),
+        logsigma=jnp.broadcast_to(jnp.log(jnp.array([0.3, 0.5, 0.8])), (2, 3)),
+    )
+    n = 40_000
+    keys = jax.random.split(jax.random.key(0), n)
+    for tau in (0.5, 1.0, 2.0):
+        probs = np.asarray(jax.nn.softmax(logits / tau))
+        for fn in (sample_mixture, sample_next_z):
+            z = np.asarray(_sample_many(fn, keys, out, tau)).ravel()
+            comp = np.digitize(z, [-5.0, 5.0])
+            freq = np.bincount(comp, minlength=3) / z.size
+            np.testing.assert_allclose(freq, probs, atol=0.01)
+            for c, (m, sd) in enumerate([(-10.0, 0.3), (0.0, 0.5), (10.0, 0.8)]):
+                zc = z[comp == c]
+                if zc.size > 2000:
+                    assert abs(zc.mean() - m) < 0.1
+                    assert abs(zc.std() - sd * np.sqrt(tau)) < 0.05 * sd * np.sqrt(tau) + 0.02
+
+
+def test_gymnax_wrappers_and_generic_jitted_loop():
+    """LogWrapper(FlattenObservationWrapper(DreamEnv)) in a plain jitted scan over env.step."""
+    env = LogWrapper(FlattenObservationWrapper(DreamEnv()))
+    p = small_params(done_bias=-50.0, max_steps=4)
+
+    @jax.jit
+    def run(key):
+        obs, state = env.reset(key, p)
+
+        def body(carry, k):
+            obs, state = carry
+            k_a, k_s = jax.random.split(k)
+            a = jax.random.uniform(k_a, (3,), minval=-1.0, maxval=1.0)
+            obs, state, r, term, trunc, info = env.step(k_s, state, a, p)
+            return (obs, state), (r, info["returned_episode"],
+                                  info["returned_episode_returns"],
+                                  info["returned_episode_lengths"], obs)
+
+        return jax.lax.scan(body, (obs, state), jax.random.split(key, 12))[1]
+
+    r, ended, ep_ret, ep_len, obs = jax.device_get(run(jax.random.key(0)))
+    assert obs.shape == (12, 12)
+    np.testing.assert_array_equal(ended, [False, False, False, True] * 3)
+    np.testing.assert_array_equal(ep_len[ended], [4, 4, 4])
+    np.testing.assert_allclose(ep_ret[ended], r.reshape(3, 4).sum(1), rtol=1e-5)
+
+
+def _policy_setup():
+    c = controller_for("zh")
+    o = obs_dim("zh", 4, 8)
+    pop = jax.vmap(lambda k: init_controller(k, c, o))(jax.random.split(jax.random.key(7), 4))
+    return c, pop
+
+
+def test_population_rollouts_vmap_equals_loop_of_single_rollouts():
+    env = DreamEnv()
+    p = small_params(done_bias=0.5, max_steps=9)
+    c, pop = _policy_setup()
+    key = jax.random.key(11)
+    res = jax.jit(lambda k, pp, ep: population_rollouts(k, env, ep, c.apply, pp, 3, 12))(
+        key, pop, p)
+    assert res.returns.shape == (4, 3) and res.lengths.shape == (4, 3)
+    keys = rollout_keys(key, 4, 3, antithetic=True)
+    one = jax.jit(lambda k, pp, ep: rollout(k, env, ep, c.apply, pp, 12))
+    for i in range(4):
+        for j in range(3):
+            r1 = one(keys[i, j], jax.tree.map(lambda x, i=i: x[i], pop), p)
+            np.testing.assert_allclose(res.returns[i, j], r1.returns, rtol=1e-5, atol=1e-6)
+            assert int(res.lengths[i, j]) == int(r1.lengths)
+    assert int(res.lengths.max()) <= 9 and int(res.lengths.min()) >= 1
+
+
+def test_antithetic_pairs_share_episodes_and_return_stops_at_termination():
+    env = DreamEnv()
+    p = small_params(done_bias=-50.0, max_steps=5)
+    c, pop = _policy_setup()
+    pop = jax.tree.map(lambda x: x.at[2].set(x[0]), pop)  # candidates 0 and 0 + P/2 equal
+    res = jax.jit(lambda k, pp, ep: population_rollouts(k, env, ep, c.apply, pp, 2, 8))(
+        jax.random.key(1), pop, p)
+    np.testing.assert_array_equal(res.returns[0], res.returns[2])
+    assert not np.allclose(res.returns[0], res.returns[1])
+    np.testing.assert_array_equal(res.lengths, 5)  # truncated at 5 of the 8 scanned steps
+    # the return is the sum of the first 5 rewards of a manual step loop
+    k_reset, k_steps = jax.random.split(rollout_keys(jax.random.key(1), 4, 2, True)[0, 0])
+    obs, s = reset_env(k_reset, p)
+    total = 0.0
+    params0 = jax.tree.map(lambda x: x[0], pop)
+    act = jax.jit(c.apply)
+    for k in jax.random.split(k_steps, 8)[:5]:
+        obs, s, r, _, _ = step_env(k, s, act(params0, obs), p)
+        total += float(r)
+    np.testing.assert_allclose(res.returns[0, 0], total, rtol=1e-5)
+
+
+def test_params_from_run_loads_checkpoint_and_latent_bank(tmp_path):
+    mp = init_mdnrnn(jax.random.key(4), SMALL)
+    checkpoint.save(tmp_path / "mdnrnn" / "ckpt", 6, {"params": mp, "opt_state": {"n": 1}})
+    fields = {"z_dim": 4, "action_dim": 3, "hidden": 8, "n_mix": 3, "reward_head": True,
+              "done_head": True}
+    (tmp_path / "mdnrnn" / "DONE.json").write_text(json.dumps({"model": fields}))
+    with pytest.raises(FileNotFoundError, match="initial_latents"):
+        DreamEnv.params_from_run(tmp_path)
+    (tmp_path / "series").mkdir()
+    mu = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.savez(tmp_path / "series" / "initial_latents.npz", mu=mu, logvar=mu * 0 - 1)
+    p = DreamEnv.params_from_run(tmp_path, temperature=1.15, max_steps=77)
+    assert p.model == SMALL and int(p.max_steps_in_episode) == 77
+    np.testing.assert_allclose(float(p.temperature), 1.15)
+    np.testing.assert_array_equal(p.init_mu, mu)
+    jax.tree.map(np.testing.assert_array_equal, p.mdn_params, mp)
+    (tmp_path / "mdnrnn" / "DONE.json").write_text(json.dumps({**fields, "hidden": 16}))
+    with pytest.raises(ValueError, match="do not match"):
+        DreamEnv.params_from_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="DONE.json"):
+        DreamEnv.params_from_run(tmp_path / "nope")
+
+
+def test_render_decodes_latents_with_vae():
+    from dreamjax.vae import ConvVAE
+
+    z = jax.random.normal(jax.random.key(1), (3, 4))
+    vp = jax.jit(partial(ConvVAE(z_dim=4).init, method=ConvVAE.decode))(jax.random.key(0), z)
+    frames = render(vp, z)
+    assert frames.shape == (3, 64, 64, 3) and frames.dtype == np.uint8
+    ref = ConvVAE(z_dim=4).apply(vp, z, method=ConvVAE.decode)
+    np.testing.assert_allclose(frames, np.round(np.asarray(ref) * 255), atol=1)
