@@ -2,6 +2,8 @@
 
 import gc
 import shutil
+import subprocess
+import sys
 import time
 
 import jax
@@ -69,23 +71,36 @@ def test_restore_older_step_and_existing_step_error(tmp_path):
         checkpoint.save(tmp_path, 2, a)
 
 
-def test_half_written_checkpoint_is_ignored(tmp_path):
-    """A kill during a save leaves `<step>.orbax-checkpoint-tmp-<t>` (orbax writes there and
-    renames when complete); we build such a folder from a real step with a file missing."""
-    good = _state(0)
-    checkpoint.save(tmp_path, 1, good)
-    checkpoint.save(tmp_path, 2, good)
-    torn = tmp_path / "3.orbax-checkpoint-tmp-1700000000000000"
-    shutil.copytree(tmp_path / "2", torn)
-    for f in sorted((torn / "state").rglob("*")):
-        if f.is_file():
-            f.unlink()
-            break
+_KILL_MID_SAVE = """
+import os, sys
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from dreamjax import checkpoint
+
+def die(*args, **kwargs):
+    os._exit(9)  # a hard kill while orbax is writing the step
+
+ocp.JsonCheckpointHandler.save = die
+ocp.JsonCheckpointHandler.async_save = die
+checkpoint.save(sys.argv[1], 3, {"params": {"w": jnp.full((50, 50), 7.0)}}, {"x": 1})
+"""
+
+
+def test_killed_save_is_ignored_and_previous_restores(tmp_path):
+    """A process killed during a save (the metadata writer exits the interpreter) leaves only
+    orbax's `<step>.orbax-checkpoint-tmp` folder; the previous step stays the latest."""
+    good = {"params": {"w": jnp.ones((50, 50))}}
+    checkpoint.save(tmp_path, 2, good, {"x": 0})
+    proc = subprocess.run([sys.executable, "-c", _KILL_MID_SAVE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert any(".orbax-checkpoint-tmp" in p.name for p in tmp_path.iterdir())
     assert checkpoint.latest_step(tmp_path) == 2
-    restored, _ = checkpoint.restore(tmp_path, _state(1))
+    restored, meta = checkpoint.restore(tmp_path, good)
     _assert_equal(restored, good)
-    newer = _state(2)
-    checkpoint.save(tmp_path, 3, newer)  # the same step can then be written for real
+    assert meta == {"x": 0}
+    newer = {"params": {"w": jnp.zeros((50, 50))}}
+    checkpoint.save(tmp_path, 3, newer)  # the torn step can then be written for real
     _assert_equal(checkpoint.restore(tmp_path, good)[0], newer)
 
 

@@ -5,7 +5,8 @@ orbax items: `state` (the arrays, e.g. `{"params", "opt_state"}`) and `meta` (a 
 Orbax writes a step into `<step>.orbax-checkpoint-tmp-<time>/` and renames it when complete, so a
 write killed half-way leaves only a temporary folder that every function here ignores: the
 previous step stays the latest one. Saving is synchronous (the arrays are on disk when `save`
-returns), which keeps buffer donation in the training loop safe.
+returns), which keeps buffer donation in the training loop safe. Leaves must be arrays or
+scalars; store a typed PRNG key as `jax.random.key_data(key)`.
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ def fit(
     restore template), the metrics JSONL is cut back to that step and appended to. A checkpoint is
     written every `checkpoint_every` steps and at the end; a metrics line (step, loss and each
     metric averaged over the steps since the last line, grad_norm, elapsed_s, items_per_s)
-    every `log_every` steps and at the end. Items are `batch.shape[0] * items_per_batch`.
+    every `log_every` steps and at the end. Items are `batch.shape[0] * items_per_batch`;
+    `loss_fn`'s metrics must be scalars. The first line's items_per_s includes compile time.
 
     NaN guard: device values are fetched only at log and checkpoint boundaries (no per-step
     host sync). At every boundary, before anything is saved, every update since the previous
