@@ -299,8 +299,8 @@ def fit(
 
 
 def _seed_from_key(key: jax.Array) -> int:
-    """A data-order seed in [0, 2^31) derived from a key."""
-    return int(jax.random.randint(key, (), 0, 2**31 - 1))
+    """A data-order seed in [0, 2^31) derived from a key (on the host: nothing to compile)."""
+    return int(np.random.default_rng(_key_data(key)).integers(0, 2**31 - 1))
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
