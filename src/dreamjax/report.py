@@ -1,0 +1,127 @@
+"""The run report: `report.md` and `results.json` at the run folder's root, pictures in `report/`.
+
+Collects the config, the real-environment score, per-stage wall times and the pictures each stage
+left behind (reconstruction grid, V/M loss curves, CMA-ES fitness curve, dream-vs-real video,
+histogram of returns).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from dreamjax import viz
+from dreamjax.config import STAGES, ExperimentConfig, to_dict
+
+PAPER_SCORE = "906 ± 21"
+"""Full World Model (z and h) on 100 random tracks, PAPER.md §1.7."""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _curves(run_root: Path, out: Path) -> dict[str, str]:
+    """V and M loss curves from the stages' metrics logs; returns name -> relative path."""
+    pics = {}
+    vae = viz.read_jsonl(run_root / "vae" / "metrics.jsonl")
+    if vae:
+        keys = [k for k in ("loss", "r_loss", "kl") if k in vae[-1]]
+        viz.plot_curves(vae, keys, out / "vae_loss.png", "V (ConvVAE) training")
+        pics["V loss"] = "report/vae_loss.png"
+    mdn = viz.read_jsonl(run_root / "mdnrnn" / "metrics.jsonl")
+    if mdn:
+        keys = [k for k in ("loss", "z_nll", "reward_loss", "done_loss") if k in mdn[-1]]
+        viz.plot_curves(mdn, keys, out / "mdnrnn_loss.png", "M (MDN-RNN) training")
+        pics["M loss"] = "report/mdnrnn_loss.png"
+    return pics
+
+
+def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: dict) -> dict:
+    """Write `report.md`, `results.json` and `report/*.png`; returns the results dict.
+
+    extra_pictures: caption -> path relative to the run folder, made by the stages (e.g. the
+    reconstruction grid, the fitness curve, the dream-vs-real video).
+    """
+    run_root = Path(run_root)
+    out = run_root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    stages = json.loads((run_root / "stages.json").read_text())
+    ev_path = run_root / "evaluate" / "results.json"
+    ev = json.loads(ev_path.read_text()) if ev_path.exists() else None
+    pics = {**extra_pictures, **_curves(run_root, out)}
+    if ev is not None:
+        viz.plot_histogram(
+            ev["returns"],
+            out / "returns_hist.png",
+            f"{ev['episodes']} real CarRacing-v3 episodes (fixed seeds)",
+        )
+        pics["Returns of the evaluation episodes"] = "report/returns_hist.png"
+        for name, v in ev.get("videos", {}).items():
+            src = run_root / "evaluate" / v["file"]
+            if src.exists():
+                shutil.copy(src, out / v["file"])
+                pics[f"{name} real episode (seed {v['seed']}, return {v['return']:.0f})"] = (
+                    f"report/{v['file']}"
+                )
+    wall = {s: stages.get(s, {}).get("wall_s") for s in STAGES}
+    results = {
+        "profile": cfg.profile,
+        "controller": cfg.controller,
+        "train_in": cfg.train_in,
+        "score": None if ev is None else {"mean": ev["mean"], "std": ev["std"]},
+        "episodes": None if ev is None else ev["episodes"],
+        "paper_score": PAPER_SCORE,
+        "stage_wall_s": wall,
+        "total_wall_s": round(sum(v for v in wall.values() if v), 1),
+        "stage_summaries": {s: stages.get(s, {}).get("summary") for s in STAGES},
+        "evaluation": ev,
+        "config": to_dict(cfg),
+        "pictures": pics,
+    }
+    _write_atomic(run_root / "results.json", json.dumps(results, indent=2))
+    _write_atomic(run_root / "report.md", render_markdown(results))
+    return results
+
+
+def render_markdown(r: dict) -> str:
+    """The human-readable report."""
+    score = r["score"]
+    lines = [
+        f"# dreamjax CarRacing-v3 report ({r['profile']} profile)",
+        "",
+        "| | score over real episodes |",
+        "|---|---|",
+        f"| paper: full World Model, z and h (PAPER.md §1.7) | {r['paper_score']} (100 episodes) |",
+    ]
+    if score is not None:
+        lines.append(
+            f"| this run: controller `{r['controller']}`, trained in `{r['train_in']}` | "
+            f"**{score['mean']:.1f} ± {score['std']:.1f}** ({r['episodes']} episodes) |"
+        )
+    lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
+    for s, w in r["stage_wall_s"].items():
+        lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")
+    lines.append(f"| **total** | **{r['total_wall_s']:.0f}** |")
+    lines += ["", "## Pictures", ""]
+    for caption, path in r["pictures"].items():
+        if path.endswith(".png"):
+            lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
+        else:
+            lines += [f"- [{caption}]({path})"]
+    ev = r["evaluation"]
+    if ev is not None:
+        lines += [
+            "",
+            "## Provenance",
+            "",
+            f"- versions: {json.dumps(ev.get('versions', {}))}",
+            f"- machine: {json.dumps(ev.get('machine', {}))}",
+            f"- evaluation seeds: {ev['seeds'][0]}..{ev['seeds'][-1]}",
+        ]
+    lines += ["", "## Config", "", "```json", json.dumps(r["config"], indent=2), "```", ""]
+    return "\n".join(lines)
