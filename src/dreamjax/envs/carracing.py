@@ -210,14 +210,15 @@ class FastCarRacing(CarRacing):
         if self._surfs is None:
             road = pygame.Surface((WINDOW_W, WINDOW_H))
             dash = pygame.Surface((WINDOW_W, WINDOW_H))
+            cols = pygame.Surface((STATE_W, WINDOW_H))
             self._surfs = {
                 "road": road,  # stock's surface before the flip
                 "road_rows": road.subsurface(pygame.Rect(0, _DASH_H, WINDOW_W, _ROAD_H)),
                 "dash": dash,  # stock's surface after the flip; only its last _DASH_H rows
                 "dash_rows": dash.subsurface(pygame.Rect(0, _ROAD_H, WINDOW_W, _DASH_H)),
                 "road_x": pygame.Surface((STATE_W, _ROAD_H)),
-                "dash_x": pygame.Surface((STATE_W, _DASH_H)),
-                "cols": pygame.Surface((STATE_W, WINDOW_H)),
+                "cols": cols,  # horizontally shrunk rows of stock's flipped surface
+                "dash_x": cols.subsurface(pygame.Rect(0, _ROAD_H, STATE_W, _DASH_H)),
                 "out": pygame.Surface((STATE_W, STATE_H)),
             }
         return self._surfs
@@ -299,18 +300,23 @@ class FastCarRacing(CarRacing):
 
         cols = pygame.surfarray.pixels2d(s["cols"])  # (x, y) view
         cols[:, :_ROAD_H] = pygame.surfarray.pixels2d(s["road_x"])[:, ::-1]
-        cols[:, _ROAD_H:] = pygame.surfarray.pixels2d(s["dash_x"])
         del cols  # release the surface lock
         pygame.transform.smoothscale(s["cols"], (STATE_W, STATE_H), s["out"])
-        return np.transpose(np.array(pygame.surfarray.pixels3d(s["out"])), axes=(1, 0, 2))
+        # the bytes of stock's np.transpose(pixels3d(out), (1, 0, 2)), as a fresh array
+        rgb = np.frombuffer(pygame.image.tobytes(s["out"], "RGB"), dtype=np.uint8)
+        return rgb.reshape(STATE_H, STATE_W, 3).copy()
 
     def _draw_road_fast(self, surf, rows, zoom, trans, angle):
         """`CarRacing._render_road` minus the draws that cannot reach `rows`."""
         b = PLAYFIELD
-        field = [(b, b), (b, -b), (-b, -b), (-b, b)]
-        corners = [pygame.math.Vector2(c).rotate_rad(angle) for c in field]
-        corners = [(c[0] * zoom + trans[0], c[1] * zoom + trans[1]) for c in corners]
-        if _covers_window(corners):
+        x, y = self.car.hull.position
+        # the car sits at (WINDOW_W / 2, WINDOW_H / 4); the farthest window corner is < 782 px away
+        deep_inside = max(abs(x), abs(y)) <= b - 800.0 / zoom
+        if not deep_inside:
+            field = [(b, b), (b, -b), (-b, -b), (-b, b)]
+            corners = [pygame.math.Vector2(c).rotate_rad(angle) for c in field]
+            corners = [(c[0] * zoom + trans[0], c[1] * zoom + trans[1]) for c in corners]
+        if deep_inside or _covers_window(corners):
             # the background polygon fills every pixel and its outline lies off-surface
             rows.fill(self._mapped(self.bg_color))
         else:
@@ -345,11 +351,16 @@ class FastCarRacing(CarRacing):
         )
         keep = np.flatnonzero(inside & touch)
         pts = np.stack([px[keep], py[keep]], axis=-1).tolist()
+        ids = cand[keep].tolist()
         n_grass = len(self._GRASS)
-        grass_color = self.grass_color
+        n_road = sum(i >= n_grass for i in ids)
+        colors = [self.grass_color] * (len(ids) - n_road)  # grass first, then road
+        if n_road:
+            # tile colours change in place when visited; stock converts with int() (truncation)
+            road = np.array([road_colors[i - n_grass] for i in ids[len(colors) :]])
+            colors += road.astype(np.int64).tolist()
         aapolygon, filled_polygon = gfxdraw.aapolygon, gfxdraw.filled_polygon
-        for i, p in zip(cand[keep].tolist(), pts, strict=True):
-            color = grass_color if i < n_grass else [int(v) for v in road_colors[i - n_grass]]
+        for p, color in zip(pts, colors, strict=True):
             aapolygon(surf, p, color)
             filled_polygon(surf, p, color)
 
