@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,9 @@ from dreamjax.mdnrnn import (
 )
 
 SMALL = {"z_dim": 4, "action_dim": 2, "hidden": 16, "n_mix": 3}
+HEADS = {**SMALL, "restart_input": True, "reward_head": True, "done_head": True}
+
+loss_jit = jax.jit(mdnrnn_loss_fn, static_argnames=("model",))
 
 
 def n_params(params) -> int:
@@ -128,10 +132,7 @@ def test_mdn_nll_matches_scipy():
 
 @pytest.mark.parametrize(
     "kw",
-    [
-        SMALL,
-        {**SMALL, "restart_input": True, "done_head": True, "reward_head": True},
-    ],
+    [SMALL, HEADS],
     ids=["car", "doom+heads"],
 )
 def test_scan_equals_loop_of_step(kw):
@@ -144,12 +145,13 @@ def test_scan_equals_loop_of_step(kw):
         c=jax.random.normal(jax.random.PRNGKey(2), (B, 16)),
         h=jax.random.normal(jax.random.PRNGKey(3), (B, 16)),
     )
+    step = jax.jit(partial(model.apply, method=MDNRNN.step))
     for unroll in (1, 4):
         s_scan, out_scan = model.apply(params, s0, z, a, r, unroll)
         s, outs = s0, []
         for t in range(T):
             args = (z[:, t], a[:, t]) + (() if r is None else (r[:, t],))
-            s, o = model.apply(params, s, *args, method=MDNRNN.step)
+            s, o = step(params, s, *args)
             outs.append(o)
         out_loop = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outs)
         np.testing.assert_allclose(s_scan.h, s.h, rtol=1e-5, atol=1e-5)
@@ -157,6 +159,48 @@ def test_scan_equals_loop_of_step(kw):
         for a_, b_ in zip(jax.tree.leaves(out_scan), jax.tree.leaves(out_loop), strict=True):
             assert a_.shape == b_.shape
             np.testing.assert_allclose(a_, b_, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("unroll", [1, 4])
+def test_scan_gradient_equals_autodiff_of_step_loop(unroll):
+    """The hand-written backward of `lstm_scan` equals JAX autodiff through a loop of `step`.
+
+    Covers restarts, all heads, a non-zero initial state and gradients into that state.
+    """
+    model = MDNRNN(**HEADS)
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    B, T = 3, 9
+    z, a, r = random_seq(jax.random.PRNGKey(1), model, B, T)
+    keys = jax.random.split(jax.random.PRNGKey(2), 6)
+    s0 = LSTMState(c=jax.random.normal(keys[0], (B, 16)), h=jax.random.normal(keys[1], (B, 16)))
+    w_mu = jax.random.normal(keys[2], (B, T, 4, 3))
+    w_c, w_h = jax.random.normal(keys[3], (B, 16)), jax.random.normal(keys[4], (B, 16))
+
+    def objective(state, out):
+        return (
+            jnp.sum(w_mu * out.mu)
+            + jnp.sum(out.logsigma**2)
+            + jnp.sum(out.logpi * w_mu)
+            + jnp.sum(out.done_logit)
+            + jnp.sum(out.reward)
+            + jnp.sum(state.c * w_c)
+            + jnp.sum(jnp.tanh(state.h) * w_h)
+        )
+
+    def scanned(p, s):
+        return objective(*model.apply(p, s, z, a, r, unroll))
+
+    def looped(p, s):
+        outs = []
+        for t in range(T):
+            s, o = model.apply(p, s, z[:, t], a[:, t], r[:, t], method=MDNRNN.step)
+            outs.append(o)
+        return objective(s, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outs))
+
+    g_scan = jax.jit(jax.grad(scanned, argnums=(0, 1)))(params, s0)
+    g_loop = jax.jit(jax.grad(looped, argnums=(0, 1)))(params, s0)
+    for x, y in zip(jax.tree.leaves(g_scan), jax.tree.leaves(g_loop), strict=True):
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5 * float(jnp.abs(y).max()))
 
 
 def test_jit_equals_eager():
@@ -239,7 +283,7 @@ def synthetic_batch(rng: np.random.Generator, model: MDNRNN, B: int, T: int) -> 
 
 def test_reward_and_done_heads_learn_synthetic_signal():
     """With Adam, the heads learn done iff z[0] > 0.5 and a reward set by the action."""
-    model = MDNRNN(**SMALL, reward_head=True, done_head=True)
+    model = MDNRNN(**HEADS)
     params = init_mdnrnn(jax.random.PRNGKey(0), model)
     tx = optax.chain(optax.clip(1.0), optax.adam(3e-2))
     opt_state = tx.init(params)
@@ -262,7 +306,11 @@ def test_reward_and_done_heads_learn_synthetic_signal():
     assert m["done_loss"] < 0.3 * first["done_loss"]
     test = synthetic_batch(np.random.default_rng(1), model, 32, 8)
     _, out = model.apply(
-        params, model.initial_state((32,)), test["mu"][:, :8], test["actions"][:, :8]
+        params,
+        model.initial_state((32,)),
+        test["mu"][:, :8],
+        test["actions"][:, :8],
+        test["restarts"][:, :8],
     )
     logit, done = np.asarray(out.done_logit), test["dones"][:, :8]
     auc = (logit[done][:, None] > logit[~done][None, :]).mean()
@@ -289,15 +337,15 @@ def test_restart_zeroes_state():
 
 def test_mask_ignores_padding():
     """Loss over a padded batch with mask equals the loss of the unpadded batch."""
-    model = MDNRNN(**SMALL, reward_head=True, done_head=True)
+    model = MDNRNN(**HEADS)
     params = init_mdnrnn(jax.random.PRNGKey(0), model)
     short = synthetic_batch(np.random.default_rng(0), model, 3, 4)
     long = synthetic_batch(np.random.default_rng(1), model, 3, 7)
     padded = {k: np.concatenate([v, long[k][:, :3]], axis=1) for k, v in short.items()}
     padded["mask"] = np.concatenate([np.ones((3, 4)), np.zeros((3, 3))], axis=1)
     key = jax.random.PRNGKey(0)
-    l_short, m_short = mdnrnn_loss_fn(params, short, key, model=model)
-    l_pad, m_pad = mdnrnn_loss_fn(params, padded, key, model=model)
+    l_short, m_short = loss_jit(params, short, key, model=model)
+    l_pad, m_pad = loss_jit(params, padded, key, model=model)
     np.testing.assert_allclose(l_pad, l_short, rtol=1e-5)
     for k in m_short:
         np.testing.assert_allclose(m_pad[k], m_short[k], rtol=1e-5)
@@ -305,18 +353,20 @@ def test_mask_ignores_padding():
 
 def test_loss_resamples_z_and_gradients_are_finite():
     """z is resampled per key (PAPER.md §1.4); gradients are finite even for extreme inputs."""
-    model = MDNRNN(**SMALL, restart_input=True, reward_head=True, done_head=True)
+    model = MDNRNN(**HEADS)
     params = init_mdnrnn(jax.random.PRNGKey(0), model)
     batch = synthetic_batch(np.random.default_rng(0), model, 4, 10)
     batch["logvar"] = np.zeros_like(batch["logvar"])
     batch["mu"] = batch["mu"] * 30.0
     batch["restarts"][:, 3] = 1.0
     batch["rewards"][:, 2] = -100.0
-    l1, _ = mdnrnn_loss_fn(params, batch, jax.random.PRNGKey(1), model=model)
-    l2, _ = mdnrnn_loss_fn(params, batch, jax.random.PRNGKey(2), model=model)
+    l1, _ = loss_jit(params, batch, jax.random.PRNGKey(1), model=model)
+    l2, _ = loss_jit(params, batch, jax.random.PRNGKey(2), model=model)
     assert l1 != l2
-    grads, m = jax.grad(
-        lambda p: mdnrnn_loss_fn(p, batch, jax.random.PRNGKey(1), model=model), has_aux=True
+    grads, m = jax.jit(
+        jax.grad(
+            lambda p: mdnrnn_loss_fn(p, batch, jax.random.PRNGKey(1), model=model), has_aux=True
+        )
     )(params)
     assert set(m) == {"z_nll", "reward_loss", "done_loss"}
     for g in jax.tree.leaves(grads):

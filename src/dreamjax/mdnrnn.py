@@ -20,6 +20,7 @@ glorot-uniform initialised, biases included (TF `get_variable` default).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -75,32 +76,125 @@ def _glorot_uniform_tf(key: Array, shape: tuple[int, ...], dtype: Any = jnp.floa
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
+def _cell(state: LSTMState, gates_x: Array, w_h: Array) -> tuple[LSTMState, tuple]:
+    """LSTM cell returning also its gate activations (σi, tanh j, σf, σo) for the backward pass."""
+    gates = gates_x + state.h @ w_h
+    i, j, f, o = jnp.split(gates, 4, axis=-1)
+    si, tj, sf, so = (
+        jax.nn.sigmoid(i),
+        jnp.tanh(j),
+        jax.nn.sigmoid(f + FORGET_BIAS),
+        jax.nn.sigmoid(o),
+    )
+    c = state.c * sf + si * tj
+    h = jnp.tanh(c) * so
+    return LSTMState(c=c, h=h), (si, tj, sf, so)
+
+
 def lstm_cell(state: LSTMState, gates_x: Array, w_h: Array) -> LSTMState:
     """One LSTM step given the precomputed input part of the gates.
 
     state: c, h (..., H); gates_x = x @ W_x + b (..., 4H); w_h (H, 4H). Columns i|j|f|o.
     c' = c·σ(f + 1) + σ(i)·tanh(j); h' = tanh(c')·σ(o) (PAPER.md §1.4).
     """
-    gates = gates_x + state.h @ w_h
-    i, j, f, o = jnp.split(gates, 4, axis=-1)
-    c = state.c * jax.nn.sigmoid(f + FORGET_BIAS) + jax.nn.sigmoid(i) * jnp.tanh(j)
-    h = jnp.tanh(c) * jax.nn.sigmoid(o)
-    return LSTMState(c=c, h=h)
+    return _cell(state, gates_x, w_h)[0]
+
+
+def _keep(restart: Array | None, like: Array) -> Array | None:
+    """(...,) restart -> (..., 1) multiplier, 0 where restart > 0.5; None without restarts."""
+    return None if restart is None else (restart <= 0.5)[..., None].astype(like.dtype)
 
 
 def _restart_state(state: LSTMState, restart: Array | None) -> LSTMState:
     """Zero c and h wherever restart (...,) > 0.5 (PAPER.md §2.4)."""
-    if restart is None:
-        return state
-    keep = (restart <= 0.5)[..., None].astype(state.c.dtype)
-    return LSTMState(c=state.c * keep, h=state.h * keep)
+    keep = _keep(restart, state.c)
+    return state if keep is None else LSTMState(c=state.c * keep, h=state.h * keep)
+
+
+def _recurrent_step_parts(
+    state: LSTMState, gates_x: Array, restart: Array | None, w_h: Array
+) -> tuple[LSTMState, tuple]:
+    """The recurrence shared by `step` and `__call__`: optional restart, then the LSTM cell."""
+    return _cell(_restart_state(state, restart), gates_x, w_h)
 
 
 def _recurrent_step(
     state: LSTMState, gates_x: Array, restart: Array | None, w_h: Array
 ) -> LSTMState:
-    """The recurrence shared by `step` and `__call__`: optional restart, then the LSTM cell."""
-    return lstm_cell(_restart_state(state, restart), gates_x, w_h)
+    """`_recurrent_step_parts` without the activations (what `MDNRNN.step` runs)."""
+    return _recurrent_step_parts(state, gates_x, restart, w_h)[0]
+
+
+def _lstm_scan_fwd(w_h, gates_x, restart, state, unroll):
+    """Scan `_recurrent_step_parts` over time; residuals for `_lstm_scan_bwd`."""
+
+    def body(carry: LSTMState, xs):
+        g_t, r_t = xs
+        carry, acts = _recurrent_step_parts(carry, g_t, r_t, w_h)
+        return carry, (carry.c, carry.h, jnp.concatenate(acts, axis=-1))
+
+    final, (cs, hs, acts) = jax.lax.scan(body, state, (gates_x, restart), unroll=unroll)
+    return (final, hs), (w_h, restart, state, cs, hs, acts)
+
+
+def _lstm_scan_bwd(unroll, res, cts):
+    """Reverse scan of the LSTM's analytic derivative, dW_h as one matmul after it.
+
+    Per step only dgates (B, 4H) and dh_prev = dgates @ W_hᵀ are computed; the weight gradient
+    Σ_t h_prevᵀ·dgates_t is one (H, T·B) x (T·B, 4H) matmul instead of T small accumulations.
+    """
+    w_h, restart, state, cs, hs, acts = res
+    d_final, dhs = cts
+    T, B, H = hs.shape
+    keep = _keep(restart, cs)  # (T, B, 1) or None
+    c_prev = jnp.concatenate([state.c[None], cs[:-1]], axis=0)
+    h_prev = jnp.concatenate([state.h[None], hs[:-1]], axis=0)
+    if keep is not None:
+        c_prev, h_prev = c_prev * keep, h_prev * keep
+    w_t = w_h.T
+
+    def body(carry: LSTMState, xs):
+        dh_t, c_t, c_p, a_t, k_t = xs
+        si, tj, sf, so = jnp.split(a_t, 4, axis=-1)
+        tc = jnp.tanh(c_t)
+        dh = carry.h + dh_t
+        dc = carry.c + dh * so * (1.0 - tc * tc)
+        dg = jnp.concatenate(
+            [
+                dc * tj * si * (1.0 - si),
+                dc * si * (1.0 - tj * tj),
+                dc * c_p * sf * (1.0 - sf),
+                dh * tc * so * (1.0 - so),
+            ],
+            axis=-1,
+        )
+        dc_p, dh_p = dc * sf, dg @ w_t
+        if k_t is not None:
+            dc_p, dh_p = dc_p * k_t, dh_p * k_t
+        return LSTMState(c=dc_p, h=dh_p), dg
+
+    d_state, dgs = jax.lax.scan(
+        body, d_final, (dhs, cs, c_prev, acts, keep), reverse=True, unroll=unroll
+    )
+    d_w = h_prev.reshape(T * B, H).T @ dgs.reshape(T * B, 4 * H)
+    d_restart = None if restart is None else jnp.zeros_like(restart)
+    return d_w, dgs, d_restart, d_state
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm_scan(
+    w_h: Array, gates_x: Array, restart: Array | None, state: LSTMState, unroll: int = 1
+) -> tuple[LSTMState, Array]:
+    """Run the recurrence over time-major inputs: gates_x (T, B, 4H), restart (T, B) or None.
+
+    Returns (final state, hs (T, B, H)). Forward = scan of the same `_recurrent_step_parts` as
+    `MDNRNN.step`; the gradient is hand-written (`_lstm_scan_bwd`) for speed and tested against
+    autodiff of a loop over `MDNRNN.step`.
+    """
+    return _lstm_scan_fwd(w_h, gates_x, restart, state, unroll)[0]
+
+
+lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
 
 
 class MDNRNN(nn.Module):
@@ -223,19 +317,10 @@ class MDNRNN(nn.Module):
         """
         if z_seq.ndim != 3:
             raise ValueError(f"mdnrnn.py: z_seq must be (B, T, Z), got {z_seq.shape}")
-        gates_x = self._input_proj(self._inputs(z_seq, a_seq, restart_seq))  # (B, T, 4H)
+        x = jnp.swapaxes(self._inputs(z_seq, a_seq, restart_seq), 0, 1)  # (T, B, D)
+        restart = None if restart_seq is None else jnp.swapaxes(restart_seq, 0, 1)  # (T, B)
         w_h = self.lstm_kernel[self.input_dim :]
-
-        def body(carry: LSTMState, xs: tuple[Array, Array | None]) -> tuple[LSTMState, Array]:
-            g_t, r_t = xs
-            carry = _recurrent_step(carry, g_t, r_t, w_h)
-            return carry, carry.h
-
-        xs = (
-            jnp.swapaxes(gates_x, 0, 1),
-            None if restart_seq is None else jnp.swapaxes(restart_seq, 0, 1),
-        )
-        state, hs = jax.lax.scan(body, state, xs, unroll=unroll)  # hs (T, B, H)
+        state, hs = lstm_scan(w_h, self._input_proj(x), restart, state, unroll)  # hs (T, B, H)
         return state, self._head(jnp.swapaxes(hs, 0, 1))
 
 
@@ -245,7 +330,7 @@ def init_mdnrnn(key: Array, model: MDNRNN) -> dict:
     z = jnp.zeros((1, 1, model.z_dim), jnp.float32)
     a = jnp.zeros((1, 1, model.action_dim), jnp.float32)
     restart = jnp.zeros((1, 1), jnp.float32) if model.restart_input else None
-    return model.init(key, state, z, a, restart)
+    return jax.jit(model.init)(key, state, z, a, restart)
 
 
 def mdn_log_prob(out: MDNOutput, z: Array) -> Array:
