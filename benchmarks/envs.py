@@ -120,7 +120,9 @@ def main() -> None:
     for name in ("stock", "fast"):
         print(f"{name:<8}{res[name]:>10.1f}{res[name] / res['stock']:>9.2f}x")
 
-    pool = worker_pool(args.pool_steps) if args.pool_steps > 0 else None
+    if args.pool_steps <= 0:
+        return
+    pool = worker_pool(args.pool_steps)
     if pool is None:
         print("pool: not available")
     else:
