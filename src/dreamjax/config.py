@@ -170,6 +170,8 @@ class ExperimentConfig:
     `dream-then-real`."""
     workers: int = 0
     """Real-env worker processes for training and evaluation; 0 means one per core."""
+    envs_per_worker: int = 4
+    """Real envs stepped by each worker; the policy acts for all of them in one batched call."""
     collect: CollectConfig = field(default_factory=CollectConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)

@@ -200,13 +200,190 @@ def run_mdnrnn(cfg: ExperimentConfig, run: RunFolder) -> dict:
     return _read_done(run.path("mdnrnn"))
 
 
+def _controller_dirs(cfg: ExperimentConfig, run: RunFolder) -> dict[str, object]:
+    """Where each phase of controller training writes (`dream/`, `real/` under `controller/`)."""
+    out = run.path("controller")
+    phases = {"dream": ("dream", "dream-then-real"), "real": ("real", "dream-then-real")}
+    return {p: out / p for p, modes in phases.items() if cfg.train_in in modes}
+
+
+def final_controller_path(cfg: ExperimentConfig, run: RunFolder):
+    """The controller that is evaluated: the last phase's best evaluated mean."""
+    return list(_controller_dirs(cfg, run).values())[-1] / "best.npz"
+
+
+def _world_model_policy_factory(cfg: ExperimentConfig, run: RunFolder, controller):
+    from dreamjax.controller import obs_mode
+    from dreamjax.evolve import WorldModelPolicy
+
+    vae_model, vae_params, _ = load_vae(run)
+    mdn_model, mdn_params = load_mdnrnn(run)
+
+    def factory(ctrl_params_batch):
+        return WorldModelPolicy(
+            vae_model,
+            vae_params,
+            mdn_model,
+            mdn_params,
+            controller,
+            ctrl_params_batch,
+            obs_mode=obs_mode(cfg.controller),
+            seed=cfg.seed,
+        )
+
+    return factory
+
+
 def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    raise NotImplementedError
+    from dreamjax.controller import controller_for, obs_mode
+    from dreamjax.dream import DreamEnv
+    from dreamjax.envs.vector import EnvPool
+    from dreamjax.evolve import load_controller, train_controller_dream, train_controller_real
+
+    key = stage_key(cfg, "controller")
+    dirs = _controller_dirs(cfg, run)
+    summary: dict = {}
+    init_params = None
+    if "dream" in dirs:
+        dream_params = DreamEnv.params_from_run(
+            run.root,
+            temperature=cfg.es.temperature,
+            max_steps=cfg.es.max_steps,
+            obs_mode=obs_mode(cfg.controller),
+        )
+        res = train_controller_dream(
+            jax.random.fold_in(key, 0),
+            dream_params,
+            dirs["dream"],
+            cfg.es,
+            cfg.controller_config,
+        )
+        summary["dream"] = {"best_return": res.best_return, "best_generation": res.best_generation}
+        _, init_params, _ = load_controller(dirs["dream"] / "best.npz")
+    if "real" in dirs:
+        mdn_model, _ = load_mdnrnn(run)
+        controller = controller_for(
+            cfg.controller, mdn_model.z_dim, mdn_model.hidden, hidden_units=cfg.controller_hidden
+        )
+        factory = _world_model_policy_factory(cfg, run, controller)
+        with EnvPool(
+            num_workers(cfg),
+            envs_per_worker=cfg.envs_per_worker,
+            fast=cfg.collect.fast_env,
+            max_steps=cfg.es.max_steps,
+        ) as pool:
+            res = train_controller_real(
+                jax.random.fold_in(key, 1),
+                pool,
+                factory,
+                dirs["real"],
+                cfg.es,
+                cfg.controller_config,
+                z_dim=mdn_model.z_dim,
+                hidden_size=mdn_model.hidden,
+                init_params=init_params,
+            )
+        summary["real"] = {"best_return": res.best_return, "best_generation": res.best_generation}
+    return summary
 
 
 def run_evaluate(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    raise NotImplementedError
+    from dreamjax.envs.vector import EnvPool
+    from dreamjax.evaluate import evaluate
+    from dreamjax.evolve import load_controller
+
+    path = final_controller_path(cfg, run)
+    controller, params, meta = load_controller(path)
+    factory = _world_model_policy_factory(cfg, run, controller)
+    policy = factory(jax.tree.map(lambda x: x[None], params))
+    info = {
+        "controller": cfg.controller,
+        "controller_file": str(path.relative_to(run.root)),
+        "controller_meta": meta,
+        "train_in": cfg.train_in,
+        "vae_id": _read_done(run.path("vae")).get("vae_id"),
+        "mdnrnn_id": _read_done(run.path("mdnrnn")).get("mdnrnn_id"),
+    }
+    with EnvPool(
+        num_workers(cfg),
+        envs_per_worker=cfg.envs_per_worker,
+        fast=cfg.collect.fast_env,
+        max_steps=1000,
+    ) as pool:
+        res = evaluate(pool, policy, cfg.eval, run.path("evaluate"), meta=info)
+    return {k: res[k] for k in ("episodes", "mean", "std", "min", "max", "wall_s")}
+
+
+def dream_latents(key, dream_params, controller, ctrl_params, num_steps: int):
+    """One dream episode under C: z (T, Z) per step and the dream's rewards (T,) and dones (T,)."""
+    from dreamjax.dream import DreamEnv
+
+    env = DreamEnv()
+
+    @jax.jit
+    def run(key, dream_params, ctrl_params):
+        k0, k1 = jax.random.split(key)
+        obs, state = env.reset_env(k0, dream_params)
+
+        def body(carry, k):
+            obs, state = carry
+            a = controller.apply(ctrl_params, obs)
+            obs, nstate, r, done, _ = env.step_env(k, state, a, dream_params)
+            return (obs, nstate), (state.z, r, done)
+
+        _, out = jax.lax.scan(body, (obs, state), jax.random.split(k1, num_steps))
+        return out
+
+    return [np.asarray(x) for x in run(key, dream_params, ctrl_params)]
 
 
 def run_report(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    raise NotImplementedError
+    import shutil
+
+    from dreamjax.controller import obs_mode
+    from dreamjax.dream import DreamEnv, render
+    from dreamjax.envs.carracing import preprocess
+    from dreamjax.envs.vector import EnvPool
+    from dreamjax.evaluate import eval_specs
+    from dreamjax.evolve import load_controller
+    from dreamjax.report import write_report
+    from dreamjax.viz import plot_fitness, read_jsonl, side_by_side, write_video
+
+    out = run.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    pics: dict[str, str] = {}
+    if (run.path("vae") / "recon.png").exists():
+        shutil.copy(run.path("vae") / "recon.png", out / "recon.png")
+        pics["V: originals and reconstructions"] = "report/recon.png"
+    for phase, folder in _controller_dirs(cfg, run).items():
+        gens = read_jsonl(folder / "log.jsonl")
+        evals = read_jsonl(folder / "evals.jsonl")
+        if gens:
+            where = "the dream" if phase == "dream" else "the real env"
+            plot_fitness(gens, evals, out / f"fitness_{phase}.png", f"CMA-ES in {where}")
+            pics[f"CMA-ES fitness in {where}"] = f"report/fitness_{phase}.png"
+    # A dream under the final controller, decoded by V, next to a real episode of the same C.
+    vae_model, vae_params, _ = load_vae(run)
+    controller, ctrl_params, _ = load_controller(final_controller_path(cfg, run))
+    dream_params = DreamEnv.params_from_run(
+        run.root,
+        temperature=cfg.es.temperature,
+        max_steps=cfg.es.max_steps,
+        obs_mode=obs_mode(cfg.controller),
+    )
+    z, _, _ = dream_latents(
+        stage_key(cfg, "report"), dream_params, controller, ctrl_params, cfg.es.max_steps
+    )
+    dream_frames = render(vae_params, z, vae_model)
+    policy = _world_model_policy_factory(cfg, run, controller)(
+        jax.tree.map(lambda x: x[None], ctrl_params)
+    )
+    with EnvPool(1, fast=cfg.collect.fast_env, max_steps=cfg.es.max_steps) as pool:
+        real = pool.run(eval_specs(cfg.eval)[:1], policy, record=True)[0]
+    real_frames = np.stack([preprocess(f) for f in real.frames])
+    write_video(side_by_side(dream_frames, real_frames), out / "dream_vs_real.mp4")
+    pics["Dream decoded by V (left) next to a real episode (right), same controller"] = (
+        "report/dream_vs_real.mp4"
+    )
+    res = write_report(cfg, run.root, pics)
+    return {"score": res["score"]}

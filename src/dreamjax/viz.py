@@ -92,7 +92,7 @@ def plot_fitness(
     """CMA-ES curve: best and mean return per generation, periodic mean evaluations marked.
 
     generations: records with `generation`, `best_return`, `mean_return`;
-    evals: records with `generation`, `mean_return` (evaluations of the distribution mean).
+    evals: records with `generation`, `eval_return` (evaluations of the distribution mean).
     """
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if generations:
@@ -102,7 +102,7 @@ def plot_fitness(
     if evals:
         ax.plot(
             [r["generation"] for r in evals],
-            [r["mean_return"] for r in evals],
+            [r["eval_return"] for r in evals],
             "o",
             color="k",
             label="evaluation of the CMA mean",
