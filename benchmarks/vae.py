@@ -89,16 +89,26 @@ def torch_train(frames: np.ndarray, steps: int) -> tuple[float, float] | None:
         def __init__(self, z=32):
             super().__init__()
             self.enc = nn.Sequential(
-                nn.Conv2d(3, 32, 4, 2), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                nn.Conv2d(64, 128, 4, 2), nn.ReLU(), nn.Conv2d(128, 256, 4, 2), nn.ReLU(),
+                nn.Conv2d(3, 32, 4, 2),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 4, 2),
+                nn.ReLU(),
+                nn.Conv2d(64, 128, 4, 2),
+                nn.ReLU(),
+                nn.Conv2d(128, 256, 4, 2),
+                nn.ReLU(),
             )
             self.mu, self.logvar = nn.Linear(1024, z), nn.Linear(1024, z)
             self.fc = nn.Linear(z, 1024)
             self.dec = nn.Sequential(
-                nn.ConvTranspose2d(1024, 128, 5, 2), nn.ReLU(),
-                nn.ConvTranspose2d(128, 64, 5, 2), nn.ReLU(),
-                nn.ConvTranspose2d(64, 32, 6, 2), nn.ReLU(),
-                nn.ConvTranspose2d(32, 3, 6, 2), nn.Sigmoid(),
+                nn.ConvTranspose2d(1024, 128, 5, 2),
+                nn.ReLU(),
+                nn.ConvTranspose2d(128, 64, 5, 2),
+                nn.ReLU(),
+                nn.ConvTranspose2d(64, 32, 6, 2),
+                nn.ReLU(),
+                nn.ConvTranspose2d(32, 3, 6, 2),
+                nn.Sigmoid(),
             )
 
         def forward(self, x):
@@ -141,8 +151,10 @@ def main() -> None:
     frames = rng.integers(0, 256, (args.batch, 64, 64, 3), dtype=np.uint8)
     enc_frames = rng.integers(0, 256, (args.encode_batch, 64, 64, 3), dtype=np.uint8)
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"load={os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
+        f"load={os.getloadavg()[0]:.2f}"
+    )
     print(f"jax {jax.__version__} backend={jax.default_backend()}", end="")
     try:
         import torch
@@ -159,10 +171,14 @@ def main() -> None:
     rows.append(("train", "flax fast", args.batch, jax_train("fast", frames, args.steps)))
     if not args.no_reference:
         ref_steps = max(2, args.steps // 3)
-        rows.append(("train", "flax reference", args.batch, jax_train("reference", frames, ref_steps)))
+        rows.append(
+            ("train", "flax reference", args.batch, jax_train("reference", frames, ref_steps))
+        )
     rows.append(("encode", "flax fast", args.encode_batch, jax_encode(enc_frames, args.steps)))
 
-    print(f"\n{'what':7s} {'impl':15s} {'batch':>6s} {'frames/s best':>14s} {'frames/s median':>16s}")
+    print(
+        f"\n{'what':7s} {'impl':15s} {'batch':>6s} {'frames/s best':>14s} {'frames/s median':>16s}"
+    )
     for what, impl, b, (best, med) in rows:
         print(f"{what:7s} {impl:15s} {b:6d} {b / best:14.1f} {b / med:16.1f}")
     print(f"load after: {os.getloadavg()[0]:.2f}")

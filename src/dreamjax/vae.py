@@ -133,16 +133,18 @@ def _conv_s2_fwd(x, w):
     k = w.shape[0]
     assert k % 2 == 0 and w.shape[1] == k and w.shape[2] == x.shape[-1], (x.shape, w.shape)
     Ho, Wo = (x.shape[1] - k) // 2 + 1, (x.shape[2] - k) // 2 + 1
-    y, cols = _conv_s2_impl(x, w, Ho, Wo)
-    return y, (cols, w, x.shape)
+    return _conv_s2_impl(x, w, Ho, Wo)[0], (x, w)
 
 
 def _conv_s2_bwd(res, dy):
-    cols, w, xshape = res
+    x, w = res
     K2, _, Ci, Co = w.shape
+    B, Ho, Wo, _ = dy.shape
+    H, W = x.shape[1], x.shape[2]
+    cols = _patches_s2(x, K2 // 2, Ho, Wo)
     dw = _unkernel_s2(cols.T @ dy.reshape(-1, Co), K2 // 2, Ci, Co)
     # dx[2o + t] += dy[o] w[t]^T
-    dx = _deconv_s2_impl(dy, w.transpose(0, 1, 3, 2), xshape[1], xshape[2])
+    dx = _deconv_s2_impl(dy, w.transpose(0, 1, 3, 2), H, W)
     return dx, dw
 
 
@@ -188,8 +190,12 @@ def _conv_transpose_s2_bwd(res, dout):
     cols = _patches_s2(dout, K, H, W)  # (B*H*W, K*K*4*Co): dout[2i + t]
     # dx[i] = sum_t dout[2i + t] wf[t]^T ; dwf[t] = sum_i x[i]^T dout[2i + t]
     dx = (cols @ _kernel_s2(wf.transpose(0, 1, 3, 2))).reshape(B, H, W, Ci)
-    dwf = _unkernel_s2((x.reshape(-1, Ci).T @ cols).reshape(Ci, -1, Co).transpose(1, 0, 2)
-                       .reshape(-1, Co), K, Ci, Co)
+    dwf = _unkernel_s2(
+        (x.reshape(-1, Ci).T @ cols).reshape(Ci, -1, Co).transpose(1, 0, 2).reshape(-1, Co),
+        K,
+        Ci,
+        Co,
+    )
     return dx, dwf[:k, :k][::-1, ::-1]
 
 
@@ -233,18 +239,32 @@ class ConvVAE(nn.Module):
         if impl == "fast":
             self.enc = [_FastConv(f, name=f"enc_conv{i}") for i, f in enumerate(ENC_FEATURES)]
             self.dec = [
-                _FastConvTranspose(f, k, name=f"dec_deconv{i}") for i, (f, k) in enumerate(DEC_LAYERS)
+                _FastConvTranspose(f, k, name=f"dec_deconv{i}")
+                for i, (f, k) in enumerate(DEC_LAYERS)
             ]
         else:
             self.enc = [
-                nn.Conv(f, (4, 4), strides=(2, 2), padding="VALID", kernel_init=_kernel_init,
-                        bias_init=_bias_init, name=f"enc_conv{i}")
+                nn.Conv(
+                    f,
+                    (4, 4),
+                    strides=(2, 2),
+                    padding="VALID",
+                    kernel_init=_kernel_init,
+                    bias_init=_bias_init,
+                    name=f"enc_conv{i}",
+                )
                 for i, f in enumerate(ENC_FEATURES)
             ]
             self.dec = [
-                nn.ConvTranspose(f, (k, k), strides=(2, 2), padding="VALID",
-                                 kernel_init=_kernel_init, bias_init=_bias_init,
-                                 name=f"dec_deconv{i}")
+                nn.ConvTranspose(
+                    f,
+                    (k, k),
+                    strides=(2, 2),
+                    padding="VALID",
+                    kernel_init=_kernel_init,
+                    bias_init=_bias_init,
+                    name=f"dec_deconv{i}",
+                )
                 for i, (f, k) in enumerate(DEC_LAYERS)
             ]
         dense = dict(kernel_init=_kernel_init, bias_init=_bias_init)
@@ -269,10 +289,11 @@ class ConvVAE(nn.Module):
             h = nn.relu(layer(h))
         return nn.sigmoid(self.dec[-1](h))
 
-    def __call__(
-        self, x: jax.Array, key: jax.Array
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """x (B, 64, 64, 3) -> (recon (B, 64, 64, 3), mu (B, Z), logvar (B, Z)); z = mu + sigma eps."""
+    def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x (B, 64, 64, 3) -> (recon (B, 64, 64, 3), mu (B, Z), logvar (B, Z)).
+
+        z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) drawn from `key`.
+        """
         mu, logvar = self.encode(x)
         eps = jax.random.normal(key, mu.shape, mu.dtype)
         z = mu + jnp.exp(0.5 * logvar) * eps
