@@ -142,6 +142,8 @@ class EvalConfig:
 
     episodes: int = 100
     """Episodes on fixed seeds."""
+    max_steps: int = 1000
+    """Step limit per episode (CarRacing-v3's own limit is 1000)."""
     seed_start: int = 1_000_000
     """Episode i uses env seed seed_start + i (disjoint from collection and training seeds)."""
     videos: bool = True
@@ -235,7 +237,7 @@ def _smoke() -> ExperimentConfig:
             eval_episodes=2,
             chunk=2,
         ),
-        eval=EvalConfig(episodes=2),
+        eval=EvalConfig(episodes=2, max_steps=100),
     )
 
 

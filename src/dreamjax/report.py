@@ -112,7 +112,7 @@ def render_markdown(r: dict) -> str:
         if path.endswith(".png"):
             lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
         else:
-            lines += [f"- [{caption}]({path})"]
+            lines += [f"- [{caption}]({path})", ""]
     ev = r["evaluation"]
     if ev is not None:
         lines += [

@@ -43,7 +43,7 @@ def estimate_seconds(cfg: ExperimentConfig) -> dict[str, float]:
         "encode": frames / _RATE["encode_frames_s"],
         "mdnrnn": m.steps * m.batch_size * m.seq_len / _RATE["mdn_seq_steps_s"],
         "controller": 0.0,
-        "evaluate": cfg.eval.episodes * c.max_steps * 0.8 / _RATE["real_steps_s"],
+        "evaluate": cfg.eval.episodes * cfg.eval.max_steps * 0.8 / _RATE["real_steps_s"],
         "report": 30.0,
     }
     per_gen = e.popsize * e.rollouts * e.max_steps
@@ -308,7 +308,7 @@ def run_evaluate(cfg: ExperimentConfig, run: RunFolder) -> dict:
         num_workers(cfg),
         envs_per_worker=cfg.envs_per_worker,
         fast=cfg.collect.fast_env,
-        max_steps=1000,
+        max_steps=cfg.eval.max_steps,
     ) as pool:
         res = evaluate(pool, policy, cfg.eval, run.path("evaluate"), meta=info)
     return {k: res[k] for k in ("episodes", "mean", "std", "min", "max", "wall_s")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,9 +138,12 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 50) -> Path:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
     path = Path(path)
     tmp = _atomic_target(path)
-    with imageio.get_writer(tmp, fps=fps, macro_block_size=1, format="FFMPEG") as w:
-        for f in frames:
-            w.append_data(f)
+    with warnings.catch_warnings():
+        # ffmpeg is started with fork+exec, which is safe; silence Python's generic warning.
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        with imageio.get_writer(tmp, fps=fps, macro_block_size=1, format="FFMPEG") as w:
+            for f in frames:
+                w.append_data(f)
     os.replace(tmp, path)
     return path
 
