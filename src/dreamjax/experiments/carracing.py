@@ -31,6 +31,7 @@ def parse_args(argv: list[str]) -> ExperimentConfig:
         default=default,
         args=[*rest, "--profile", known.profile],
         description=__doc__,
+        prog="python -m dreamjax.experiments.carracing",
     )
 
 
