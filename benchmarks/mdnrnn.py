@@ -2,7 +2,8 @@
 
 One step = loss (z resampling, MDN-RNN over T steps, mixture NLL) + gradient + clip by value ±1
 + Adam (PAPER.md §1.4), jitted. Compared, in the same run, against PyTorch `nn.LSTM` of the same
-shape with the same output layer and loss (skipped when torch is not importable).
+shape with the same output layer and loss (skipped when torch is not importable), and a plain
+Flax `nn.RNN(nn.LSTMCell)`. Implementations are timed round-robin (best of --reps).
 
     python benchmarks/mdnrnn.py                      # 100x999 and 100x100, CarRacing shape
     python benchmarks/mdnrnn.py --lengths 100 --reps 3
@@ -14,12 +15,13 @@ import argparse
 import math
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamjax.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
+from dreamjax.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, mdn_nll, mdnrnn_loss_fn
 
 
 def make_batch(rng: np.random.Generator, B: int, T: int, Z: int, A: int) -> dict:
@@ -33,45 +35,87 @@ def make_batch(rng: np.random.Generator, B: int, T: int, Z: int, A: int) -> dict
     }
 
 
-def time_fn(fn, reps: int) -> float:
-    """Best wall time of `reps` calls (after one warm-up call)."""
-    fn()
-    best = math.inf
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def best_times(runners: dict, reps: int) -> dict:
+    """Best wall time per runner over `reps` round-robin calls (after one warm-up call each).
+
+    Round-robin so that load from other processes hits every implementation alike.
+    """
+    for fn in runners.values():
         fn()
-        best = min(best, time.perf_counter() - t0)
+    best = dict.fromkeys(runners, math.inf)
+    for _ in range(reps):
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 
-def bench_jax(batch: dict, model: MDNRNN, reps: int, unroll: int) -> float:
-    """Seconds per jitted train step of dreamjax's MDN-RNN."""
-    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+def loss_from_head(y, z_next, Z: int, K: int):
+    """Mixture NLL from raw head outputs y (B, T, Z·K·3) (same layout and loss as dreamjax)."""
+    logpi, mu, logsigma = jnp.split(y.reshape(*y.shape[:2], Z, 3 * K), 3, axis=-1)
+    out = MDNOutput(logpi=jax.nn.log_softmax(logpi, -1), mu=mu, logsigma=logsigma)
+    return mdn_nll(out, z_next)
+
+
+def jax_runner(loss, params, batch: dict):
+    """A callable running one jitted Adam step (clip by value ±1) of `loss(params, batch, key)`."""
     tx = optax.chain(optax.clip(1.0), optax.adam(1e-3))
-    opt_state = tx.init(params)
     batch = jax.tree.map(jnp.asarray, batch)
 
     @jax.jit
     def train_step(params, opt_state, batch, key):
-        grads, metrics = jax.grad(
-            lambda p: mdnrnn_loss_fn(p, batch, key, model=model, unroll=unroll), has_aux=True
-        )(params)
+        grads, metrics = jax.grad(loss, has_aux=True)(params, batch, key)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, metrics
 
-    state = {"p": params, "o": opt_state, "k": jax.random.PRNGKey(1)}
+    state = {"p": params, "o": tx.init(params), "k": jax.random.PRNGKey(1)}
 
     def run():
         key, sub = jax.random.split(state["k"])
         state["p"], state["o"], m = train_step(state["p"], state["o"], batch, sub)
         state["k"] = key
-        jax.block_until_ready(m)
+        jax.block_until_ready((state["p"], m))
 
-    return time_fn(run, reps)
+    return run
 
 
-def bench_torch(batch: dict, model: MDNRNN, reps: int) -> float | None:
-    """Seconds per train step of the same network in PyTorch, or None without torch."""
+def dreamjax_runner(batch: dict, model: MDNRNN, unroll: int):
+    """dreamjax's MDN-RNN train step."""
+
+    def loss(p, b, k):
+        return mdnrnn_loss_fn(p, b, k, model=model, unroll=unroll)
+
+    return jax_runner(loss, init_mdnrnn(jax.random.PRNGKey(0), model), batch)
+
+
+class FlaxLSTM(nn.Module):
+    """Reference: plain Flax `nn.RNN(nn.LSTMCell)` + Dense head, same shapes."""
+
+    hidden: int
+    n_out: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.n_out)(nn.RNN(nn.LSTMCell(self.hidden))(x))
+
+
+def flax_runner(batch: dict, model: MDNRNN):
+    """Same network, loss and optimizer step with a plain Flax nn.RNN."""
+    Z, K = model.z_dim, model.n_mix
+    ref = FlaxLSTM(model.hidden, Z * K * 3)
+    params = ref.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, Z + model.action_dim)))
+
+    def loss(p, b, k):
+        z = b["mu"] + jnp.exp(b["logvar"] / 2) * jax.random.normal(k, b["mu"].shape)
+        y = ref.apply(p, jnp.concatenate([z[:, :-1], b["actions"][:, :-1]], -1))
+        return loss_from_head(y, z[:, 1:], Z, K), {}
+
+    return jax_runner(loss, params, batch)
+
+
+def torch_runner(batch: dict, model: MDNRNN):
+    """The same network's train step in PyTorch, or None without torch."""
     try:
         import torch
     except ImportError:
@@ -100,7 +144,7 @@ def bench_torch(batch: dict, model: MDNRNN, reps: int) -> float | None:
         torch.nn.utils.clip_grad_value_(ps, 1.0)
         opt.step()
 
-    return time_fn(run, reps)
+    return run
 
 
 def main() -> None:
@@ -114,19 +158,20 @@ def main() -> None:
     model = MDNRNN()
     rng = np.random.default_rng(0)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; MDNRNN z=32 a=3 H=256 K=5")
-    print(f"{'impl':<22}{'B x T':>12}{'s/step':>10}{'seq-steps/s':>14}{'vs torch':>10}")
+    print(f"{'impl':<24}{'B x T':>10}{'s/step':>10}{'seq-steps/s':>14}{'vs torch':>10}")
     for T in args.lengths:
         batch = make_batch(rng, args.batch, T, model.z_dim, model.action_dim)
+        runners = {f"dreamjax unroll={u}": dreamjax_runner(batch, model, u) for u in args.unroll}
+        runners["flax nn.RNN(LSTMCell)"] = flax_runner(batch, model)
+        t_runner = None if args.no_torch else torch_runner(batch, model)
+        if t_runner is not None:
+            runners["torch nn.LSTM"] = t_runner
+        best = best_times(runners, args.reps)
+        t_torch = best.get("torch nn.LSTM")
         n = args.batch * T
-        t_torch = None if args.no_torch else bench_torch(batch, model, args.reps)
-        rows = [
-            (f"dreamjax unroll={u}", bench_jax(batch, model, args.reps, u)) for u in args.unroll
-        ]
-        if t_torch is not None:
-            rows.append(("torch nn.LSTM", t_torch))
-        for name, t in rows:
+        for name, t in best.items():
             ratio = f"{t_torch / t:.2f}x" if t_torch is not None else "n/a"
-            print(f"{name:<22}{f'{args.batch}x{T}':>12}{t:>10.3f}{n / t:>14,.0f}{ratio:>10}")
+            print(f"{name:<24}{f'{args.batch}x{T}':>10}{t:>10.3f}{n / t:>14,.0f}{ratio:>10}")
 
 
 if __name__ == "__main__":
