@@ -304,7 +304,7 @@ def init_vae(key: jax.Array, z_dim: int = 32, impl: Impl = "auto"):
     """Parameters of `ConvVAE(z_dim)` (identical tree for every impl)."""
     model = ConvVAE(z_dim=z_dim, impl=impl)
     x = jnp.zeros((1, *FRAME_SHAPE), jnp.float32)
-    return model.init(key, x, jax.random.PRNGKey(0))
+    return jax.jit(model.init)(key, x, jax.random.PRNGKey(0))
 
 
 def vae_loss(
