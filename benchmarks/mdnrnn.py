@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--lengths", type=int, nargs="+", default=[999, 100])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--unroll", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--unroll", type=int, nargs="+", default=[1])
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     model = MDNRNN()
