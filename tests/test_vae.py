@@ -64,13 +64,13 @@ def test_init_is_glorot_uniform_with_zero_bias(params32):
 def test_shapes_and_ranges(params32):
     model = ConvVAE(32)
     x = jax.random.uniform(jax.random.PRNGKey(1), (3, 64, 64, 3))
-    recon, mu, logvar = model.apply(params32, x, jax.random.PRNGKey(2))
+    recon, mu, logvar = jax.jit(model.apply)(params32, x, jax.random.PRNGKey(2))
     assert recon.shape == (3, 64, 64, 3) and mu.shape == logvar.shape == (3, 32)
     assert float(recon.min()) > 0.0 and float(recon.max()) < 1.0
-    mu2, logvar2 = model.apply(params32, x, method=ConvVAE.encode)
+    mu2, logvar2 = jax.jit(functools.partial(model.apply, method=ConvVAE.encode))(params32, x)
     np.testing.assert_array_equal(mu, mu2)
     np.testing.assert_array_equal(logvar, logvar2)
-    dec = model.apply(params32, mu, method=ConvVAE.decode)
+    dec = jax.jit(functools.partial(model.apply, method=ConvVAE.decode))(params32, mu)
     assert dec.shape == (3, 64, 64, 3)
 
 
@@ -82,7 +82,7 @@ def test_impl_resolution():
 
 @pytest.mark.parametrize(
     "x_shape, k, co",
-    [((2, 64, 64, 3), 4, 8), ((2, 31, 31, 5), 4, 6), ((2, 14, 14, 4), 4, 3), ((2, 6, 6, 3), 4, 2)],
+    [((2, 31, 31, 5), 4, 6), ((2, 6, 6, 3), 4, 2)],  # odd and even input sizes
 )
 def test_conv_s2_equals_nn_conv(x_shape, k, co):
     """Fast strided conv == nn.Conv('VALID', stride 2): forward, input and kernel gradients."""
@@ -93,18 +93,18 @@ def test_conv_s2_equals_nn_conv(x_shape, k, co):
     w = jax.random.normal(kw, (k, k, x_shape[-1], co))
     conv = nn.Conv(co, (k, k), strides=(2, 2), padding="VALID", use_bias=False)
     ref = lambda x, w: conv.apply({"params": {"kernel": w}}, x)  # noqa: E731
-    y = ref(x, w)
+    y = jax.jit(ref)(x, w)
     g = jax.random.normal(kg, y.shape)
-    np.testing.assert_allclose(conv_s2(x, w), y, rtol=1e-4, atol=1e-4)
-    dref = jax.vjp(ref, x, w)[1](g)
-    dfast = jax.vjp(conv_s2, x, w)[1](g)
+    np.testing.assert_allclose(jax.jit(conv_s2)(x, w), y, rtol=1e-4, atol=1e-4)
+    dref = jax.jit(lambda x, w, g: jax.vjp(ref, x, w)[1](g))(x, w, g)
+    dfast = jax.jit(lambda x, w, g: jax.vjp(conv_s2, x, w)[1](g))(x, w, g)
     for a, b in zip(dfast, dref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize(
     "x_shape, k, co",
-    [((2, 1, 1, 7), 5, 4), ((2, 5, 5, 6), 5, 3), ((2, 13, 13, 4), 6, 5), ((2, 30, 30, 3), 6, 3)],
+    [((2, 1, 1, 7), 5, 4), ((2, 5, 5, 6), 5, 3), ((2, 13, 13, 4), 6, 5)],  # 1x1, odd, even k
 )
 def test_conv_transpose_s2_equals_nn_conv_transpose(x_shape, k, co):
     """Fast transposed conv == nn.ConvTranspose('VALID', stride 2), odd and even kernels."""
@@ -115,12 +115,12 @@ def test_conv_transpose_s2_equals_nn_conv_transpose(x_shape, k, co):
     w = jax.random.normal(kw, (k, k, x_shape[-1], co))
     conv = nn.ConvTranspose(co, (k, k), strides=(2, 2), padding="VALID", use_bias=False)
     ref = lambda x, w: conv.apply({"params": {"kernel": w}}, x)  # noqa: E731
-    y = ref(x, w)
+    y = jax.jit(ref)(x, w)
     assert y.shape[1] == 2 * (x_shape[1] - 1) + k
     g = jax.random.normal(kg, y.shape)
-    np.testing.assert_allclose(conv_transpose_s2(x, w), y, rtol=1e-4, atol=1e-4)
-    dref = jax.vjp(ref, x, w)[1](g)
-    dfast = jax.vjp(conv_transpose_s2, x, w)[1](g)
+    np.testing.assert_allclose(jax.jit(conv_transpose_s2)(x, w), y, rtol=1e-4, atol=1e-4)
+    dref = jax.jit(lambda x, w, g: jax.vjp(ref, x, w)[1](g))(x, w, g)
+    dfast = jax.jit(lambda x, w, g: jax.vjp(conv_transpose_s2, x, w)[1](g))(x, w, g)
     for a, b in zip(dfast, dref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
@@ -132,7 +132,7 @@ def test_fast_model_equals_reference_model(params32):
     outs = {}
     for impl in ("fast", "reference"):
         fn = functools.partial(vae_loss_fn, model=ConvVAE(32, impl=impl), kl_tolerance=0.5)
-        outs[impl] = jax.value_and_grad(fn, has_aux=True)(params32, x, key)
+        outs[impl] = jax.jit(jax.value_and_grad(fn, has_aux=True))(params32, x, key)
     (lf, mf), gf = outs["fast"]
     (lr, mr), gr = outs["reference"]
     np.testing.assert_allclose(lf, lr, rtol=1e-5)
