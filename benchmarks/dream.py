@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import jax
@@ -164,6 +165,9 @@ def main() -> None:
     roll = jax.jit(lambda k, pp, ep: population_rollouts(k, env, ep, ctrl.apply, pp, R, T,
                                                           unroll=args.unroll))
     t_roll = best_time(lambda: jax.block_until_ready(roll(jax.random.key(2), pop, dp)), args.reps)
+    c0 = time.process_time()
+    jax.block_until_ready(roll(jax.random.key(5), pop, dp))
+    cpu_roll = (time.process_time() - c0) / (os.cpu_count() or 1)
 
     rows = []
 
@@ -229,7 +233,10 @@ def main() -> None:
     print(f"\n{'':40s} {'s/gen':>8s} {'env-steps/s':>10s} {'of matmul':>9s}  note")
     for name, s, st, fr, note in rows:
         print(f"{name:40s} {s:>8s} {st:>10s} {fr:>9s}  {note}")
-    print(f"\nCMA-ES overhead inside the fused generation: {es_over:+.3f} s/gen "
+    print(f"\nCPU time of the dream rollouts / {os.cpu_count()} cores: {cpu_roll * scale:.2f} "
+          "s/gen (the wall time on an otherwise idle machine cannot be below this; on a loaded "
+          "machine it is the steadier figure)")
+    print(f"CMA-ES overhead inside the fused generation: {es_over:+.3f} s/gen "
           f"({100 * es_over / (t_roll * scale):+.1f}% of a 1000-step generation; noise-level "
           "when small)")
     print(f"ask+tell alone, N={strategy.num_dims}, P={P}: lazy eigh (pycma schedule, every "
