@@ -19,12 +19,12 @@ from dreamjax.pipeline import RunFolder
 
 # Throughputs measured on a 2-core CPU (benchmarks/), used only for the printed time estimate.
 _RATE = {
-    "collect_frames_s": 500.0,
-    "vae_frames_s": 300.0,
-    "encode_frames_s": 2500.0,
-    "mdn_seq_steps_s": 20_000.0,
+    "collect_frames_s": 200.0,
+    "vae_frames_s": 180.0,
+    "encode_frames_s": 1000.0,
+    "mdn_seq_steps_s": 15_000.0,
     "dream_steps_s": 100_000.0,
-    "real_steps_s": 400.0,
+    "real_steps_s": 200.0,
 }
 
 
