@@ -10,7 +10,14 @@ import pytest
 from evosax.algorithms import CMA_ES
 
 from dreamjax.config import ControllerConfig, ESConfig
-from dreamjax.controller import controller_for, init_controller, make_obs, obs_dim, ravel_params
+from dreamjax.controller import (
+    controller_for,
+    init_controller,
+    make_obs,
+    obs_dim,
+    ravel_params,
+    zeros_params,
+)
 from dreamjax.dream import make_dream_params
 from dreamjax.evolve import (
     LazyCMA_ES,
@@ -278,3 +285,23 @@ def test_train_controller_real_host_loop(tmp_path):
     assert pool.calls[1] != gen1  # new seeds each generation
     assert [s.seed for s in pool.calls[2]] == [0, 1]  # evaluation of the mean on fixed seeds
     assert (tmp_path / "DONE.json").exists() and (tmp_path / "best.npz").exists()
+
+
+def test_train_controller_real_starts_from_init_params(tmp_path):
+    """dream-then-real: the first generation is sampled around the given initial mean."""
+    vae, vp, mdn, mp = _tiny_world()
+    ctrl = controller_for("zh")
+    init = jax.tree.map(lambda x: jnp.full_like(x, 0.5), zeros_params(ctrl, 2 + 4))
+    batches = []
+
+    def factory(batch):
+        batches.append(batch)
+        return WorldModelPolicy(vae, vp, mdn, mp, ctrl, batch)
+
+    es = ESConfig(popsize=2, rollouts=1, generations=1, eval_every=1, eval_episodes=1,
+                  sigma_init=1e-4)
+    train_controller_real(jax.random.key(0), FakePool(), factory, tmp_path, es,
+                          ControllerConfig("zh"), z_dim=2, hidden_size=4, init_params=init,
+                          progress=False)
+    for leaf in jax.tree.leaves(batches[0]):
+        np.testing.assert_allclose(np.asarray(leaf), 0.5, atol=1e-2)

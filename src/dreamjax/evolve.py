@@ -643,6 +643,7 @@ def train_controller_real(
     action_dim: int = 3,
     generations: int | None = None,
     eval_seed_start: int = 0,
+    init_params: Any = None,
     progress: bool = True,
 ) -> ControllerResult:
     """CMA-ES in the real env (PAPER.md §1.6): jitted ask/tell, fitness from `pool.run`.
@@ -652,7 +653,8 @@ def train_controller_real(
     candidate); candidates i and i + P/2 get the same R env seeds, drawn from `key` and the
     generation. Every `eval_every` generations (and at the end) the mean plays `eval_episodes`
     episodes on seeds eval_seed_start.. and the best is kept. Checkpoints every generation; same
-    files as `train_controller_dream`.
+    files as `train_controller_dream`. `init_params` (a param pytree, e.g. the dream-trained
+    controller) is the initial CMA-ES mean; zeros by default (PAPER.md §1.6).
     """
     from dreamjax import checkpoint
     from dreamjax.envs.vector import EpisodeSpec
@@ -690,7 +692,11 @@ def train_controller_real(
     log_path, evals_path = out_dir / "log.jsonl", out_dir / "evals.jsonl"
     n_params = num_params(controller, o_dim)
     ckpt_tree = {
-        "es_state": strategy.init(jax.random.fold_in(key, 0x1417), solution, es_params),
+        "es_state": strategy.init(
+            jax.random.fold_in(key, 0x1417),
+            solution if init_params is None else init_params,
+            es_params,
+        ),
         "key": jax.random.key_data(key),
         "best_flat": jnp.zeros((n_params,), jnp.float32),
     }
