@@ -151,3 +151,14 @@ def test_bad_flags_fail_before_work(tmp_path, flags, message):
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "r" / "episodes").exists()
+
+
+def test_dream_then_real_runs_real_env_cma_es(run_dir):
+    """The paper's real-env CMA-ES through the real EnvPool, started from the dream's mean."""
+    stages = ["--stages", "collect", "vae", "encode", "mdnrnn", "controller"]
+    _run(run_dir, "--train-in", "dream-then-real", "--es.generations", "1", *stages)
+    real = run_dir / "controller" / "real"
+    assert (run_dir / "controller" / "dream" / "DONE.json").exists()
+    assert json.loads((real / "DONE.json").read_text())["generations"] == 1
+    gen = [json.loads(line) for line in (real / "log.jsonl").open()]
+    assert len(gen) == 1 and math.isfinite(gen[0]["mean_return"])

@@ -87,6 +87,33 @@ def test_loss_decreases_and_metrics_written(tmp_path):
     assert checkpoint.tree_hash(saved) == checkpoint.tree_hash(res.params)
 
 
+def _read_scalars(folder):
+    """{tag: [(step, value)]} from TensorBoard event files (TFRecord framing of Event protos)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out: dict = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_tensorboard_scalars_match_metrics_log(tmp_path):
+    res = _fit(tmp_path, "tb", 20, log_every=5, tensorboard_dir=tmp_path / "tb" / "events")
+    scalars = _read_scalars(tmp_path / "tb" / "events")
+    assert [s for s, _ in scalars["tb/loss"]] == [5, 10, 15, 20]
+    np.testing.assert_allclose([v for _, v in scalars["tb/loss"]],
+                               [r["loss"] for r in res.history], rtol=1e-6)
+
+
 def test_kill_and_resume_is_bit_identical(tmp_path):
     full = _fit(tmp_path, "full", 10)
     with pytest.raises(KeyboardInterrupt):

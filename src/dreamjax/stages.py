@@ -100,6 +100,15 @@ def run_collect(cfg: ExperimentConfig, run: RunFolder) -> dict:
     )
 
 
+def tensorboard_dir(run: RunFolder, stage: str):
+    """`run/tensorboard/<stage>` when the optional tensorboardX is installed, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboardX") is None:
+        return None
+    return run.root / "tensorboard" / stage
+
+
 def _read_done(folder) -> dict:
     """A finished model stage's `DONE.json` (written last by `dreamjax.train`)."""
     import json
@@ -147,7 +156,10 @@ def run_vae(cfg: ExperimentConfig, run: RunFolder) -> dict:
     from dreamjax.vae import ConvVAE
     from dreamjax.viz import recon_grid
 
-    train_vae(stage_key(cfg, "vae"), run.path("collect"), run.path("vae"), cfg.vae)
+    train_vae(
+        stage_key(cfg, "vae"), run.path("collect"), run.path("vae"), cfg.vae,
+        tensorboard_dir=tensorboard_dir(run, "vae"),
+    )
     model, params, _ = load_vae(run)
     files = list_episodes(run.path("collect"))
     rng = np.random.default_rng(cfg.seed)
@@ -195,7 +207,7 @@ def run_mdnrnn(cfg: ExperimentConfig, run: RunFolder) -> dict:
         run.path("encode"),
         run.path("mdnrnn"),
         cfg.mdnrnn,
-        z_dim=cfg.vae.z_dim,
+        z_dim=cfg.vae.z_dim, tensorboard_dir=tensorboard_dir(run, "mdnrnn"),
     )
     return _read_done(run.path("mdnrnn"))
 

@@ -332,6 +332,7 @@ def train_vae(
     cfg: VAEConfig,
     *,
     progress: bool = True,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train V on every frame in `episodes_dir` (PAPER.md §1.3: Adam, constant lr, no clipping).
 
@@ -370,6 +371,7 @@ def train_vae(
         log_every=cfg.log_every,
         desc="vae",
         progress=progress,
+        tensorboard_dir=tensorboard_dir,
     )
     _finish(out, result, {
         "stage": "vae",
@@ -539,6 +541,7 @@ def train_mdnrnn(
     action_dim: int = 3,
     restart_input: bool = False,
     progress: bool = True,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train M on the latent series in `series_dir` (PAPER.md §1.4; §2.4 with `cfg.tbptt`).
 
@@ -596,6 +599,7 @@ def train_mdnrnn(
         desc="mdnrnn",
         items_per_batch=L,
         progress=progress,
+        tensorboard_dir=tensorboard_dir,
         carry=carry,
     )
     manifest = Path(series_dir) / "series.json"
