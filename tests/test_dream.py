@@ -12,7 +12,7 @@ from gymnax.wrappers.purerl import FlattenObservationWrapper, LogWrapper
 
 from dreamjax import checkpoint
 from dreamjax.controller import controller_for, init_controller, obs_dim
-from dreamjax.dream import DreamEnv, make_dream_params, random_dream_params, render, sample_mixture
+from dreamjax.dream import DreamEnv, make_dream_params, random_dream_params, render
 from dreamjax.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, sample_next_z
 from dreamjax.rollout import population_rollouts, rollout, rollout_keys
 
@@ -57,7 +57,7 @@ def test_step_follows_paper_timing_and_m_heads():
     k = jax.random.key(2)
     obs1, s1, r, term, info = step_env(k, s0, a, p)
     lstm, out = SMALL.apply(p.mdn_params, s0.lstm, s0.z, a, method=MDNRNN.step)
-    z1 = sample_mixture(k, out, 1.3)
+    z1 = sample_next_z(k, out, 1.3)
     np.testing.assert_allclose(obs1, jnp.concatenate([z1, lstm.h]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r, out.reward, rtol=1e-5, atol=1e-6)
     assert bool(term) == bool(out.done_logit > 0) and int(s1.time) == 1
@@ -138,9 +138,9 @@ def _sample_many(fn, keys, out, tau):
     return jax.vmap(lambda k: fn(k, out, tau))(keys)
 
 
-def test_sample_mixture_has_sample_next_z_distribution():
-    """Inverse-CDF sampling (dream) and Gumbel sampling (mdnrnn) agree in distribution: component
-    frequencies softmax(logpi / τ), per-component spread sigma·sqrt(τ)."""
+def test_dream_sampler_component_frequencies_and_spread():
+    """The dream's sampler (`sample_next_z`, inverse CDF): component frequencies
+    softmax(logpi / τ), per-component spread sigma·sqrt(τ)."""
     logits = jnp.log(jnp.array([0.6, 0.3, 0.1]))
     out = MDNOutput(
         logpi=jnp.broadcast_to(jax.nn.log_softmax(logits), (2, 3)),
@@ -151,16 +151,15 @@ def test_sample_mixture_has_sample_next_z_distribution():
     keys = jax.random.split(jax.random.key(0), n)
     for tau in (0.5, 1.0, 2.0):
         probs = np.asarray(jax.nn.softmax(logits / tau))
-        for fn in (sample_mixture, sample_next_z):
-            z = np.asarray(_sample_many(fn, keys, out, tau)).ravel()
-            comp = np.digitize(z, [-5.0, 5.0])
-            freq = np.bincount(comp, minlength=3) / z.size
-            np.testing.assert_allclose(freq, probs, atol=0.01)
-            for c, (m, sd) in enumerate([(-10.0, 0.3), (0.0, 0.5), (10.0, 0.8)]):
-                zc = z[comp == c]
-                if zc.size > 2000:
-                    assert abs(zc.mean() - m) < 0.1
-                    assert abs(zc.std() - sd * np.sqrt(tau)) < 0.05 * sd * np.sqrt(tau) + 0.02
+        z = np.asarray(_sample_many(sample_next_z, keys, out, tau)).ravel()
+        comp = np.digitize(z, [-5.0, 5.0])
+        freq = np.bincount(comp, minlength=3) / z.size
+        np.testing.assert_allclose(freq, probs, atol=0.01)
+        for c, (m, sd) in enumerate([(-10.0, 0.3), (0.0, 0.5), (10.0, 0.8)]):
+            zc = z[comp == c]
+            if zc.size > 2000:
+                assert abs(zc.mean() - m) < 0.1
+                assert abs(zc.std() - sd * np.sqrt(tau)) < 0.05 * sd * np.sqrt(tau) + 0.02
 
 
 def test_gymnax_wrappers_and_generic_jitted_loop():

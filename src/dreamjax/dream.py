@@ -33,7 +33,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from dreamjax.controller import OBS_MODES, make_obs, obs_dim_for_mode
-from dreamjax.mdnrnn import MDNRNN, LSTMState, MDNOutput, init_mdnrnn
+from dreamjax.mdnrnn import MDNRNN, LSTMState, init_mdnrnn, sample_next_z
 
 REWARD_MODES: tuple[str, ...] = ("head", "survival")
 MODEL_FIELDS: tuple[str, ...] = (
@@ -67,26 +67,6 @@ class DreamParams(environment.EnvParams):
     model: MDNRNN = struct.field(pytree_node=False, default=MDNRNN())
     obs_mode: str = struct.field(pytree_node=False, default="zh")
     reward_mode: str = struct.field(pytree_node=False, default="head")
-
-
-def sample_mixture(key: jax.Array, out: MDNOutput, temperature: float | jax.Array) -> jax.Array:
-    """Sample z (..., Z) from M's mixture at temperature τ; the same distribution as
-    `dreamjax.mdnrnn.sample_next_z` (PAPER.md §2.5), drawn the reference way (`doomrnn.py:633-640`):
-    one uniform per dimension picks the component by inverse CDF of softmax(logpi / τ), then
-    z = mu_k + exp(logsigma_k)·eps·sqrt(τ). Gather-free (a one-hot select over K) and with K times
-    fewer random numbers than Gumbel-max, which matters in the dream's inner loop.
-    """
-    tau = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
-    k_u, k_e = jax.random.split(key)
-    logits = out.logpi / tau  # (..., Z, K)
-    cdf = jnp.cumsum(jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)), axis=-1)
-    u = jax.random.uniform(k_u, cdf.shape[:-1], jnp.float32) * cdf[..., -1]
-    k = jnp.sum(u[..., None] >= cdf[..., :-1], axis=-1)  # (..., Z) in [0, K)
-    onehot = k[..., None] == jnp.arange(cdf.shape[-1])
-    mu = jnp.sum(jnp.where(onehot, out.mu, 0.0), axis=-1)
-    logsigma = jnp.sum(jnp.where(onehot, out.logsigma, 0.0), axis=-1)
-    eps = jax.random.normal(k_e, mu.shape, jnp.float32)
-    return mu + jnp.exp(logsigma) * eps * jnp.sqrt(tau)
 
 
 def check_dream_config(model: MDNRNN, obs_mode: str, reward_mode: str) -> None:
@@ -204,7 +184,7 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         lstm, out = model.apply(
             params.mdn_params, state.lstm, state.z, action, *extra, method=MDNRNN.step
         )
-        z = sample_mixture(key, out, params.temperature)
+        z = sample_next_z(key, out, params.temperature)
         reward = out.reward if params.reward_mode == "head" else jnp.float32(1.0)
         terminated = out.done_logit > 0.0 if model.done_head else jnp.bool_(False)
         state = DreamState(time=state.time + 1, z=z, lstm=lstm, restart=jnp.float32(0.0))

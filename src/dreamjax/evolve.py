@@ -362,6 +362,38 @@ def _dream_programs(
     return strategy, chunk_fn, eval_fn
 
 
+@dataclasses.dataclass
+class _Best:
+    """The best evaluated distribution mean so far (return, generation, flat params)."""
+
+    ret: float
+    gen: int
+    flat: Any
+
+
+def _record_eval_and_checkpoint(
+    out_dir: Path, gen: int, rets: Any, lens: Any, es_state: Any, key: jax.Array, best: _Best,
+    controller: Controller, mean_params: Any, meta: dict,
+) -> None:
+    """Log one evaluation of the mean (None to skip), keep the best, checkpoint the ES state."""
+    from dreamjax import checkpoint
+
+    if rets is not None:
+        ev = {"generation": gen, "eval_return": float(np.mean(rets)),
+              "eval_std": float(np.std(rets)), "eval_length": float(np.mean(lens))}
+        if ev["eval_return"] > best.ret:
+            best.ret, best.gen, best.flat = ev["eval_return"], gen, es_state.mean
+            save_controller(out_dir / "best.npz", controller, mean_params,
+                            {**meta, "generation": gen, "eval_return": best.ret})
+        ev["best_return"] = best.ret
+        _append_jsonl(out_dir / "evals.jsonl", [ev])
+    checkpoint.save(
+        out_dir / "ckpt", gen,
+        {"es_state": es_state, "key": jax.random.key_data(key), "best_flat": best.flat},
+        {"generation": gen, "best_return": best.ret, "best_gen": best.gen},
+    )
+
+
 def train_controller_dream(
     key: jax.Array,
     dream_params: DreamParams,
@@ -427,7 +459,8 @@ def train_controller_dream(
                              "the same seed or delete the folder")
         gen, best_return, best_gen = meta["generation"], meta["best_return"], meta["best_gen"]
     es_state = ckpt_tree["es_state"]
-    best_flat = ckpt_tree["best_flat"]
+    best = _Best(best_return, best_gen, ckpt_tree["best_flat"])
+    ctrl_meta = {"kind": ctrl_cfg.kind, "obs_dim": o_dim}
     _write_jsonl(log_path, _read_jsonl(log_path, gen))
     _write_jsonl(evals_path, _read_jsonl(evals_path, gen))
 
@@ -451,23 +484,11 @@ def train_controller_dream(
                 r["best_return"] = -r["best_fitness"]
             _append_jsonl(log_path, records)
             gen = stop
+            mean_params, rets, lens = unravel(es_state.mean), None, None
             if gen in points:
-                mean_params = unravel(es_state.mean)
                 rets, lens = jax.device_get(eval_fn(eval_key, mean_params, dream_params))
-                ev = {"generation": gen, "eval_return": float(np.mean(rets)),
-                      "eval_std": float(np.std(rets)), "eval_length": float(np.mean(lens))}
-                if ev["eval_return"] > best_return:
-                    best_return, best_gen, best_flat = ev["eval_return"], gen, es_state.mean
-                    save_controller(out_dir / "best.npz", controller, mean_params,
-                                    {"kind": ctrl_cfg.kind, "obs_dim": o_dim, "generation": gen,
-                                     "eval_return": best_return})
-                ev["best_return"] = best_return
-                _append_jsonl(evals_path, [ev])
-            checkpoint.save(
-                ckpt_dir, gen,
-                {"es_state": es_state, "key": jax.random.key_data(key), "best_flat": best_flat},
-                {"generation": gen, "best_return": best_return, "best_gen": best_gen},
-            )
+            _record_eval_and_checkpoint(out_dir, gen, rets, lens, es_state, key, best,
+                                        controller, mean_params, ctrl_meta)
             bar.update(len(records))
             bar.set_postfix(gen=gen, best=f"{records[-1]['best_return']:.1f}",
                             mean=f"{records[-1]['mean_return']:.1f}")
@@ -476,21 +497,20 @@ def train_controller_dream(
     finally:
         bar.close()
 
-    if best_gen < 0:  # zero generations: the initial mean is the result
+    if best.gen < 0:  # zero generations: the initial mean is the result
         mean_params = unravel(es_state.mean)
         rets, _ = jax.device_get(eval_fn(eval_key, mean_params, dream_params))
-        best_return, best_gen = float(np.mean(rets)), 0
+        best.ret, best.gen = float(np.mean(rets)), 0
         save_controller(out_dir / "best.npz", controller, mean_params,
-                        {"kind": ctrl_cfg.kind, "obs_dim": o_dim, "generation": 0,
-                         "eval_return": best_return})
+                        {**ctrl_meta, "generation": 0, "eval_return": best.ret})
     history = _read_jsonl(log_path, generations)
     done = {
         "kind": ctrl_cfg.kind,
         "obs_dim": o_dim,
         "num_params": n_params,
         "generations": generations,
-        "best_eval_return": best_return,
-        "best_generation": best_gen,
+        "best_eval_return": best.ret,
+        "best_generation": best.gen,
         "strategy": es_cfg.strategy,
         "es": dataclasses.asdict(es_cfg),
         "dream": {"temperature": float(dream_params.temperature), "max_steps": num_steps,
@@ -707,7 +727,9 @@ def train_controller_real(
             raise ValueError(f"{ckpt_dir}: checkpoint was trained with another key; resume with "
                              "the same seed or delete the folder")
         gen, best_return, best_gen = meta["generation"], meta["best_return"], meta["best_gen"]
-    es_state, best_flat = ckpt_tree["es_state"], ckpt_tree["best_flat"]
+    es_state = ckpt_tree["es_state"]
+    best = _Best(best_return, best_gen, ckpt_tree["best_flat"])
+    ctrl_meta = {"kind": ctrl_cfg.kind, "obs_dim": o_dim}
     _write_jsonl(log_path, _read_jsonl(log_path, gen))
     _write_jsonl(evals_path, _read_jsonl(evals_path, gen))
     points = _eval_points(generations, es_cfg.eval_every)
@@ -736,34 +758,22 @@ def train_controller_real(
                    "best_return": float(mean_ret.max()), "mean_length": float(np.mean(lens)),
                    "wall_s": round(dt, 3), "env_steps_per_s": round(float(np.sum(lens)) / dt, 1)}
             _append_jsonl(log_path, [rec])
+            mean_params, rets, lens = unravel(es_state.mean), None, None
             if gen in points:
-                mean_params = unravel(es_state.mean)
                 one = jax.tree.map(lambda x: x[None], mean_params)
                 _, rets, lens = run_episodes(one, eval_specs)
-                ev = {"generation": gen, "eval_return": float(np.mean(rets)),
-                      "eval_std": float(np.std(rets)), "eval_length": float(np.mean(lens))}
-                if ev["eval_return"] > best_return:
-                    best_return, best_gen, best_flat = ev["eval_return"], gen, es_state.mean
-                    save_controller(out_dir / "best.npz", controller, mean_params,
-                                    {"kind": ctrl_cfg.kind, "obs_dim": o_dim, "generation": gen,
-                                     "eval_return": best_return})
-                ev["best_return"] = best_return
-                _append_jsonl(evals_path, [ev])
-            checkpoint.save(
-                ckpt_dir, gen,
-                {"es_state": es_state, "key": jax.random.key_data(key), "best_flat": best_flat},
-                {"generation": gen, "best_return": best_return, "best_gen": best_gen},
-            )
+            _record_eval_and_checkpoint(out_dir, gen, rets, lens, es_state, key, best,
+                                        controller, mean_params, ctrl_meta)
             bar.update(1)
             bar.set_postfix(gen=gen, best=f"{rec['best_return']:.1f}",
                             mean=f"{rec['mean_return']:.1f}")
     finally:
         bar.close()
-    if best_gen < 0:
+    if best.gen < 0:
         raise ValueError("--es.generations must be > 0 for real-env training")
     done = {
         "kind": ctrl_cfg.kind, "obs_dim": o_dim, "num_params": n_params,
-        "generations": generations, "best_eval_return": best_return, "best_generation": best_gen,
+        "generations": generations, "best_eval_return": best.ret, "best_generation": best.gen,
         "strategy": es_cfg.strategy, "es": dataclasses.asdict(es_cfg), "trained_in": "real",
     }
     _write_atomic(out_dir / "DONE.json", json.dumps(done, indent=2))

@@ -351,15 +351,21 @@ def sample_next_z(key: Array, out: MDNOutput, temperature: float | Array) -> Arr
     """Sample z (..., Z) from the mixture at temperature τ (PAPER.md §2.5).
 
     Per dimension: k ~ softmax(logpi / τ), z = mu_k + exp(logsigma_k)·ε·sqrt(τ). τ -> 0 picks the
-    most likely component's mean.
+    most likely component's mean. Drawn the reference way (`doomrnn.py:633-640`): one uniform per
+    dimension picks k by inverse CDF, then a one-hot select over K (no gather), which is K times
+    fewer random numbers than Gumbel-max and matters in the dream's inner loop.
     """
-    k_key, e_key = jax.random.split(key)
     tau = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
-    k = jax.random.categorical(k_key, out.logpi / tau, axis=-1)[..., None]
-    mu = jnp.take_along_axis(out.mu, k, axis=-1)[..., 0]
-    sigma = jnp.exp(jnp.take_along_axis(out.logsigma, k, axis=-1)[..., 0])
-    eps = jax.random.normal(e_key, mu.shape, mu.dtype)
-    return mu + sigma * eps * jnp.sqrt(tau)
+    k_u, k_e = jax.random.split(key)
+    logits = out.logpi / tau  # (..., Z, K)
+    cdf = jnp.cumsum(jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)), axis=-1)
+    u = jax.random.uniform(k_u, cdf.shape[:-1], jnp.float32) * cdf[..., -1]
+    k = jnp.sum(u[..., None] >= cdf[..., :-1], axis=-1)  # (..., Z) in [0, K)
+    onehot = k[..., None] == jnp.arange(cdf.shape[-1])
+    mu = jnp.sum(jnp.where(onehot, out.mu, 0.0), axis=-1)
+    logsigma = jnp.sum(jnp.where(onehot, out.logsigma, 0.0), axis=-1)
+    eps = jax.random.normal(k_e, mu.shape, mu.dtype)
+    return mu + jnp.exp(logsigma) * eps * jnp.sqrt(tau)
 
 
 def _masked_mean(x: Array, mask: Array) -> Array:
