@@ -33,6 +33,16 @@ def num_workers(cfg: ExperimentConfig) -> int:
     return cfg.workers or os.cpu_count() or 1
 
 
+def real_pool(cfg: ExperimentConfig, max_steps: int):
+    """The real-env worker pool for C's training and evaluation."""
+    from dreamjax.envs.vector import EnvPool
+
+    return EnvPool(
+        num_workers(cfg), envs_per_worker=cfg.envs_per_worker, fast=cfg.collect.fast_env,
+        max_steps=max_steps,
+    )
+
+
 def estimate_seconds(cfg: ExperimentConfig) -> dict[str, float]:
     """Rough wall time per stage on a 2-core CPU, from the sizes in `cfg`."""
     c, v, m, e = cfg.collect, cfg.vae, cfg.mdnrnn, cfg.es
@@ -249,7 +259,6 @@ def _world_model_policy_factory(cfg: ExperimentConfig, run: RunFolder, controlle
 def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
     from dreamjax.controller import controller_for, obs_mode
     from dreamjax.dream import DreamEnv
-    from dreamjax.envs.vector import EnvPool
     from dreamjax.evolve import load_controller, train_controller_dream, train_controller_real
 
     key = stage_key(cfg, "controller")
@@ -278,12 +287,7 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
             cfg.controller, mdn_model.z_dim, mdn_model.hidden, hidden_units=cfg.controller_hidden
         )
         factory = _world_model_policy_factory(cfg, run, controller)
-        with EnvPool(
-            num_workers(cfg),
-            envs_per_worker=cfg.envs_per_worker,
-            fast=cfg.collect.fast_env,
-            max_steps=cfg.es.max_steps,
-        ) as pool:
+        with real_pool(cfg, cfg.es.max_steps) as pool:
             res = train_controller_real(
                 jax.random.fold_in(key, 1),
                 pool,
@@ -300,7 +304,6 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
 
 
 def run_evaluate(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.envs.vector import EnvPool
     from dreamjax.evaluate import evaluate
     from dreamjax.evolve import load_controller
 
@@ -316,12 +319,7 @@ def run_evaluate(cfg: ExperimentConfig, run: RunFolder) -> dict:
         "vae_id": _read_done(run.path("vae")).get("vae_id"),
         "mdnrnn_id": _read_done(run.path("mdnrnn")).get("mdnrnn_id"),
     }
-    with EnvPool(
-        num_workers(cfg),
-        envs_per_worker=cfg.envs_per_worker,
-        fast=cfg.collect.fast_env,
-        max_steps=cfg.eval.max_steps,
-    ) as pool:
+    with real_pool(cfg, cfg.eval.max_steps) as pool:
         res = evaluate(pool, policy, cfg.eval, run.path("evaluate"), meta=info)
     return {k: res[k] for k in ("episodes", "mean", "std", "min", "max", "wall_s")}
 
