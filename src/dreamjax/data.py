@@ -181,8 +181,9 @@ def load_series(path: str | os.PathLike) -> dict:
     return d
 
 
-def _episode_length(path: Path) -> int:
-    """T of an episode or series file, reading only its `rewards` member."""
+def episode_length(path: Path) -> int:
+    """T of an episode or series file, reading only its `rewards` member; `EpisodeError` if
+    unreadable."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return int(z["rewards"].shape[0])
@@ -452,7 +453,7 @@ class FrameBatches:
         self.seed = int(seed)
         self.shuffle_episodes = shuffle_episodes
         self.start_step = start_step
-        self.lengths = np.array([_episode_length(f) for f in self.files], np.int64)
+        self.lengths = np.array([episode_length(f) for f in self.files], np.int64)
         self.num_frames = int(self.lengths.sum())
         self.steps_per_epoch = self.num_frames // batch_size
         if self.steps_per_epoch == 0:
@@ -594,7 +595,7 @@ class SequenceBatches:
                              f"start_step >= 0; got {batch_size}, {seq_len}, {start_step}")
         self.batch_size, self.seq_len = batch_size, seq_len
         self.seed, self.start_step = int(seed), start_step
-        self.lengths = np.array([_episode_length(f) for f in self.files], np.int64)
+        self.lengths = np.array([episode_length(f) for f in self.files], np.int64)
         self.z_dim = load_series(self.files[0])["mu"].shape[1]
 
     def batch(self, step: int) -> dict[str, np.ndarray]:

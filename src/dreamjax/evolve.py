@@ -394,6 +394,28 @@ def _record_eval_and_checkpoint(
     )
 
 
+def _resume_es(
+    out_dir: Path, key: jax.Array, init_state: Any, n_params: int
+) -> tuple[int, Any, _Best]:
+    """(generation, ES state, best) from `out_dir/ckpt`, or the initial ones; the JSONL logs are
+    cut back to that generation. A checkpoint trained with another key is refused."""
+    from dreamjax import checkpoint
+
+    ckpt_dir = out_dir / "ckpt"
+    tree = {"es_state": init_state, "key": jax.random.key_data(key),
+            "best_flat": jnp.zeros((n_params,), jnp.float32)}
+    gen, best_return, best_gen = 0, -float("inf"), -1
+    if checkpoint.latest_step(ckpt_dir) is not None:
+        tree, meta = checkpoint.restore(ckpt_dir, tree)
+        if not np.array_equal(np.asarray(tree["key"]), np.asarray(jax.random.key_data(key))):
+            raise ValueError(f"{ckpt_dir}: checkpoint was trained with another key; resume with "
+                             "the same seed or delete the folder")
+        gen, best_return, best_gen = meta["generation"], meta["best_return"], meta["best_gen"]
+    for name in ("log.jsonl", "evals.jsonl"):
+        _write_jsonl(out_dir / name, _read_jsonl(out_dir / name, gen))
+    return gen, tree["es_state"], _Best(best_return, best_gen, tree["best_flat"])
+
+
 def train_controller_dream(
     key: jax.Array,
     dream_params: DreamParams,
@@ -416,8 +438,6 @@ def train_controller_dream(
     unfinished one resumes from its last checkpoint (same result as an uninterrupted run).
     `callback(records)` is called after each chunk with that chunk's log records.
     """
-    from dreamjax import checkpoint
-
     out_dir = Path(out_dir)
     if (out_dir / "DONE.json").is_file():
         return _result_from_dir(out_dir)
@@ -442,27 +462,11 @@ def train_controller_dream(
     unravel = unravel_fn(controller, o_dim)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "ckpt"
-    log_path, evals_path = out_dir / "log.jsonl", out_dir / "evals.jsonl"
+    log_path = out_dir / "log.jsonl"
     n_params = num_params(controller, o_dim)
     init_state = strategy.init(jax.random.fold_in(key, 0x1417), solution, es_params)
-    ckpt_tree = {
-        "es_state": init_state,
-        "key": jax.random.key_data(key),
-        "best_flat": jnp.zeros((n_params,), jnp.float32),
-    }
-    gen, best_return, best_gen = 0, -float("inf"), -1
-    if checkpoint.latest_step(ckpt_dir) is not None:
-        ckpt_tree, meta = checkpoint.restore(ckpt_dir, ckpt_tree)
-        if not np.array_equal(np.asarray(ckpt_tree["key"]), np.asarray(jax.random.key_data(key))):
-            raise ValueError(f"{ckpt_dir}: checkpoint was trained with another key; resume with "
-                             "the same seed or delete the folder")
-        gen, best_return, best_gen = meta["generation"], meta["best_return"], meta["best_gen"]
-    es_state = ckpt_tree["es_state"]
-    best = _Best(best_return, best_gen, ckpt_tree["best_flat"])
+    gen, es_state, best = _resume_es(out_dir, key, init_state, n_params)
     ctrl_meta = {"kind": ctrl_cfg.kind, "obs_dim": o_dim}
-    _write_jsonl(log_path, _read_jsonl(log_path, gen))
-    _write_jsonl(evals_path, _read_jsonl(evals_path, gen))
 
     points = _eval_points(generations, es_cfg.eval_every)
     steps_per_gen = es_cfg.popsize * es_cfg.rollouts * num_steps
@@ -676,7 +680,6 @@ def train_controller_real(
     files as `train_controller_dream`. `init_params` (a param pytree, e.g. the dream-trained
     controller) is the initial CMA-ES mean; zeros by default (PAPER.md §1.6).
     """
-    from dreamjax import checkpoint
     from dreamjax.envs.vector import EpisodeSpec
 
     out_dir = Path(out_dir)
@@ -708,30 +711,13 @@ def train_controller_real(
         return rets / np.maximum(counts, 1), np.asarray([r.total_reward for r in results]), lens
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "ckpt"
-    log_path, evals_path = out_dir / "log.jsonl", out_dir / "evals.jsonl"
+    log_path = out_dir / "log.jsonl"
     n_params = num_params(controller, o_dim)
-    ckpt_tree = {
-        "es_state": strategy.init(
-            jax.random.fold_in(key, 0x1417),
-            solution if init_params is None else init_params,
-            es_params,
-        ),
-        "key": jax.random.key_data(key),
-        "best_flat": jnp.zeros((n_params,), jnp.float32),
-    }
-    gen, best_return, best_gen = 0, -float("inf"), -1
-    if checkpoint.latest_step(ckpt_dir) is not None:
-        ckpt_tree, meta = checkpoint.restore(ckpt_dir, ckpt_tree)
-        if not np.array_equal(np.asarray(ckpt_tree["key"]), np.asarray(jax.random.key_data(key))):
-            raise ValueError(f"{ckpt_dir}: checkpoint was trained with another key; resume with "
-                             "the same seed or delete the folder")
-        gen, best_return, best_gen = meta["generation"], meta["best_return"], meta["best_gen"]
-    es_state = ckpt_tree["es_state"]
-    best = _Best(best_return, best_gen, ckpt_tree["best_flat"])
+    init_state = strategy.init(
+        jax.random.fold_in(key, 0x1417), solution if init_params is None else init_params, es_params
+    )
+    gen, es_state, best = _resume_es(out_dir, key, init_state, n_params)
     ctrl_meta = {"kind": ctrl_cfg.kind, "obs_dim": o_dim}
-    _write_jsonl(log_path, _read_jsonl(log_path, gen))
-    _write_jsonl(evals_path, _read_jsonl(evals_path, gen))
     points = _eval_points(generations, es_cfg.eval_every)
     eval_specs = [EpisodeSpec(seed=eval_seed_start + i, tag=0) for i in range(es_cfg.eval_episodes)]
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from dreamjax import checkpoint
 from dreamjax.config import MDNRNNConfig, VAEConfig
+from dreamjax.data import episode_length
 
 PyTree = Any
 LossFn = Callable[..., tuple[jax.Array, Any]]
@@ -383,17 +384,6 @@ def train_vae(
     return result
 
 
-def _series_length(path: Path) -> int:
-    """T of a series file, reading only its `rewards` member."""
-    from dreamjax.data import EpisodeError
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return int(z["rewards"].shape[0])
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise EpisodeError(f"{path}: unreadable series ({type(e).__name__}: {e})") from None
-
-
 class TBPTTBatches:
     """Truncated-BPTT batches over series files (PAPER.md §2.4): consecutive chunks of B streams.
 
@@ -427,7 +417,7 @@ class TBPTTBatches:
                              f" got {batch_size}, {seq_len}, {start_step}")
         self.batch_size, self.seq_len = batch_size, seq_len
         self.seed, self.start_step = int(seed), start_step
-        self.lengths = np.array([_series_length(f) for f in self.files], np.int64)
+        self.lengths = np.array([episode_length(f) for f in self.files], np.int64)
         self.stream_len = int(self.lengths.sum()) // batch_size
         self.steps_per_epoch = (self.stream_len - 1) // seq_len
         if self.steps_per_epoch < 1:
