@@ -175,6 +175,13 @@ def _covers_window(corners: list[tuple[float, float]], margin: float = 4.0) -> b
     return len(signs) == 1
 
 
+def _fill(surf: pygame.Surface, mapped: int) -> None:
+    """`surf.fill(mapped)` with ordinary stores (SDL's fill streams past the caches)."""
+    pixels = pygame.surfarray.pixels2d(surf)
+    pixels.fill(mapped)
+    del pixels  # release the surface lock
+
+
 class FastCarRacing(CarRacing):
     """Gymnasium's CarRacing with a faster, byte-identical `state_pixels` renderer.
 
@@ -186,7 +193,9 @@ class FastCarRacing(CarRacing):
     - skips polygons that cannot reach the rows the observation depends on (the dashboard
       overwrites the rest) and replaces the background polygon by a fill when it covers the
       whole window;
-    - reuses surfaces and the font object instead of creating them every step;
+    - reuses surfaces and the font object instead of creating them every step, and fills them
+      through NumPy: SDL's `Surface.fill` uses non-temporal stores, which evict the surface
+      from the caches just before the polygons and smoothscale touch it again;
     - replaces flip + smoothscale(1000x800 -> 96x96) by smoothscale's own two passes: the
       horizontal pass (row-wise, so it commutes with the vertical flip) on the unflipped road
       rows and on the dashboard rows separately, then the vertical pass on the stacked result.
@@ -327,7 +336,7 @@ class FastCarRacing(CarRacing):
             corners = [(c[0] * zoom + trans[0], c[1] * zoom + trans[1]) for c in corners]
         if deep_inside or _covers_window(corners):
             # the background polygon fills every pixel and its outline lies off-surface
-            rows.fill(self._mapped(self.bg_color))
+            _fill(rows, self._mapped(self.bg_color))
         else:
             surf.fill((0, 0, 0))
             gfxdraw.aapolygon(surf, corners, self.bg_color)
@@ -428,7 +437,7 @@ class FastCarRacing(CarRacing):
         W, H = WINDOW_W, WINDOW_H
         s = W / 40.0
         h = H / 40.0
-        dash_rows.fill((0, 0, 0))
+        _fill(dash_rows, 0)
 
         def vertical_ind(place, val):
             return [
