@@ -83,6 +83,23 @@ def test_smoothscale_two_passes_commute_with_flip():
     assert np.array_equal(ours, ref)
 
 
+def test_fill_matches_sdl_fill():
+    """`_fill` (NumPy stores) writes exactly what SDL's `Surface.fill` writes, only inside the
+    subsurface, pad byte included."""
+    rng = np.random.default_rng(3)
+    ref = pygame.Surface((cr.WINDOW_W, cr.WINDOW_H))
+    px = pygame.surfarray.pixels2d(ref)
+    px[:] = rng.integers(0, 2**32, size=px.shape, dtype=np.uint32)
+    del px
+    ours = ref.copy()
+    rect = pygame.Rect(0, cr._DASH_H, cr.WINDOW_W, cr._ROAD_H)
+    for color in [(102, 204, 102), (0, 0, 0), (255, 255, 255), (13, 200, 77)]:
+        mapped = ref.map_rgb(color)
+        ref.subsurface(rect).fill(mapped)
+        cr._fill(ours.subsurface(rect), mapped)
+        assert ours.get_buffer().raw == ref.get_buffer().raw
+
+
 # ----- construction, version pin, wrappers
 
 
