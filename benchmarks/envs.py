@@ -39,8 +39,11 @@ def time_steps(env, actions: np.ndarray, next_seed) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def single_process(steps: int, repeats: int, chunk: int = 250) -> dict[str, tuple[float, float]]:
-    """Best-of-`repeats` (wall, CPU) steps/s of stock and fast envs, interleaved in chunks.
+def single_process(
+    steps: int, repeats: int, chunk: int = 250
+) -> tuple[dict[str, tuple[float, float]], tuple[int, int]]:
+    """Best-of-`repeats` (wall, CPU) steps/s of stock and fast envs, interleaved in chunks, and
+    the fast env's (fast-path, stock-fallback) frame counts.
 
     Each env runs episodes back to back (TimeLimit 1000), so episode starts (whose zoom-in
     frames show the whole track and render slower) weigh as in real use.
@@ -60,9 +63,11 @@ def single_process(steps: int, repeats: int, chunk: int = 250) -> dict[str, tupl
         for name in envs:
             wall, cpu = steps / total[name]
             best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
+    fast = envs["fast"].unwrapped
+    frames = (fast.fast_frames, fast.stock_frames)
     for env in envs.values():
         env.close()
-    return best
+    return best, frames
 
 
 class _ReplayPolicy:
@@ -115,13 +120,14 @@ def main() -> None:
     parser.add_argument("--pool-steps", type=int, default=2000)
     args = parser.parse_args()
 
-    res = single_process(args.steps, args.repeats)
+    res, (fast_frames, stock_frames) = single_process(args.steps, args.repeats)
     print(f"CarRacing-v3, single process, {args.steps} steps x best of {args.repeats}")
     print("(wall: elapsed time; cpu: this process's CPU time, less sensitive to machine load)")
     print(f"{'env':<8}{'wall steps/s':>14}{'speedup':>9}{'cpu steps/s':>14}{'speedup':>9}")
     for name in ("stock", "fast"):
         (wall, cpu), (wall0, cpu0) = res[name], res["stock"]
         print(f"{name:<8}{wall:>14.1f}{wall / wall0:>8.2f}x{cpu:>14.1f}{cpu / cpu0:>8.2f}x")
+    print(f"fast env frames: {fast_frames} fast path, {stock_frames} stock-renderer fallback")
 
     if args.pool_steps <= 0:
         return
