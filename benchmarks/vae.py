@@ -77,7 +77,8 @@ def jax_encode(frames: np.ndarray, steps: int) -> tuple[float, float]:
 
 
 def torch_train(frames: np.ndarray, steps: int) -> tuple[float, float] | None:
-    """(best, median) seconds per Adam step of the same VAE in PyTorch, or None without torch."""
+    """(best, median) seconds per Adam step of the same VAE in PyTorch (on the GPU when JAX runs
+    on one), or None without torch."""
     try:
         import torch
         from torch import nn
@@ -117,11 +118,12 @@ def torch_train(frames: np.ndarray, steps: int) -> tuple[float, float] | None:
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
             return self.dec(self.fc(z)[:, :, None, None]), mu, logvar
 
-    model = TorchVAE()
+    dev = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    model = TorchVAE().to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == 4_348_547, n_params
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x_u8 = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # NCHW, torch's fast layout
+    x_u8 = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous().to(dev)  # NCHW
 
     def run():
         x = x_u8.float() / 255.0
@@ -132,6 +134,8 @@ def torch_train(frames: np.ndarray, steps: int) -> tuple[float, float] | None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(3):
         run()

@@ -89,7 +89,10 @@ layer runs chunk by chunk so that its intermediates stay in the CPU's last-level
 
 
 def _n_chunks(batch: int, floats_per_frame: int) -> int:
-    """Number of batch chunks that keeps a chunk's intermediate within `_CHUNK_FLOATS`."""
+    """Number of batch chunks that keeps a chunk's intermediate within `_CHUNK_FLOATS` on CPU
+    (1 elsewhere: an accelerator wants the whole batch at once)."""
+    if jax.default_backend() != "cpu":
+        return 1
     return max(1, min(batch, -(-batch * floats_per_frame // _CHUNK_FLOATS)))
 
 
