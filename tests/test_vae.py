@@ -125,6 +125,85 @@ def test_conv_transpose_s2_equals_nn_conv_transpose(x_shape, k, co):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("im2col", [True, False])
+@pytest.mark.parametrize("chunk_floats", [1 << 30, 3000])  # whole batch; chunks of 1-2 frames
+def test_stride1_forms_equal_lax_conv(monkeypatch, im2col, chunk_floats):
+    """`_corr`, `_full` and `_corr_wgrad` equal XLA's stride-1 convolution and its kernel
+    gradient, in both forms, on the whole batch and in batch chunks (5 frames: the last chunk
+    is zero-padded)."""
+    from jax import lax
+
+    from dreamjax import vae
+
+    monkeypatch.setattr(vae, "_CHUNK_FLOATS", chunk_floats)
+    kx, kg, kd = jax.random.split(jax.random.PRNGKey(9), 3)
+    x = jax.random.normal(kx, (5, 7, 6, 4))
+    g = jax.random.normal(kg, (3, 3, 4, 6))
+    dn = ("NHWC", "HWIO", "NHWC")
+    corr = lambda x, g: lax.conv_general_dilated(x, g, (1, 1), "VALID", dimension_numbers=dn)  # noqa: E731
+    full = lambda x, g: lax.conv_general_dilated(  # noqa: E731
+        x, g[::-1, ::-1], (1, 1), [(2, 2), (2, 2)], dimension_numbers=dn
+    )
+    y = corr(x, g)
+    np.testing.assert_allclose(
+        jax.jit(lambda x, g: vae._corr(x, g, 5, 4, im2col))(x, g), y, rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        jax.jit(lambda x, g: vae._full(x, g, im2col))(x, g), full(x, g), rtol=1e-5, atol=1e-4
+    )
+    dy = jax.random.normal(kd, y.shape)
+    dg = jax.vjp(lambda g: corr(x, g), g)[1](dy)[0]
+    np.testing.assert_allclose(
+        jax.jit(lambda x, dy: vae._corr_wgrad(x, dy, 3))(x, dy), dg, rtol=1e-5, atol=1e-4
+    )
+
+
+def test_chunked_layers_equal_reference(monkeypatch):
+    """The VAE's conv and transposed-conv layers run in batch chunks (budget forced small: one
+    frame per chunk) and equal nn.Conv / nn.ConvTranspose, forward and both gradients."""
+    import flax.linen as nn
+
+    from dreamjax import vae
+
+    monkeypatch.setattr(vae, "_CHUNK_FLOATS", 5000)
+    assert vae._n_chunks(3, 4000) == 3 and vae._n_chunks(100, 400) == 10
+    cases = [
+        (
+            conv_s2,
+            nn.Conv(6, (4, 4), strides=(2, 2), padding="VALID", use_bias=False),
+            (3, 15, 15, 4),
+            4,
+            6,
+        ),
+        (
+            conv_transpose_s2,
+            nn.ConvTranspose(5, (5, 5), strides=(2, 2), padding="VALID", use_bias=False),
+            (3, 5, 5, 6),
+            5,
+            5,
+        ),
+        (
+            conv_transpose_s2,
+            nn.ConvTranspose(3, (6, 6), strides=(2, 2), padding="VALID", use_bias=False),
+            (3, 9, 9, 4),
+            6,
+            3,
+        ),
+    ]
+    for fast, layer, x_shape, k, co in cases:
+        kx, kw, kg = jax.random.split(jax.random.PRNGKey(10), 3)
+        x = jax.random.normal(kx, x_shape)
+        w = jax.random.normal(kw, (k, k, x_shape[-1], co))
+        ref = lambda x, w, layer=layer: layer.apply({"params": {"kernel": w}}, x)  # noqa: E731
+        y = jax.jit(ref)(x, w)
+        g = jax.random.normal(kg, y.shape)
+        np.testing.assert_allclose(jax.jit(fast)(x, w), y, rtol=1e-4, atol=1e-4)
+        dref = jax.vjp(ref, x, w)[1](g)
+        dfast = jax.jit(lambda x, w, g, fast=fast: jax.vjp(fast, x, w)[1](g))(x, w, g)
+        for a, b in zip(dfast, dref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
 def test_fast_model_equals_reference_model(params32):
     """Whole VAE: fast and reference impls agree on outputs, loss and every parameter gradient."""
     x = jax.random.randint(jax.random.PRNGKey(5), (4, 64, 64, 3), 0, 256).astype(jnp.uint8)

@@ -90,16 +90,24 @@ layer runs chunk by chunk so that its intermediates stay in the CPU's last-level
 
 def _n_chunks(batch: int, floats_per_frame: int) -> int:
     """Number of batch chunks that keeps a chunk's intermediate within `_CHUNK_FLOATS` on CPU
-    (1 elsewhere: an accelerator wants the whole batch at once)."""
+    (1 elsewhere: an accelerator wants the whole batch at once). Prefers a chunk size that
+    divides the batch (no zero-padded frames) when one is at least half the largest size."""
     if jax.default_backend() != "cpu":
         return 1
-    return max(1, min(batch, -(-batch * floats_per_frame // _CHUNK_FLOATS)))
+    largest = max(1, _CHUNK_FLOATS // floats_per_frame)
+    if largest >= batch:
+        return 1
+    for c in range(largest, max(1, largest // 2) - 1, -1):
+        if batch % c == 0:
+            return batch // c
+    return -(-batch // largest)
 
 
 def _split(x: jax.Array, n: int) -> jax.Array:
     """(B, ...) -> (n, ceil(B / n), ...), zero-padded at the end."""
     c = -(-x.shape[0] // n)
-    x = jnp.pad(x, ((0, n * c - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
+    if n * c > x.shape[0]:
+        x = jnp.pad(x, ((0, n * c - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
     return x.reshape(n, c, *x.shape[1:])
 
 
@@ -169,13 +177,15 @@ def _corr(x: jax.Array, g: jax.Array, Ho: int, Wo: int, im2col: bool | None = No
     return _map_chunks(f, _n_chunks(B, x.shape[1] * x.shape[2] * K * K * N), x)
 
 
-def _full(x: jax.Array, g: jax.Array) -> jax.Array:
+def _full(x: jax.Array, g: jax.Array, im2col: bool | None = None) -> jax.Array:
     """Full (scatter) correlation out[i + m] += x[i] g[m]: x (B, H, W, C), g (K, K, C, N)
     -> (B, H+K-1, W+K-1, N); the adjoint of `_corr` in x. Same choice of form as `_corr`."""
     B, H, W, C = x.shape
     K, N = g.shape[0], g.shape[-1]
     Ho, Wo = H + K - 1, W + K - 1
-    if _prefer_im2col(Ho, Wo, H, W, C, N):
+    if im2col is None:
+        im2col = _prefer_im2col(Ho, Wo, H, W, C, N)
+    if im2col:
         xp = jnp.pad(x, ((0, 0), (K - 1, K - 1), (K - 1, K - 1), (0, 0)))
         return _corr(xp, g[::-1, ::-1], Ho, Wo, im2col=True)
     gm = _tap_matrix(g)
