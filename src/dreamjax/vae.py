@@ -287,10 +287,11 @@ conv_s2.defvjp(_conv_s2_fwd, _conv_s2_bwd)
 def conv_transpose_s2(x: jax.Array, w: jax.Array) -> jax.Array:
     """== nn.ConvTranspose(kernel_size=(k, k), strides=2, padding='VALID') without bias.
 
-    x (B, H, W, Ci), w (k, k, Ci, Co) -> (B, 2(H-1)+k, 2(W-1)+k, Co): a stride-1 full
-    correlation to 4*Co sub-pixel channels + depth-to-space (`_subpixel_kernel`). Input and
-    kernel gradients: the im2col of the space-to-depth output gradient, shared by their two
-    GEMMs. A 1x1 input (the first decoder layer) is a dense layer per tap.
+    x (B, H, W, Ci), w (k, k, Ci, Co) -> (B, 2(H-1)+k, 2(W-1)+k, Co). Even k: a stride-1 full
+    correlation to 4*Co sub-pixel channels + depth-to-space (`_subpixel_kernel`); odd k: one
+    GEMM for the k*k taps + shifted sums per output phase (`_deconv_odd`). Input and kernel
+    gradients: one im2col of the output gradient shared by their two GEMMs. A 1x1 input (the
+    first decoder layer) is a dense layer per tap.
     """
     if x.shape[1] == 1 and x.shape[2] == 1:
         return _dense_taps(x, w)
@@ -306,32 +307,81 @@ def _conv_transpose_s2_fwd(x, w):
     k = w.shape[0]
     assert w.shape[1] == k and w.shape[2] == x.shape[-1], (x.shape, w.shape)
     B, H, W, Ci = x.shape
-    out = _depth_to_space(_full(x, _subpixel_kernel(w)))
-    return _fit(out, 2 * (H - 1) + k, 2 * (W - 1) + k), (x, w)
+    Ho, Wo = 2 * (H - 1) + k, 2 * (W - 1) + k
+    if k % 2:
+        return _fit(_deconv_odd(x, w), Ho, Wo), (x, w)
+    return _fit(_depth_to_space(_full(x, _subpixel_kernel(w))), Ho, Wo), (x, w)
+
+
+def _deconv_odd(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Odd k: the sub-pixel kernel would be 36/25 zeros (k = 5), so multiply by the k*k taps
+    alone (one GEMM) and add each output phase's taps with shifts. -> (B, 2(H+K-1), ., Co)."""
+    B, H, W, Ci = x.shape
+    k, Co = w.shape[0], w.shape[-1]
+    K = (k + 1) // 2
+    wm = w[::-1, ::-1].transpose(2, 0, 1, 3).reshape(Ci, k * k * Co)  # wf taps, flipped
+
+    def f(xc):
+        z = (xc.reshape(-1, Ci) @ wm).reshape(*xc.shape[:3], k, k, Co)
+        rows = []
+        for ry in range(2):
+            phases = []
+            for rx in range(2):
+                taps = [(i, j) for i in range((k - ry + 1) // 2) for j in range((k - rx + 1) // 2)]
+                pads = [((0, 0), (i, K - 1 - i), (j, K - 1 - j), (0, 0)) for i, j in taps]
+                terms = [z[:, :, :, 2 * i + ry, 2 * j + rx] for i, j in taps]
+                phases.append(sum(jnp.pad(t, p) for t, p in zip(terms, pads, strict=True)))
+            rows.append(jnp.stack(phases, 3))  # (c, H+K-1, W+K-1, rx, Co)
+        out = jnp.stack(rows, 2)  # (c, H+K-1, ry, W+K-1, rx, Co)
+        return out.reshape(xc.shape[0], 2 * (H + K - 1), 2 * (W + K - 1), Co)
+
+    return _map_chunks(f, _n_chunks(B, H * W * k * k * Co), x)
 
 
 def _conv_transpose_s2_bwd(res, dout):
     x, w = res
     B, H, W, Ci = x.shape
+    k = w.shape[0]
+    if k % 2:  # im2col of the k*k stride-2 taps of dout itself (no zero taps)
+        Co = w.shape[-1]
+        wm = w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * Co, Ci)
+
+        def cols_of(dc):
+            taps = [
+                dc[:, i : i + 2 * H - 1 : 2, j : j + 2 * W - 1 : 2]
+                for i in range(k)
+                for j in range(k)
+            ]
+            return jnp.concatenate(taps, axis=-1).reshape(-1, k * k * Co)
+
+        dg, dx = _shared_im2col_grads(x, dout, cols_of, wm, H * W * k * k * Co)
+        dwf = dg.reshape(Ci, k, k, Co).transpose(1, 2, 0, 3)
+        return dx, dwf[::-1, ::-1]
     g = _subpixel_kernel(w)  # (K, K, Ci, 4Co)
     K, C4 = g.shape[0], g.shape[-1]
     gm = g.transpose(0, 1, 3, 2).reshape(K * K * C4, Ci)
     ds = _s2d(dout, H + K - 1, W + K - 1)  # (B, H+K-1, W+K-1, 4Co)
-
-    def chunk(dg, xd):  # one im2col of the output gradient feeds both gradients' GEMMs
-        xc, dc = xd
-        cols = _patches(dc, K, H, W)  # (c*H*W, K*K*4Co)
-        return dg + xc.reshape(-1, Ci).T @ cols, (cols @ gm).reshape(xc.shape)
-
-    n = _n_chunks(B, H * W * K * K * C4)
-    if n == 1:
-        dg, dx = chunk(0.0, (x, ds))
-    else:
-        zero = jnp.zeros((Ci, K * K * C4), x.dtype)
-        dg, dx = lax.scan(chunk, zero, (_split(x, n), _split(ds, n)))
-        dx = dx.reshape(-1, H, W, Ci)[:B]
+    dg, dx = _shared_im2col_grads(x, ds, lambda dc: _patches(dc, K, H, W), gm, H * W * K * K * C4)
     dg = dg.reshape(Ci, K, K, C4).transpose(1, 2, 0, 3)
-    return dx, _unsubpixel_kernel(dg, w.shape[0])
+    return dx, _unsubpixel_kernel(dg, k)
+
+
+def _shared_im2col_grads(x, d, cols_of, wm, floats_per_frame):
+    """Input and kernel gradients of a transposed conv from one im2col of its output gradient:
+    cols = cols_of(d) (c*H*W, M) per batch chunk, dx = cols @ wm, dg = x^T @ cols (Ci, M)."""
+    B, H, W, Ci = x.shape
+
+    def chunk(dg, xd):
+        xc, dc = xd
+        cols = cols_of(dc)
+        return dg + xc.reshape(-1, Ci).T @ cols, (cols @ wm).reshape(xc.shape)
+
+    n = _n_chunks(B, floats_per_frame)
+    if n == 1:
+        return chunk(0.0, (x, d))
+    zero = jnp.zeros((Ci, wm.shape[0]), x.dtype)
+    dg, dx = lax.scan(chunk, zero, (_split(x, n), _split(d, n)))
+    return dg, dx.reshape(-1, H, W, Ci)[:B]
 
 
 _conv_transpose_s2.defvjp(_conv_transpose_s2_fwd, _conv_transpose_s2_bwd)
