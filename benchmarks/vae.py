@@ -1,8 +1,10 @@
 """V training throughput: Flax reference vs fast ConvVAE vs PyTorch, same machine, same run.
 
 Train = one full jitted Adam step (loss, gradients, update) on a batch of uint8 frames;
-frames/s after warm-up, best and median over timed steps. Also encode frames/s (batch 1000)
-for the fast impl. Run: `python benchmarks/vae.py [--steps 10] [--batch 100] [--no-torch]`.
+frames/s after warm-up, best and median over timed steps; the train rows are timed in
+alternation (one step of each per round) so that machine load hits them alike. Also encode
+frames/s (batch 1000) for the fast impl.
+Run: `python benchmarks/vae.py [--steps 10] [--batch 100] [--no-torch]`.
 """
 
 from __future__ import annotations
@@ -23,16 +25,24 @@ from dreamjax.vae import ConvVAE, init_vae, vae_loss_fn
 
 def _time(fn, steps: int) -> tuple[float, float]:
     """Seconds per call of fn() (already warmed up): (best, median)."""
-    ts = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.min(ts)), float(np.median(ts))
+    return _time_interleaved({"fn": (fn, steps)})["fn"]
 
 
-def jax_train(impl: str, frames: np.ndarray, steps: int) -> tuple[float, float]:
-    """(best, median) seconds per Adam step of ConvVAE(impl) on frames (B, 64, 64, 3) uint8."""
+def _time_interleaved(fns: dict) -> dict[str, tuple[float, float]]:
+    """{name: (fn, steps)} -> {name: (best, median) seconds per call}, timing the (warmed up)
+    fns in alternation, one call each per round, so that load changes hit all of them alike."""
+    ts = {name: [] for name in fns}
+    for r in range(max(steps for _, steps in fns.values())):
+        for name, (fn, steps) in fns.items():
+            if r < steps:
+                t = time.perf_counter()
+                fn()
+                ts[name].append(time.perf_counter() - t)
+    return {name: (float(np.min(t)), float(np.median(t))) for name, t in ts.items()}
+
+
+def jax_train(impl: str, frames: np.ndarray):
+    """A warmed-up callable: one Adam step of ConvVAE(impl) on frames (B, 64, 64, 3) uint8."""
     model = ConvVAE(z_dim=32, impl=impl)
     params = init_vae(jax.random.PRNGKey(0), 32, impl=impl)
     tx = optax.adam(1e-4)
@@ -54,7 +64,7 @@ def jax_train(impl: str, frames: np.ndarray, steps: int) -> tuple[float, float]:
 
     for _ in range(3):
         run()
-    return _time(run, steps)
+    return run
 
 
 def jax_encode(frames: np.ndarray, steps: int) -> tuple[float, float]:
@@ -76,8 +86,8 @@ def jax_encode(frames: np.ndarray, steps: int) -> tuple[float, float]:
     return _time(run, steps)
 
 
-def torch_train(frames: np.ndarray, steps: int) -> tuple[float, float] | None:
-    """(best, median) seconds per Adam step of the same VAE in PyTorch (on the GPU when JAX runs
+def torch_train(frames: np.ndarray):
+    """A warmed-up callable: one Adam step of the same VAE in PyTorch (on the GPU when JAX runs
     on one), or None without torch."""
     try:
         import torch
@@ -139,7 +149,7 @@ def torch_train(frames: np.ndarray, steps: int) -> tuple[float, float] | None:
 
     for _ in range(3):
         run()
-    return _time(run, steps)
+    return run
 
 
 def main() -> None:
@@ -167,17 +177,13 @@ def main() -> None:
     except ImportError:
         print(", torch not installed (row skipped)")
 
-    rows = []
-    if not args.no_torch:
-        t = torch_train(frames, args.steps)
-        if t is not None:
-            rows.append(("train", "pytorch", args.batch, t))
-    rows.append(("train", "flax fast", args.batch, jax_train("fast", frames, args.steps)))
+    train = {}
+    if not args.no_torch and (run := torch_train(frames)) is not None:
+        train["pytorch"] = (run, args.steps)
+    train["flax fast"] = (jax_train("fast", frames), args.steps)
     if not args.no_reference:
-        ref_steps = max(2, args.steps // 3)
-        rows.append(
-            ("train", "flax reference", args.batch, jax_train("reference", frames, ref_steps))
-        )
+        train["flax reference"] = (jax_train("reference", frames), max(2, args.steps // 3))
+    rows = [("train", name, args.batch, t) for name, t in _time_interleaved(train).items()]
     rows.append(("encode", "flax fast", args.encode_batch, jax_encode(enc_frames, args.steps)))
 
     print(
