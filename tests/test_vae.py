@@ -25,6 +25,14 @@ def _n_params(params) -> int:
     return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
+@pytest.fixture(autouse=True)
+def _float32_matmuls():
+    """Full float32 matmuls and convolutions (GPUs default to TF32), so that the equivalences
+    below hold to 1e-4 on every backend."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def params32():
     return init_vae(jax.random.PRNGKey(0), 32)
@@ -137,6 +145,7 @@ def test_stride1_forms_equal_lax_conv(monkeypatch, im2col, chunk_floats):
     from dreamjax import vae
 
     monkeypatch.setattr(vae, "_CHUNK_FLOATS", chunk_floats)
+    monkeypatch.setattr(vae, "_CHUNK_BACKENDS", (jax.default_backend(),))
     kx, kg, kd = jax.random.split(jax.random.PRNGKey(9), 3)
     x = jax.random.normal(kx, (5, 7, 6, 4))
     g = jax.random.normal(kg, (3, 3, 4, 6))
@@ -167,6 +176,7 @@ def test_chunked_layers_equal_reference(monkeypatch):
     from dreamjax import vae
 
     monkeypatch.setattr(vae, "_CHUNK_FLOATS", 5000)
+    monkeypatch.setattr(vae, "_CHUNK_BACKENDS", (jax.default_backend(),))
     assert vae._n_chunks(3, 4000) == 3 and vae._n_chunks(100, 400) == 10
     cases = [
         (

@@ -91,11 +91,15 @@ _CHUNK_FLOATS = 1 << 20
 layer runs chunk by chunk so that its intermediates stay in the CPU's last-level cache."""
 
 
+_CHUNK_BACKENDS = ("cpu",)
+"""Backends whose layers run in batch chunks."""
+
+
 def _n_chunks(batch: int, floats_per_frame: int) -> int:
     """Number of batch chunks that keeps a chunk's intermediate within `_CHUNK_FLOATS` on CPU
     (1 elsewhere: an accelerator wants the whole batch at once). Prefers a chunk size that
     divides the batch (no zero-padded frames) when one is at least half the largest size."""
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() not in _CHUNK_BACKENDS:
         return 1
     largest = max(1, _CHUNK_FLOATS // floats_per_frame)
     if largest >= batch:
