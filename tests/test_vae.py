@@ -25,14 +25,6 @@ def _n_params(params) -> int:
     return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
-@pytest.fixture(autouse=True)
-def _float32_matmuls():
-    """Full float32 matmuls and convolutions (GPUs default to TF32), so that the equivalences
-    below hold to 1e-4 on every backend."""
-    with jax.default_matmul_precision("highest"):
-        yield
-
-
 @pytest.fixture(scope="module")
 def params32():
     return init_vae(jax.random.PRNGKey(0), 32)
