@@ -236,7 +236,8 @@ def main() -> None:
     print(f"\nDream generation: {P} candidates x {R} rollouts x 1000 steps "
           f"(measured with {T} steps), Z={m.z_dim} H={m.hidden} K={m.n_mix}, "
           f"tau={args.temperature}, unroll={args.unroll}")
-    print(f"CPU float32 matmul rate (2048^2 via jax.jit): {rate:.1f} GFLOP/s; "
+    print(f"{jax.default_backend().upper()} float32 matmul rate (2048^2 via jax.jit): "
+          f"{rate:.1f} GFLOP/s; "
           f"matmul FLOPs per rollout-step: {flops / 1e6:.3f} MFLOP; jax {jax.__version__}, "
           f"{jax.devices()[0].platform}")
     print(f"\n{'':40s} {'s/gen':>8s} {'env-steps/s':>10s} {'of matmul':>9s}  note")
