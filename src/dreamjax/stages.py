@@ -17,14 +17,15 @@ import numpy as np
 from dreamjax.config import ExperimentConfig
 from dreamjax.pipeline import RunFolder
 
-# Throughputs measured on a 2-core CPU (benchmarks/), used only for the printed time estimate.
+# Throughputs of the laptop pipeline's stages on a 2-core CPU (the 2026-11-25 fresh run in
+# experiments/results/carracing-laptop), used only for the printed time estimate.
 _RATE = {
-    "collect_frames_s": 200.0,
-    "vae_frames_s": 180.0,
-    "encode_frames_s": 1000.0,
-    "mdn_seq_steps_s": 15_000.0,
-    "dream_steps_s": 100_000.0,
-    "real_steps_s": 200.0,
+    "collect_frames_s": 280.0,
+    "vae_frames_s": 370.0,
+    "encode_frames_s": 2500.0,
+    "mdn_seq_steps_s": 28_000.0,
+    "dream_steps_s": 30_000.0,
+    "real_steps_s": 450.0,
 }
 
 
