@@ -241,23 +241,23 @@ def _unkernel_s2(g: jax.Array) -> jax.Array:
 
 
 def _subpixel_kernel(w: jax.Array) -> jax.Array:
-    """Transposed-conv kernel (k, k, Ci, Co) -> (K, K, Ci, 4*Co), K = ceil(k / 2).
+    """Transposed-conv kernel (k, k, Ci, Co), k even -> (K, K, Ci, 4*Co), K = k / 2.
 
-    nn.ConvTranspose computes out[2i + t] += x[i] wf[t] with wf the spatially flipped kernel
-    (odd k zero-padded to even); on the space-to-depth output, out_s[i + m][(ry, rx, co)] +=
-    x[i] wf[2m + r], a stride-1 full correlation with this kernel."""
+    nn.ConvTranspose computes out[2i + t] += x[i] wf[t] with wf the spatially flipped kernel;
+    on the space-to-depth output, out_s[i + m][(ry, rx, co)] += x[i] wf[2m + r], a stride-1
+    full correlation with this kernel. (Odd k takes `_deconv_odd` instead.)"""
     k, _, Ci, Co = w.shape
-    e = k % 2
-    wf = jnp.pad(w[::-1, ::-1], ((0, e), (0, e), (0, 0), (0, 0)))
-    K = (k + e) // 2
+    assert k % 2 == 0, w.shape
+    K = k // 2
+    wf = w[::-1, ::-1]
     return wf.reshape(K, 2, K, 2, Ci, Co).transpose(0, 2, 4, 1, 3, 5).reshape(K, K, Ci, 4 * Co)
 
 
-def _unsubpixel_kernel(g: jax.Array, k: int) -> jax.Array:
-    """Inverse of `_subpixel_kernel`: (K, K, Ci, 4*Co) -> (k, k, Ci, Co)."""
+def _unsubpixel_kernel(g: jax.Array) -> jax.Array:
+    """Inverse of `_subpixel_kernel`: (K, K, Ci, 4*Co) -> (2K, 2K, Ci, Co)."""
     K, _, Ci, Co4 = g.shape
     wf = g.reshape(K, K, Ci, 2, 2, Co4 // 4).transpose(0, 3, 1, 4, 2, 5)
-    return wf.reshape(2 * K, 2 * K, Ci, Co4 // 4)[:k, :k][::-1, ::-1]
+    return wf.reshape(2 * K, 2 * K, Ci, Co4 // 4)[::-1, ::-1]
 
 
 @jax.custom_vjp
@@ -370,7 +370,7 @@ def _conv_transpose_s2_bwd(res, dout):
     ds = _s2d(dout, H + K - 1, W + K - 1)  # (B, H+K-1, W+K-1, 4Co)
     dg, dx = _shared_im2col_grads(x, ds, lambda dc: _patches(dc, K, H, W), gm, H * W * K * K * C4)
     dg = dg.reshape(Ci, K, K, C4).transpose(1, 2, 0, 3)
-    return dx, _unsubpixel_kernel(dg, k)
+    return dx, _unsubpixel_kernel(dg)
 
 
 def _shared_im2col_grads(x, d, cols_of, wm, floats_per_frame):
