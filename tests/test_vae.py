@@ -81,26 +81,42 @@ def test_impl_resolution():
         resolve_impl("cudnn")
 
 
+def _assert_equals_layer(fast, layer, x_shape: tuple, k: int, seed: int) -> tuple:
+    """fast(x, w) == the bias-free Flax `layer` with kernel w: forward, input and kernel grads.
+    Returns the output shape."""
+    kx, kw, kg = jax.random.split(jax.random.PRNGKey(seed), 3)
+    x = jax.random.normal(kx, x_shape)
+    w = jax.random.normal(kw, (k, k, x_shape[-1], layer.features))
+    ref = lambda x, w: layer.apply({"params": {"kernel": w}}, x)  # noqa: E731
+    y = jax.jit(ref)(x, w)
+    g = jax.random.normal(kg, y.shape)
+    np.testing.assert_allclose(jax.jit(fast)(x, w), y, rtol=1e-4, atol=1e-4)
+    dref = jax.jit(lambda x, w, g: jax.vjp(ref, x, w)[1](g))(x, w, g)
+    dfast = jax.jit(lambda x, w, g: jax.vjp(fast, x, w)[1](g))(x, w, g)
+    for a, b in zip(dfast, dref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    return y.shape
+
+
+def _conv(co: int, k: int):
+    import flax.linen as nn
+
+    return nn.Conv(co, (k, k), strides=(2, 2), padding="VALID", use_bias=False)
+
+
+def _conv_transpose(co: int, k: int):
+    import flax.linen as nn
+
+    return nn.ConvTranspose(co, (k, k), strides=(2, 2), padding="VALID", use_bias=False)
+
+
 @pytest.mark.parametrize(
     "x_shape, k, co",
     [((2, 31, 31, 5), 4, 6), ((2, 6, 6, 3), 4, 2)],  # odd and even input sizes
 )
 def test_conv_s2_equals_nn_conv(x_shape, k, co):
     """Fast strided conv == nn.Conv('VALID', stride 2): forward, input and kernel gradients."""
-    import flax.linen as nn
-
-    kx, kw, kg = jax.random.split(jax.random.PRNGKey(3), 3)
-    x = jax.random.normal(kx, x_shape)
-    w = jax.random.normal(kw, (k, k, x_shape[-1], co))
-    conv = nn.Conv(co, (k, k), strides=(2, 2), padding="VALID", use_bias=False)
-    ref = lambda x, w: conv.apply({"params": {"kernel": w}}, x)  # noqa: E731
-    y = jax.jit(ref)(x, w)
-    g = jax.random.normal(kg, y.shape)
-    np.testing.assert_allclose(jax.jit(conv_s2)(x, w), y, rtol=1e-4, atol=1e-4)
-    dref = jax.jit(lambda x, w, g: jax.vjp(ref, x, w)[1](g))(x, w, g)
-    dfast = jax.jit(lambda x, w, g: jax.vjp(conv_s2, x, w)[1](g))(x, w, g)
-    for a, b in zip(dfast, dref, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    _assert_equals_layer(conv_s2, _conv(co, k), x_shape, k, seed=3)
 
 
 @pytest.mark.parametrize(
@@ -109,21 +125,8 @@ def test_conv_s2_equals_nn_conv(x_shape, k, co):
 )
 def test_conv_transpose_s2_equals_nn_conv_transpose(x_shape, k, co):
     """Fast transposed conv == nn.ConvTranspose('VALID', stride 2), odd and even kernels."""
-    import flax.linen as nn
-
-    kx, kw, kg = jax.random.split(jax.random.PRNGKey(4), 3)
-    x = jax.random.normal(kx, x_shape)
-    w = jax.random.normal(kw, (k, k, x_shape[-1], co))
-    conv = nn.ConvTranspose(co, (k, k), strides=(2, 2), padding="VALID", use_bias=False)
-    ref = lambda x, w: conv.apply({"params": {"kernel": w}}, x)  # noqa: E731
-    y = jax.jit(ref)(x, w)
-    assert y.shape[1] == 2 * (x_shape[1] - 1) + k
-    g = jax.random.normal(kg, y.shape)
-    np.testing.assert_allclose(jax.jit(conv_transpose_s2)(x, w), y, rtol=1e-4, atol=1e-4)
-    dref = jax.jit(lambda x, w, g: jax.vjp(ref, x, w)[1](g))(x, w, g)
-    dfast = jax.jit(lambda x, w, g: jax.vjp(conv_transpose_s2, x, w)[1](g))(x, w, g)
-    for a, b in zip(dfast, dref, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    shape = _assert_equals_layer(conv_transpose_s2, _conv_transpose(co, k), x_shape, k, seed=4)
+    assert shape[1] == 2 * (x_shape[1] - 1) + k
 
 
 @pytest.mark.parametrize("im2col", [True, False])
@@ -163,48 +166,18 @@ def test_stride1_forms_equal_lax_conv(monkeypatch, im2col, chunk_floats):
 def test_chunked_layers_equal_reference(monkeypatch):
     """The VAE's conv and transposed-conv layers run in batch chunks (budget forced small: one
     frame per chunk) and equal nn.Conv / nn.ConvTranspose, forward and both gradients."""
-    import flax.linen as nn
-
     from dreamjax import vae
 
     monkeypatch.setattr(vae, "_CHUNK_FLOATS", 5000)
     monkeypatch.setattr(vae, "_CHUNK_BACKENDS", (jax.default_backend(),))
     assert vae._n_chunks(3, 4000) == 3 and vae._n_chunks(100, 400) == 10
     cases = [
-        (
-            conv_s2,
-            nn.Conv(6, (4, 4), strides=(2, 2), padding="VALID", use_bias=False),
-            (3, 15, 15, 4),
-            4,
-            6,
-        ),
-        (
-            conv_transpose_s2,
-            nn.ConvTranspose(5, (5, 5), strides=(2, 2), padding="VALID", use_bias=False),
-            (3, 5, 5, 6),
-            5,
-            5,
-        ),
-        (
-            conv_transpose_s2,
-            nn.ConvTranspose(3, (6, 6), strides=(2, 2), padding="VALID", use_bias=False),
-            (3, 9, 9, 4),
-            6,
-            3,
-        ),
+        (conv_s2, _conv(6, 4), (3, 15, 15, 4), 4),
+        (conv_transpose_s2, _conv_transpose(5, 5), (3, 5, 5, 6), 5),
+        (conv_transpose_s2, _conv_transpose(3, 6), (3, 9, 9, 4), 6),
     ]
-    for fast, layer, x_shape, k, co in cases:
-        kx, kw, kg = jax.random.split(jax.random.PRNGKey(10), 3)
-        x = jax.random.normal(kx, x_shape)
-        w = jax.random.normal(kw, (k, k, x_shape[-1], co))
-        ref = lambda x, w, layer=layer: layer.apply({"params": {"kernel": w}}, x)  # noqa: E731
-        y = jax.jit(ref)(x, w)
-        g = jax.random.normal(kg, y.shape)
-        np.testing.assert_allclose(jax.jit(fast)(x, w), y, rtol=1e-4, atol=1e-4)
-        dref = jax.vjp(ref, x, w)[1](g)
-        dfast = jax.jit(lambda x, w, g, fast=fast: jax.vjp(fast, x, w)[1](g))(x, w, g)
-        for a, b in zip(dfast, dref, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    for fast, layer, x_shape, k in cases:
+        _assert_equals_layer(fast, layer, x_shape, k, seed=10)
 
 
 def test_fast_model_equals_reference_model(params32):
