@@ -11,7 +11,7 @@ paper's linear controller on [z, h]. Reported, all measured in this run:
   overhead inside it; ask + tell alone for pycma-style lazy and evosax's every-generation
   eigendecomposition;
 - a PyTorch batched-loop reference of the same dream (skipped when torch is not importable);
-- real-env steps/s of `dreamjax.envs.vector.EnvPool` with 1 and 2 workers (if present).
+- real-env steps/s of `dreamjax.envs.pool.EnvPool` with 1 and 2 workers (if present).
 
     python benchmarks/dream.py                    # paper size
     python benchmarks/dream.py --steps 200        # shorter rollouts (numbers scaled to 1000)
@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamjax.controller import controller_for, obs_dim, zeros_params
-from dreamjax.dream import DreamEnv, random_dream_params
-from dreamjax.evolve import dream_evaluate, make_chunk_fn, make_strategy, strategy_params
-from dreamjax.rollout import population_rollouts
+from dreamjax.dream.env import DreamEnv, random_dream_params
+from dreamjax.dream.rollout import population_rollouts
+from dreamjax.es.evolve import dream_evaluate, make_chunk_fn, make_strategy, strategy_params
+from dreamjax.models.controller import controller_for, obs_dim, zeros_params
 
 
 def best_time(fn, reps: int) -> float:
@@ -119,7 +119,7 @@ def torch_dream(P: int, R: int, T: int, params, tau: float, sampler: str) -> flo
 def real_env_rate(workers: int, episodes: int, steps: int) -> float | None:
     """Env-steps/s of EnvPool with `workers` processes and a random policy, or None."""
     try:
-        from dreamjax.envs.vector import EnvPool, EpisodeSpec
+        from dreamjax.envs.pool import EnvPool, EpisodeSpec
     except ImportError:
         return None
 
@@ -260,7 +260,7 @@ def main() -> None:
         print("\nReal CarRacing-v3 through EnvPool (random policy, 4 episodes x 200 steps):")
         for w in (1, 2):
             r = real_env_rate(w, 4, 200)
-            print(f"  {w} worker(s): " + ("skipped (no dreamjax.envs.vector)" if r is None
+            print(f"  {w} worker(s): " + ("skipped (no dreamjax.envs.pool)" if r is None
                                          else f"{r:7.1f} env-steps/s"))
 
 

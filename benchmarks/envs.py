@@ -4,7 +4,7 @@ Run: python benchmarks/envs.py [--steps 2000] [--repeats 3] [--pool-steps 2000]
 
 Single process: both envs step the same random-ish actions (resetting on episode end), measured
 in the same run, interleaved in chunks so machine load affects both alike. The best of
-`--repeats` rounds is reported. The worker-pool section (2 workers, `dreamjax.envs.vector`)
+`--repeats` rounds is reported. The worker-pool section (2 workers, `dreamjax.envs.pool`)
 is separate and prints "pool: not available" when that module cannot be imported.
 """
 
@@ -93,9 +93,9 @@ class _ReplayPolicy:
 
 
 def worker_pool(steps: int, workers: int = 2) -> dict[str, float] | None:
-    """Steps/s through `dreamjax.envs.vector.EnvPool` with `workers` workers, stock and fast."""
+    """Steps/s through `dreamjax.envs.pool.EnvPool` with `workers` workers, stock and fast."""
     try:
-        from dreamjax.envs.vector import EnvPool, EpisodeSpec
+        from dreamjax.envs.pool import EnvPool, EpisodeSpec
     except ImportError:
         return None
     episode_len = 500

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamjax.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, mdn_nll, mdnrnn_loss_fn
+from dreamjax.models.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, mdn_nll, mdnrnn_loss_fn
 
 
 def make_batch(rng: np.random.Generator, B: int, T: int, Z: int, A: int) -> dict:

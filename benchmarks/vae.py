@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamjax.vae import ConvVAE, init_vae, vae_loss_fn
+from dreamjax.models.vae import ConvVAE, init_vae, vae_loss_fn
 
 
 def _time(fn, steps: int) -> tuple[float, float]:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax.controller import (
+from dreamjax.models.controller import (
     Controller,
     controller_for,
     from_paper_vector,

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dreamjax.data as data
+import dreamjax.data.batches as batches
+import dreamjax.data.episodes as data
 from dreamjax.config import CollectConfig
-from dreamjax.data import (
+from dreamjax.data.batches import FrameBatches, SequenceBatches
+from dreamjax.data.episodes import (
     EpisodeError,
-    FrameBatches,
-    SequenceBatches,
     encode_series,
     episode_path,
     episode_seed,
@@ -37,7 +37,7 @@ N_KILL = 8
 
 
 def _collect_cfg(n: int, policy: str = "paper") -> CollectConfig:
-    return CollectConfig(episodes=n, max_steps=MAX_STEPS, policy=policy, workers=2)
+    return CollectConfig(episodes=n, max_steps=MAX_STEPS, policy=policy)
 
 
 def _digest(path: Path) -> str:
@@ -48,7 +48,7 @@ def _digest(path: Path) -> str:
 def collected(tmp_path_factory) -> Path:
     """An uninterrupted real-env collection of N_KILL short episodes in 2 workers."""
     folder = tmp_path_factory.mktemp("episodes") / "ref"
-    stats = data.collect(7, folder, _collect_cfg(N_KILL), progress=False)
+    stats = data.collect(7, folder, _collect_cfg(N_KILL), workers=2, progress=False)
     assert stats["new_episodes"] == N_KILL
     assert stats["new_frames"] > 0 and stats["frames_per_s"] > 0
     return folder
@@ -75,11 +75,11 @@ def test_collect_writes_valid_episodes(collected):
 
 def test_collect_rerun_is_a_noop_and_other_settings_are_refused(collected):
     before = {f.name: _digest(f) for f in list_episodes(collected)}
-    stats = data.collect(7, collected, _collect_cfg(N_KILL), progress=False)
+    stats = data.collect(7, collected, _collect_cfg(N_KILL), workers=2, progress=False)
     assert stats["new_episodes"] == 0
     assert {f.name: _digest(f) for f in list_episodes(collected)} == before
     with pytest.raises(ValueError, match="collect.json"):
-        data.collect(8, collected, _collect_cfg(N_KILL), progress=False)
+        data.collect(8, collected, _collect_cfg(N_KILL), workers=2, progress=False)
 
 
 def test_collect_killed_and_rerun_completes_identically(collected, tmp_path):
@@ -87,10 +87,10 @@ def test_collect_killed_and_rerun_completes_identically(collected, tmp_path):
     folder = tmp_path / "killed"
     script = textwrap.dedent(f"""
         from dreamjax.config import CollectConfig
-        from dreamjax.data import collect
+        from dreamjax.data.episodes import collect
         if __name__ == "__main__":
             collect(7, {str(folder)!r}, CollectConfig(episodes={N_KILL}, max_steps={MAX_STEPS},
-                    policy="paper", workers=2), progress=False)
+                    policy="paper"), workers=2, progress=False)
     """)
     (tmp_path / "run_collect.py").write_text(script)
     proc = subprocess.Popen([sys.executable, str(tmp_path / "run_collect.py")])
@@ -103,7 +103,7 @@ def test_collect_killed_and_rerun_completes_identically(collected, tmp_path):
     assert 1 <= len(partial) < N_KILL, "the kill did not land mid-run"
     for f in partial:  # every file present is complete
         load_episode(f)
-    stats = data.collect(7, folder, _collect_cfg(N_KILL), progress=False)
+    stats = data.collect(7, folder, _collect_cfg(N_KILL), workers=2, progress=False)
     assert stats["new_episodes"] == N_KILL - len(partial)
     files = list_episodes(folder)
     assert [f.name for f in files] == [f.name for f in list_episodes(collected)]
@@ -224,7 +224,7 @@ def test_frame_batches_deterministic_and_resume_equivalent(synthetic, monkeypatc
     assert not all(np.array_equal(a, b) for a, b in zip(full, other, strict=False))
     loads = []
     real_load = data.load_episode
-    monkeypatch.setattr(data, "load_episode", lambda p: loads.append(p) or real_load(p))
+    monkeypatch.setattr(batches, "load_episode", lambda p: loads.append(p) or real_load(p))
     for k in (1, spe - 1, spe, spe + 5):
         loads.clear()
         resumed = _take(iter(FrameBatches(files, 7, 11, 2, start_step=k)), 3)

@@ -11,10 +11,10 @@ import pytest
 from gymnax.wrappers.purerl import FlattenObservationWrapper, LogWrapper
 
 from dreamjax import checkpoint
-from dreamjax.controller import controller_for, init_controller, obs_dim
-from dreamjax.dream import DreamEnv, make_dream_params, random_dream_params, render
-from dreamjax.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, sample_next_z
-from dreamjax.rollout import population_rollouts, rollout, rollout_keys
+from dreamjax.dream.env import DreamEnv, make_dream_params, random_dream_params, render
+from dreamjax.dream.rollout import population_rollouts, rollout, rollout_keys
+from dreamjax.models.controller import controller_for, init_controller, obs_dim
+from dreamjax.models.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, sample_next_z
 
 SMALL = MDNRNN(z_dim=4, action_dim=3, hidden=8, n_mix=3, reward_head=True, done_head=True)
 ENV = DreamEnv()
@@ -260,7 +260,7 @@ def test_params_from_run_loads_checkpoint_and_latent_bank(tmp_path):
 
 
 def test_render_decodes_latents_with_vae():
-    from dreamjax.vae import ConvVAE
+    from dreamjax.models.vae import ConvVAE
 
     z = jax.random.normal(jax.random.key(1), (3, 4))
     vp = jax.jit(partial(ConvVAE(z_dim=4).init, method=ConvVAE.decode))(jax.random.key(0), z)

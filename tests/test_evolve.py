@@ -10,16 +10,8 @@ import pytest
 from evosax.algorithms import CMA_ES
 
 from dreamjax.config import ControllerConfig, ESConfig
-from dreamjax.controller import (
-    controller_for,
-    init_controller,
-    make_obs,
-    obs_dim,
-    ravel_params,
-    zeros_params,
-)
-from dreamjax.dream import make_dream_params
-from dreamjax.evolve import (
+from dreamjax.dream.env import make_dream_params
+from dreamjax.es.evolve import (
     LazyCMA_ES,
     WorldModelPolicy,
     es_generation,
@@ -30,7 +22,15 @@ from dreamjax.evolve import (
     train_controller_dream,
     train_controller_real,
 )
-from dreamjax.mdnrnn import MDNRNN, init_mdnrnn
+from dreamjax.models.controller import (
+    controller_for,
+    init_controller,
+    make_obs,
+    obs_dim,
+    ravel_params,
+    zeros_params,
+)
+from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn
 
 TARGET = jnp.linspace(-0.5, 0.5, 8)
 
@@ -186,7 +186,7 @@ def test_missing_reward_head_is_refused_before_training(tmp_path):
 
 
 def _tiny_world():
-    from dreamjax.vae import ConvVAE
+    from dreamjax.models.vae import ConvVAE
 
     vae = ConvVAE(z_dim=2)
     frames = jnp.zeros((1, 64, 64, 3))
@@ -196,8 +196,8 @@ def _tiny_world():
 
 
 def test_world_model_policy_matches_v_m_c_by_hand_and_replays():
-    from dreamjax.envs.vector import EpisodeSpec
-    from dreamjax.vae import ConvVAE
+    from dreamjax.envs.pool import EpisodeSpec
+    from dreamjax.models.vae import ConvVAE
 
     vae, vp, mdn, mp = _tiny_world()
     c = controller_for("zh")
@@ -218,7 +218,7 @@ def test_world_model_policy_matches_v_m_c_by_hand_and_replays():
     assert acts.shape == (4, 3, 3) and np.all(np.abs(acts) <= 1)
     np.testing.assert_array_equal(np.asarray(pol.h[2]), 0.0)  # inactive slot never advances
     # slot 1 by hand: V encode -> sampled z -> C on [z, h] -> M step
-    from dreamjax.mdnrnn import MDNRNN as M
+    from dreamjax.models.mdnrnn import MDNRNN as M
 
     state = mdn.initial_state((1,))
     p1 = jax.tree.map(lambda x: x[0], batch)
@@ -250,7 +250,7 @@ class FakePool:
         self.calls = []
 
     def run(self, specs, policy, record=False, progress=None):
-        from dreamjax.envs.vector import EpisodeResult
+        from dreamjax.envs.pool import EpisodeResult
 
         self.calls.append(list(specs))
         out = []

@@ -12,7 +12,7 @@ import optax
 import pytest
 from scipy import stats
 
-from dreamjax.mdnrnn import (
+from dreamjax.models.mdnrnn import (
     MDNRNN,
     LSTMState,
     MDNOutput,

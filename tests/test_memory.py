@@ -12,14 +12,15 @@ import sys
 import numpy as np
 import pytest
 
-from dreamjax.data import episode_path, save_episode
+from dreamjax.data.episodes import episode_path, save_episode
 
 T = 100
 FRAME_BYTES = 64 * 64 * 3
 
 SCRIPT = """
 import resource, sys
-from dreamjax.data import FrameBatches, list_episodes
+from dreamjax.data.batches import FrameBatches
+from dreamjax.data.episodes import list_episodes
 files = list_episodes(sys.argv[1])[: int(sys.argv[2])]
 fb = FrameBatches(files, 100, seed=0, shuffle_episodes=16)
 it = iter(fb)

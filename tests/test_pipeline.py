@@ -12,7 +12,7 @@ import json
 import pytest
 
 from dreamjax.config import STAGES, profile_config
-from dreamjax.pipeline import FORMAT_VERSION, ConfigError, fingerprints, run_stages, validate
+from dreamjax.pipeline.run import FORMAT_VERSION, ConfigError, fingerprints, run_stages, validate
 
 
 def _cfg(tmp_path, **kw):

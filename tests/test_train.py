@@ -222,7 +222,7 @@ def _write_series(folder, lengths, z_dim=3, seed=0):
 
 
 def test_tbptt_batches_tile_the_stream(tmp_path):
-    from dreamjax.train import TBPTTBatches
+    from dreamjax.data.batches import TBPTTBatches
 
     lengths = [9, 5, 12, 7, 6]
     files = _write_series(tmp_path / "s", lengths)
@@ -254,8 +254,9 @@ def test_tbptt_batches_tile_the_stream(tmp_path):
 
 
 def test_tbptt_loss_matches_mdnrnn_loss_and_carries_state(tmp_path):
-    from dreamjax.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
-    from dreamjax.train import TBPTTBatches, tbptt_loss_fn
+    from dreamjax.data.batches import TBPTTBatches
+    from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
+    from dreamjax.train import tbptt_loss_fn
 
     model = MDNRNN(z_dim=3, hidden=8, n_mix=2, reward_head=True, done_head=True)
     params = init_mdnrnn(jax.random.key(0), model)
@@ -287,7 +288,7 @@ def test_tbptt_loss_matches_mdnrnn_loss_and_carries_state(tmp_path):
 @pytest.mark.parametrize("tbptt", [False, True])
 def test_train_mdnrnn_writes_done_and_params(tmp_path, tbptt):
     from dreamjax.config import MDNRNNConfig
-    from dreamjax.dream import model_from_meta
+    from dreamjax.dream.env import model_from_meta
     from dreamjax.train import train_mdnrnn
 
     _write_series(tmp_path / "series", [30, 25, 40])
@@ -311,7 +312,7 @@ def test_train_mdnrnn_writes_done_and_params(tmp_path, tbptt):
 @pytest.mark.slow
 def test_train_vae_writes_done_and_params(tmp_path):
     from dreamjax.config import VAEConfig
-    from dreamjax.data import episode_path, save_episode
+    from dreamjax.data.episodes import episode_path, save_episode
     from dreamjax.train import train_vae
 
     rng = np.random.default_rng(0)

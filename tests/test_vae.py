@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from dreamjax.vae import (
+from dreamjax.models.vae import (
     ConvVAE,
     conv_s2,
     conv_transpose_s2,
@@ -137,7 +137,7 @@ def test_stride1_forms_equal_lax_conv(monkeypatch, im2col, chunk_floats):
     is zero-padded)."""
     from jax import lax
 
-    from dreamjax import vae
+    from dreamjax.models import vae
 
     monkeypatch.setattr(vae, "_CHUNK_FLOATS", chunk_floats)
     monkeypatch.setattr(vae, "_CHUNK_BACKENDS", (jax.default_backend(),))
@@ -166,7 +166,7 @@ def test_stride1_forms_equal_lax_conv(monkeypatch, im2col, chunk_floats):
 def test_chunked_layers_equal_reference(monkeypatch):
     """The VAE's conv and transposed-conv layers run in batch chunks (budget forced small: one
     frame per chunk) and equal nn.Conv / nn.ConvTranspose, forward and both gradients."""
-    from dreamjax import vae
+    from dreamjax.models import vae
 
     monkeypatch.setattr(vae, "_CHUNK_FLOATS", 5000)
     monkeypatch.setattr(vae, "_CHUNK_BACKENDS", (jax.default_backend(),))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dreamjax.envs.carracing import make_env, to_env_action
-from dreamjax.envs.vector import EnvPool, EpisodeSpec
+from dreamjax.envs.pool import EnvPool, EpisodeSpec
 
 MAX_STEPS = 30
 

@@ -24,12 +24,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from dreamjax.errors import ArtifactError
+
 PyTree = Any
 
 DEFAULT_MAX_TO_KEEP = 3
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ArtifactError, RuntimeError):
     """A checkpoint folder that exists but cannot be read (corrupt, or another structure)."""
 
 

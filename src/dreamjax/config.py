@@ -28,10 +28,6 @@ class CollectConfig:
     policy: Literal["paper", "brownian"] = "paper"
     """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
     `brownian`: actions follow a clipped random walk."""
-    workers: int = 0
-    """Worker processes, each with its own env; 0 means one per CPU core."""
-    fast_env: bool = True
-    """Use `FastCarRacing` (byte-identical observations, faster); False uses stock gymnasium."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +120,6 @@ class ESConfig:
     `dream-then-real`)."""
     dream_generations: int = 1800
     """Generations inside the dream (`--train-in dream` or `dream-then-real`)."""
-    temperature: float = 1.0
-    """Dream temperature τ (PAPER.md §2.5)."""
     max_steps: int = 1000
     """Episode step limit in the dream and the real env during training."""
     eval_every: int = 25
@@ -134,6 +128,14 @@ class ESConfig:
     """Episodes in each periodic evaluation of the mean (PAPER.md §1.6)."""
     chunk: int = 10
     """Dream generations fused under one `lax.scan` between checkpoints."""
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """The dream: M used as the environment C is trained in (PAPER.md §2.5)."""
+
+    temperature: float = 1.0
+    """Temperature τ: mixture logits divided by τ, σ scaled by √τ (PAPER.md §2.5)."""
 
 
 @dataclass(frozen=True)
@@ -162,29 +164,24 @@ class ExperimentConfig:
     """Master seed."""
     stages: tuple[Stage, ...] = STAGES  # type: ignore[assignment]
     """Stages to run (finished ones are skipped)."""
-    controller: ControllerKind = "zh"
-    """C's variant (PAPER.md §1.5 and its ablations): `zh` linear on [z, h] (paper, 867
-    params); `z` linear on z (99); `z-hidden` z with a tanh hidden layer (1,443)."""
-    controller_hidden: int = 40
-    """Hidden units of the `z-hidden` controller."""
     train_in: TrainIn = "real"
     """Where C is trained: `real` (paper), `dream` (needs M's reward and done heads), or
     `dream-then-real`."""
     workers: int = 0
-    """Real-env worker processes for training and evaluation; 0 means one per core."""
+    """Real-env worker processes for collection, training and evaluation; 0: one per core."""
+    fast_env: bool = True
+    """Use `FastCarRacing` (byte-identical observations, faster) everywhere the real env runs;
+    False uses stock gymnasium."""
     envs_per_worker: int = 4
     """Real envs stepped by each worker; the policy acts for all of them in one batched call."""
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
     es: ESConfig = field(default_factory=ESConfig)
+    dream: DreamConfig = field(default_factory=DreamConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-    @property
-    def controller_config(self) -> ControllerConfig:
-        """The controller's config, from the top-level `controller*` flags."""
-        return ControllerConfig(kind=self.controller, hidden=self.controller_hidden)
 
 
 def _paper() -> ExperimentConfig:
@@ -218,10 +215,10 @@ def _laptop() -> ExperimentConfig:
             max_steps=300,
             generations=30,
             dream_generations=100,
-            temperature=1.15,
             eval_every=10,
             eval_episodes=8,
         ),
+        dream=DreamConfig(temperature=1.15),
     )
 
 
@@ -231,7 +228,7 @@ def _smoke() -> ExperimentConfig:
         run_dir="runs/smoke",
         train_in="dream",
         workers=2,
-        collect=CollectConfig(episodes=4, max_steps=60, workers=2),
+        collect=CollectConfig(episodes=4, max_steps=60),
         vae=VAEConfig(
             epochs=1.0, batch_size=32, checkpoint_every=4, log_every=2, shuffle_episodes=4
         ),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,16 +25,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from dreamjax import checkpoint
+from dreamjax import checkpoint, io
 from dreamjax.config import MDNRNNConfig, VAEConfig
-from dreamjax.data import episode_length
+from dreamjax.errors import NonFiniteLossError
 
 PyTree = Any
 LossFn = Callable[..., tuple[jax.Array, Any]]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A NaN/inf loss or gradient; the state that produced it was not saved."""
 
 
 @dataclass(frozen=True)
@@ -86,27 +81,6 @@ def _make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, with_c
         return params, opt_state, carry, value, metrics
 
     return jax.jit(train_step, donate_argnums=(0, 1, 2))
-
-
-def _read_metrics(path: Path, upto_step: int) -> list[dict]:
-    """Metrics lines with step <= upto_step (a torn last line from a kill is dropped)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and int(row.get("step", -1)) <= upto_step:
-            rows.append(row)
-    return rows
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _batch_items(batch: PyTree) -> int:
@@ -202,8 +176,7 @@ def fit(
     history: list[dict] = []
     if metrics_file is not None:
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        history = _read_metrics(metrics_file, start)
-        _write_atomic(metrics_file, "".join(json.dumps(r) + "\n" for r in history))
+        history = io.truncate_jsonl(metrics_file, "step", start)
     writer = _tensorboard_writer(tensorboard_dir)
 
     def save(step: int, last: dict) -> None:
@@ -272,8 +245,7 @@ def fit(
                 }
                 history.append(last_row)
                 if metrics_file is not None:
-                    with metrics_file.open("a") as f:
-                        f.write(json.dumps(last_row) + "\n")
+                    io.append_jsonl(metrics_file, [last_row])
                 if writer is not None:
                     for k, v in last_row.items():
                         if k != "step":
@@ -304,11 +276,6 @@ def _seed_from_key(key: jax.Array) -> int:
     return int(np.random.default_rng(_key_data(key)).integers(0, 2**31 - 1))
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
 def _finish(out: Path, result: TrainResult, info: dict) -> dict:
     """Save the final params as their own checkpoint (`out/params`) and write `out/DONE.json`."""
     if checkpoint.latest_step(out / "params") != result.step:
@@ -322,7 +289,7 @@ def _finish(out: Path, result: TrainResult, info: dict) -> dict:
         "final": {k: v for k, v in last.items() if k not in ("step", "elapsed_s")},
         "wall_s": last.get("elapsed_s"),
     }
-    _write_json_atomic(out / "DONE.json", done)
+    io.write_json(out / "DONE.json", done)
     return done
 
 
@@ -342,8 +309,9 @@ def train_vae(
     readable by `checkpoint.restore_params`) and, last, `out_dir/DONE.json` with steps, final
     losses, wall time, `vae_id` (= `checkpoint.tree_hash(params)`) and the model config.
     """
-    from dreamjax.data import FrameBatches, list_episodes
-    from dreamjax.vae import ConvVAE, init_vae, vae_loss_fn
+    from dreamjax.data.batches import FrameBatches
+    from dreamjax.data.episodes import list_episodes
+    from dreamjax.models.vae import ConvVAE, init_vae, vae_loss_fn
 
     files = list_episodes(episodes_dir)
     if not files:
@@ -384,98 +352,6 @@ def train_vae(
     return result
 
 
-class TBPTTBatches:
-    """Truncated-BPTT batches over series files (PAPER.md §2.4): consecutive chunks of B streams.
-
-    Epoch e shuffles the episodes with (seed, e), concatenates them into one stream of N steps
-    and splits it into B streams of S = N // B steps (the remainder is dropped). Batch j of the
-    epoch is window [j·L, j·L + L] (L + 1 steps) of every stream; consecutive windows overlap
-    by one step, so chunk j+1's first input is chunk j's last target and a state carried
-    across chunks has seen every input exactly once. (The reference cuts disjoint chunks of
-    L + 1, so the last step of each chunk is never an input; dreamjax does not copy that.)
-    steps_per_epoch = (S - 1) // L. Yields dicts:
-
-        mu, logvar  (B, L+1, Z) float32
-        actions     (B, L+1, A) float32
-        rewards     (B, L+1) float32
-        dones       (B, L+1) bool       the episode's `terminated`
-        restarts    (B, L+1) float32    1 on the first step of an episode (state is zeroed there)
-        mask        (B, L) float32      0 where the target is the first step of another episode
-        reset       (B,) bool           zero the carried state before this chunk (epoch start)
-
-    Deterministic in (files, seed, step); only the episodes a batch touches are loaded (those of
-    the previous batch stay cached), so memory is bounded by the batch, not the dataset.
-    """
-
-    def __init__(self, series_files: Iterable[str | Path], batch_size: int, seq_len: int,
-                 seed: int, start_step: int = 0):
-        self.files = [Path(f) for f in series_files]
-        if not self.files:
-            raise ValueError("TBPTTBatches: no series files")
-        if batch_size < 1 or seq_len < 1 or start_step < 0:
-            raise ValueError(f"TBPTTBatches: need batch_size >= 1, seq_len >= 1, start_step >= 0;"
-                             f" got {batch_size}, {seq_len}, {start_step}")
-        self.batch_size, self.seq_len = batch_size, seq_len
-        self.seed, self.start_step = int(seed), start_step
-        self.lengths = np.array([episode_length(f) for f in self.files], np.int64)
-        self.stream_len = int(self.lengths.sum()) // batch_size
-        self.steps_per_epoch = (self.stream_len - 1) // seq_len
-        if self.steps_per_epoch < 1:
-            raise ValueError(
-                f"TBPTTBatches: {int(self.lengths.sum())} steps in {len(self.files)} series give "
-                f"streams of {self.stream_len} steps for batch_size={batch_size}; need at least "
-                f"seq_len + 1 = {seq_len + 1}"
-            )
-        self._cache: dict[int, dict] = {}
-
-    def _load(self, i: int) -> dict:
-        from dreamjax.data import EpisodeError, load_series
-
-        if i not in self._cache:
-            d = load_series(self.files[i])
-            if len(d["rewards"]) != self.lengths[i]:
-                raise EpisodeError(f"{self.files[i]}: changed length while streaming")
-            self._cache[i] = {
-                "mu": d["mu"].astype(np.float32),
-                "logvar": d["logvar"].astype(np.float32),
-                "actions": d["actions"].astype(np.float32),
-                "rewards": d["rewards"].astype(np.float32),
-                "dones": d["terminated"].astype(bool),
-            }
-        return self._cache[i]
-
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """Batch number `step` of the stream."""
-        B, L = self.batch_size, self.seq_len
-        e, j = divmod(int(step), self.steps_per_epoch)
-        perm = np.random.default_rng([self.seed, e]).permutation(len(self.files))
-        ends = np.cumsum(self.lengths[perm])  # stream position where each episode ends
-        pos = (np.arange(B)[:, None] * self.stream_len + j * L + np.arange(L + 1)[None, :])
-        rank = np.searchsorted(ends, pos, side="right")  # (B, L+1) index into perm
-        offset = pos - (ends[rank] - self.lengths[perm][rank])
-        files = perm[rank]
-        needed = set(np.unique(files).tolist())
-        self._cache = {i: v for i, v in self._cache.items() if i in needed}
-        first = self._load(int(files[0, 0]))
-        out = {k: np.zeros((B, L + 1, *v.shape[1:]), v.dtype) for k, v in first.items()}
-        for i in needed:
-            d = self._load(i)
-            sel = files == i
-            for k in out:
-                out[k][sel] = d[k][offset[sel]]
-        restarts = (offset == 0).astype(np.float32)
-        out["restarts"] = restarts
-        out["mask"] = 1.0 - restarts[:, 1:]
-        out["reset"] = np.full((B,), j == 0)
-        return out
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        k = self.start_step
-        while True:
-            yield self.batch(k)
-            k += 1
-
-
 def tbptt_loss_fn(params, carry, batch, key, *, model, done_weight=10.0, reward_weight=1.0):
     """M's loss on one `TBPTTBatches` chunk, starting from the carried `LSTMState` `carry`.
 
@@ -484,7 +360,7 @@ def tbptt_loss_fn(params, carry, batch, key, *, model, done_weight=10.0, reward_
     `restarts` marks an episode start, whatever `model.restart_input` (which only adds the flag
     as an input). Returns (loss, (metrics, final state)).
     """
-    from dreamjax.mdnrnn import MDNRNN, LSTMState, done_loss, mdn_log_prob, reward_loss
+    from dreamjax.models.mdnrnn import MDNRNN, LSTMState, done_loss, mdn_log_prob, reward_loss
 
     mu = jnp.asarray(batch["mu"], jnp.float32)
     B, T1, Z = mu.shape
@@ -542,8 +418,9 @@ def train_mdnrnn(
     `out_dir/metrics.jsonl`, `out_dir/params` and, last, `out_dir/DONE.json` with the model's
     MDNRNN fields under "model", `mdnrnn_id` and the series' `vae_id`.
     """
-    from dreamjax.data import SequenceBatches, list_episodes, load_series
-    from dreamjax.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
+    from dreamjax.data.batches import SequenceBatches, TBPTTBatches
+    from dreamjax.data.episodes import list_episodes, load_series
+    from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
 
     files = list_episodes(series_dir)
     if not files:

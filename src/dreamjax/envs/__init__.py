@@ -1,0 +1,1 @@
+"""Real environments (gymnasium CarRacing-v3) and the env-agnostic worker pool."""

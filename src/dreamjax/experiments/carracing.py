@@ -13,7 +13,7 @@ import sys
 import tyro
 
 from dreamjax.config import PROFILES, ExperimentConfig, profile_config
-from dreamjax.pipeline import ConfigError, run_stages
+from dreamjax.pipeline.run import ConfigError, run_stages
 
 
 def parse_args(argv: list[str]) -> ExperimentConfig:
@@ -36,7 +36,7 @@ def parse_args(argv: list[str]) -> ExperimentConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dreamjax.stages import carracing_runners, describe
+    from dreamjax.pipeline.carracing import carracing_runners, describe
 
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -8,32 +8,26 @@ histogram of returns).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
-from dreamjax import viz
+from dreamjax import io
 from dreamjax.config import STAGES, ExperimentConfig, to_dict
+from dreamjax.pipeline import viz
 
 PAPER_SCORE = "906 ± 21"
 """Full World Model (z and h) on 100 random tracks, PAPER.md §1.7."""
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _curves(run_root: Path, out: Path) -> dict[str, str]:
     """V and M loss curves from the stages' metrics logs; returns name -> relative path."""
     pics = {}
-    vae = viz.read_jsonl(run_root / "vae" / "metrics.jsonl")
+    vae = io.read_jsonl(run_root / "vae" / "metrics.jsonl")
     if vae:
         keys = [k for k in ("loss", "r_loss", "kl") if k in vae[-1]]
         viz.plot_curves(vae, keys, out / "vae_loss.png", "V (ConvVAE) training")
         pics["V loss"] = "report/vae_loss.png"
-    mdn = viz.read_jsonl(run_root / "mdnrnn" / "metrics.jsonl")
+    mdn = io.read_jsonl(run_root / "mdnrnn" / "metrics.jsonl")
     if mdn:
         keys = [k for k in ("loss", "z_nll", "reward_loss", "done_loss") if k in mdn[-1]]
         viz.plot_curves(mdn, keys, out / "mdnrnn_loss.png", "M (MDN-RNN) training")
@@ -50,9 +44,9 @@ def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: di
     run_root = Path(run_root)
     out = run_root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    stages = json.loads((run_root / "stages.json").read_text())
+    stages = io.read_json(run_root / "stages.json")
     ev_path = run_root / "evaluate" / "results.json"
-    ev = json.loads(ev_path.read_text()) if ev_path.exists() else None
+    ev = io.read_json(ev_path) if ev_path.exists() else None
     pics = {**extra_pictures, **_curves(run_root, out)}
     if ev is not None:
         viz.plot_histogram(
@@ -71,7 +65,7 @@ def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: di
     wall = {s: stages.get(s, {}).get("wall_s") for s in STAGES}
     results = {
         "profile": cfg.profile,
-        "controller": cfg.controller,
+        "controller": cfg.controller.kind,
         "train_in": cfg.train_in,
         "score": None if ev is None else {"mean": ev["mean"], "std": ev["std"]},
         "episodes": None if ev is None else ev["episodes"],
@@ -83,8 +77,8 @@ def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: di
         "config": to_dict(cfg),
         "pictures": pics,
     }
-    _write_atomic(run_root / "results.json", json.dumps(results, indent=2))
-    _write_atomic(run_root / "report.md", render_markdown(results))
+    io.write_json(run_root / "results.json", results)
+    io.write_bytes(run_root / "report.md", render_markdown(results))
     return results
 
 

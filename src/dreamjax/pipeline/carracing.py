@@ -14,8 +14,9 @@ import zlib
 import jax
 import numpy as np
 
+from dreamjax import io
 from dreamjax.config import ExperimentConfig
-from dreamjax.pipeline import RunFolder
+from dreamjax.pipeline.run import RunFolder
 
 # Throughputs of the laptop pipeline's stages on a 2-core CPU (the 2026-11-25 fresh run in
 # experiments/results/carracing-laptop), used only for the printed time estimate.
@@ -36,10 +37,10 @@ def num_workers(cfg: ExperimentConfig) -> int:
 
 def real_pool(cfg: ExperimentConfig, max_steps: int):
     """The real-env worker pool for C's training and evaluation."""
-    from dreamjax.envs.vector import EnvPool
+    from dreamjax.envs.pool import EnvPool
 
     return EnvPool(
-        num_workers(cfg), envs_per_worker=cfg.envs_per_worker, fast=cfg.collect.fast_env,
+        num_workers(cfg), envs_per_worker=cfg.envs_per_worker, fast=cfg.fast_env,
         max_steps=max_steps,
     )
 
@@ -79,7 +80,7 @@ def describe(cfg: ExperimentConfig) -> str:
     parts = ", ".join(f"{s} {est[s] / 60:.0f}m" for s in cfg.stages if s in est)
     return (
         f"[dreamjax] CarRacing-v3 world model | profile {cfg.profile} | run folder "
-        f"{cfg.run_dir}\n[dreamjax] controller {cfg.controller}, trained in {cfg.train_in} | "
+        f"{cfg.run_dir}\n[dreamjax] controller {cfg.controller.kind}, trained in {cfg.train_in} | "
         f"JAX backend {jax.default_backend()} | {num_workers(cfg)} env workers\n"
         f"[dreamjax] estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
     )
@@ -104,10 +105,10 @@ def carracing_runners() -> dict:
 
 
 def run_collect(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.data import collect
+    from dreamjax.data.episodes import collect
 
     return collect(
-        cfg.seed, run.path("collect"), cfg.collect, workers=cfg.collect.workers or num_workers(cfg)
+        cfg.seed, run.path("collect"), cfg.collect, workers=num_workers(cfg), fast_env=cfg.fast_env
     )
 
 
@@ -133,7 +134,7 @@ def _read_done(folder) -> dict:
 def load_vae(run: RunFolder):
     """(ConvVAE, params, vae_id) of the run's trained V."""
     from dreamjax.checkpoint import restore_params
-    from dreamjax.vae import ConvVAE
+    from dreamjax.models.vae import ConvVAE
 
     done = _read_done(run.path("vae"))
     model = ConvVAE(z_dim=done["model"]["z_dim"])
@@ -143,7 +144,7 @@ def load_vae(run: RunFolder):
 def load_mdnrnn(run: RunFolder):
     """(MDNRNN, params) of the run's trained M."""
     from dreamjax.checkpoint import restore_params
-    from dreamjax.mdnrnn import MDNRNN
+    from dreamjax.models.mdnrnn import MDNRNN
 
     done = _read_done(run.path("mdnrnn"))
     return MDNRNN(**done["model"]), restore_params(run.path("mdnrnn") / "params")
@@ -151,7 +152,7 @@ def load_mdnrnn(run: RunFolder):
 
 def _encoder(model):
     """A jitted uint8 frames -> (mu, logvar) encoder; params are an argument, not a closure."""
-    from dreamjax.vae import ConvVAE
+    from dreamjax.models.vae import ConvVAE
 
     @jax.jit
     def enc(params, frames):
@@ -162,10 +163,10 @@ def _encoder(model):
 
 
 def run_vae(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.data import list_episodes, load_episode
+    from dreamjax.data.episodes import list_episodes, load_episode
+    from dreamjax.models.vae import ConvVAE
+    from dreamjax.pipeline.viz import recon_grid
     from dreamjax.train import train_vae
-    from dreamjax.vae import ConvVAE
-    from dreamjax.viz import recon_grid
 
     train_vae(
         stage_key(cfg, "vae"), run.path("collect"), run.path("vae"), cfg.vae,
@@ -183,7 +184,7 @@ def run_vae(cfg: ExperimentConfig, run: RunFolder) -> dict:
 
 
 def run_encode(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.data import encode_series, initial_latents, list_episodes
+    from dreamjax.data.episodes import encode_series, initial_latents, list_episodes
 
     model, params, vae_id = load_vae(run)
     enc = _encoder(model)
@@ -200,14 +201,8 @@ def run_encode(cfg: ExperimentConfig, run: RunFolder) -> dict:
         vae_id=vae_id,
     )
     mu, logvar = initial_latents(list_episodes(run.path("encode")), 1000)
-    _savez_atomic(run.path("encode") / "initial_latents.npz", mu=mu, logvar=logvar)
+    io.save_npz(run.path("encode") / "initial_latents.npz", mu=mu, logvar=logvar)
     return summary
-
-
-def _savez_atomic(path, **arrays) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def run_mdnrnn(cfg: ExperimentConfig, run: RunFolder) -> dict:
@@ -236,8 +231,8 @@ def final_controller_path(cfg: ExperimentConfig, run: RunFolder):
 
 
 def _world_model_policy_factory(cfg: ExperimentConfig, run: RunFolder, controller):
-    from dreamjax.controller import obs_mode
-    from dreamjax.evolve import WorldModelPolicy
+    from dreamjax.es.evolve import WorldModelPolicy
+    from dreamjax.models.controller import obs_mode
 
     vae_model, vae_params, _ = load_vae(run)
     mdn_model, mdn_params = load_mdnrnn(run)
@@ -250,7 +245,7 @@ def _world_model_policy_factory(cfg: ExperimentConfig, run: RunFolder, controlle
             mdn_params,
             controller,
             ctrl_params_batch,
-            obs_mode=obs_mode(cfg.controller),
+            obs_mode=obs_mode(cfg.controller.kind),
             seed=cfg.seed,
         )
 
@@ -258,9 +253,9 @@ def _world_model_policy_factory(cfg: ExperimentConfig, run: RunFolder, controlle
 
 
 def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.controller import controller_for, obs_mode
-    from dreamjax.dream import DreamEnv
-    from dreamjax.evolve import load_controller, train_controller_dream, train_controller_real
+    from dreamjax.dream.env import DreamEnv
+    from dreamjax.es.evolve import load_controller, train_controller_dream, train_controller_real
+    from dreamjax.models.controller import controller_for, obs_mode
 
     key = stage_key(cfg, "controller")
     dirs = _controller_dirs(cfg, run)
@@ -269,24 +264,23 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
     if "dream" in dirs:
         dream_params = DreamEnv.params_from_run(
             run.root,
-            temperature=cfg.es.temperature,
+            temperature=cfg.dream.temperature,
             max_steps=cfg.es.max_steps,
-            obs_mode=obs_mode(cfg.controller),
+            obs_mode=obs_mode(cfg.controller.kind),
         )
         res = train_controller_dream(
             jax.random.fold_in(key, 0),
             dream_params,
             dirs["dream"],
             cfg.es,
-            cfg.controller_config,
+            cfg.controller,
         )
         summary["dream"] = {"best_return": res.best_return, "best_generation": res.best_generation}
         _, init_params, _ = load_controller(dirs["dream"] / "best.npz")
     if "real" in dirs:
         mdn_model, _ = load_mdnrnn(run)
-        controller = controller_for(
-            cfg.controller, mdn_model.z_dim, mdn_model.hidden, hidden_units=cfg.controller_hidden
-        )
+        controller = controller_for(cfg.controller.kind, mdn_model.z_dim, mdn_model.hidden,
+                                    hidden_units=cfg.controller.hidden)
         factory = _world_model_policy_factory(cfg, run, controller)
         with real_pool(cfg, cfg.es.max_steps) as pool:
             res = train_controller_real(
@@ -295,7 +289,7 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
                 factory,
                 dirs["real"],
                 cfg.es,
-                cfg.controller_config,
+                cfg.controller,
                 z_dim=mdn_model.z_dim,
                 hidden_size=mdn_model.hidden,
                 init_params=init_params,
@@ -305,15 +299,15 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
 
 
 def run_evaluate(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.evaluate import evaluate
-    from dreamjax.evolve import load_controller
+    from dreamjax.es.evolve import load_controller
+    from dreamjax.pipeline.evaluate import evaluate
 
     path = final_controller_path(cfg, run)
     controller, params, meta = load_controller(path)
     factory = _world_model_policy_factory(cfg, run, controller)
     policy = factory(jax.tree.map(lambda x: x[None], params))
     info = {
-        "controller": cfg.controller,
+        "controller": cfg.controller.kind,
         "controller_file": str(path.relative_to(run.root)),
         "controller_meta": meta,
         "train_in": cfg.train_in,
@@ -327,7 +321,7 @@ def run_evaluate(cfg: ExperimentConfig, run: RunFolder) -> dict:
 
 def dream_latents(key, dream_params, controller, ctrl_params, num_steps: int):
     """One dream episode under C: z (T, Z) per step and the dream's rewards (T,) and dones (T,)."""
-    from dreamjax.dream import DreamEnv
+    from dreamjax.dream.env import DreamEnv
 
     env = DreamEnv()
 
@@ -351,14 +345,15 @@ def dream_latents(key, dream_params, controller, ctrl_params, num_steps: int):
 def run_report(cfg: ExperimentConfig, run: RunFolder) -> dict:
     import shutil
 
-    from dreamjax.controller import obs_mode
-    from dreamjax.dream import DreamEnv, render
+    from dreamjax.dream.env import DreamEnv, render
     from dreamjax.envs.carracing import preprocess
-    from dreamjax.envs.vector import EnvPool
-    from dreamjax.evaluate import eval_specs
-    from dreamjax.evolve import load_controller
-    from dreamjax.report import write_report
-    from dreamjax.viz import plot_fitness, read_jsonl, side_by_side, write_video
+    from dreamjax.envs.pool import EnvPool
+    from dreamjax.es.evolve import load_controller
+    from dreamjax.io import read_jsonl
+    from dreamjax.models.controller import obs_mode
+    from dreamjax.pipeline.evaluate import eval_specs
+    from dreamjax.pipeline.report import write_report
+    from dreamjax.pipeline.viz import plot_fitness, side_by_side, write_video
 
     out = run.root / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -378,9 +373,9 @@ def run_report(cfg: ExperimentConfig, run: RunFolder) -> dict:
     controller, ctrl_params, _ = load_controller(final_controller_path(cfg, run))
     dream_params = DreamEnv.params_from_run(
         run.root,
-        temperature=cfg.es.temperature,
+        temperature=cfg.dream.temperature,
         max_steps=cfg.es.max_steps,
-        obs_mode=obs_mode(cfg.controller),
+        obs_mode=obs_mode(cfg.controller.kind),
     )
     z, _, _ = dream_latents(
         stage_key(cfg, "report"), dream_params, controller, ctrl_params, cfg.es.max_steps
@@ -389,7 +384,7 @@ def run_report(cfg: ExperimentConfig, run: RunFolder) -> dict:
     policy = _world_model_policy_factory(cfg, run, controller)(
         jax.tree.map(lambda x: x[None], ctrl_params)
     )
-    with EnvPool(1, fast=cfg.collect.fast_env, max_steps=cfg.es.max_steps) as pool:
+    with EnvPool(1, fast=cfg.fast_env, max_steps=cfg.es.max_steps) as pool:
         real = pool.run(eval_specs(cfg.eval)[:1], policy, record=True)[0]
     real_frames = np.stack([preprocess(f) for f in real.frames])
     write_video(side_by_side(dream_frames, real_frames), out / "dream_vs_real.mp4")

@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from dreamjax import io
+from dreamjax.errors import ArtifactError
 from dreamjax.config import CollectConfig
-from dreamjax.envs.vector import EnvPool, EpisodeResult, EpisodeSpec
+from dreamjax.envs.pool import EnvPool, EpisodeResult, EpisodeSpec
 
 FRAME_SHAPE = (64, 64, 3)
 ACTION_DIM = 3
@@ -44,7 +46,7 @@ COLLECT_MANIFEST = "collect.json"
 SERIES_MANIFEST = "series.json"
 
 
-class EpisodeError(ValueError):
+class EpisodeError(ArtifactError):
     """A missing, truncated, corrupt or malformed episode/series file; message `<path>: <what>`."""
 
 
@@ -72,48 +74,19 @@ def list_episodes(folder: str | os.PathLike) -> list[Path]:
     return sorted((p for p in folder.iterdir() if _EP_RE.match(p.name)), key=episode_index)
 
 
-def _atomic_savez(path: Path, compressed: bool, **arrays) -> None:
-    """Write an npz to a temporary name in the same folder, fsync, then `os.replace`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _remove_stale_tmp(folder: Path) -> None:
-    for p in folder.glob(".ep_*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-
-
 def save_episode(path: str | os.PathLike, episode: dict) -> None:
     """Validate and atomically write one episode file (compressed npz)."""
     path = Path(path)
     ep = _validate_episode(path, {k: np.asarray(v) for k, v in episode.items()})
-    _atomic_savez(path, True, **ep)
+    io.save_npz(path, compressed=True, **ep)
 
 
 def _open_npz(path: Path) -> dict:
     """All arrays of an npz file, or an `EpisodeError` for a missing/truncated/corrupt one."""
-    if not path.is_file():
-        raise EpisodeError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error) as e:
-        raise EpisodeError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
+        return io.load_npz(path)
+    except io.ArtifactError as e:
+        raise EpisodeError(str(e)) from None
 
 
 def _check(path: Path, ok: bool, what: str) -> None:
@@ -350,7 +323,7 @@ def _master_seed(key_or_seed) -> int:
 
 
 def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
-            workers: int | None = None, step_timeout: float = 60.0,
+            workers: int = 0, fast_env: bool = True, step_timeout: float = 60.0,
             progress: bool = True) -> dict:
     """Record `cfg.episodes` random-policy episodes in the real env (PAPER.md §1.2); resumable.
 
@@ -377,16 +350,16 @@ def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
     folder = Path(episodes_dir)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"master_seed": master, "policy": cfg.policy, "max_steps": cfg.max_steps,
-                "fast_env": cfg.fast_env}
+                "fast_env": fast_env}
     mpath = folder / COLLECT_MANIFEST
     if mpath.exists():
-        old = json.loads(mpath.read_text())
+        old = io.read_json(mpath)
         if old != manifest:
             raise ValueError(f"{mpath}: folder was collected with {old}, not {manifest}; "
                              "use another folder")
     else:
-        _atomic_write_text(mpath, json.dumps(manifest, indent=1))
-    _remove_stale_tmp(folder)
+        io.write_json(mpath, manifest, indent=1)
+    io.remove_stale_tmp(folder)
     have = {episode_index(p) for p in list_episodes(folder)}
     missing = [i for i in range(cfg.episodes) if i not in have]
     done_before = cfg.episodes - len(missing)
@@ -394,8 +367,7 @@ def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
     frames = 0
     if missing:
         specs = [EpisodeSpec(seed=episode_seed(master, i), tag=i) for i in missing]
-        n_workers = workers if workers is not None else cfg.workers
-        n_workers = min(n_workers or (os.cpu_count() or 1), len(specs))
+        n_workers = min(workers or (os.cpu_count() or 1), len(specs))
         bar = tqdm(total=cfg.episodes, initial=done_before, unit="ep", desc="collect",
                    disable=not progress, dynamic_ncols=True)
 
@@ -412,7 +384,7 @@ def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
             bar.set_postfix(frames_per_s=f"{frames / dt:.0f}")
 
         try:
-            with EnvPool(num_workers=n_workers, envs_per_worker=1, fast=cfg.fast_env,
+            with EnvPool(num_workers=n_workers, envs_per_worker=1, fast=fast_env,
                          max_steps=cfg.max_steps, step_timeout=step_timeout) as pool:
                 policy = POLICIES[cfg.policy](master, pool.num_slots)
                 pool.run(specs, policy, steps=True, progress=write)
@@ -422,89 +394,6 @@ def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
     return {"episodes": cfg.episodes, "new_episodes": len(missing), "new_frames": frames,
             "seconds": dt, "episodes_per_s": len(missing) / dt if dt > 0 else 0.0,
             "frames_per_s": frames / dt if dt > 0 else 0.0}
-
-
-# ----------------------------------------------------------------------------- frame batches
-
-
-class FrameBatches:
-    """Infinite stream of (B, 64, 64, 3) uint8 frame batches, shuffled across episodes.
-
-    Epoch e visits episodes in a permutation drawn from (seed, e), in groups of
-    `shuffle_episodes`; a group's frames are loaded together and served in a permutation drawn
-    from (seed, e, group), continuing into the next group (a batch may straddle two groups).
-    Each epoch's last partial batch is dropped, so every epoch is `steps_per_epoch` batches.
-    Resident memory is one group plus < B carried frames (one more episode while loading), never
-    the dataset. The stream is a function of (files, seed, step): `start_step=k` yields exactly
-    what an uninterrupted stream yields from its k-th batch, skipping whole groups without
-    loading them.
-    """
-
-    def __init__(self, files: Sequence[str | os.PathLike], batch_size: int, seed: int,
-                 shuffle_episodes: int, start_step: int = 0):
-        self.files = [Path(f) for f in files]
-        if not self.files:
-            raise ValueError("FrameBatches: no episode files")
-        if batch_size < 1 or shuffle_episodes < 1 or start_step < 0:
-            raise ValueError(f"FrameBatches: need batch_size >= 1, shuffle_episodes >= 1, "
-                             f"start_step >= 0; got {batch_size}, {shuffle_episodes}, "
-                             f"{start_step}")
-        self.batch_size = batch_size
-        self.seed = int(seed)
-        self.shuffle_episodes = shuffle_episodes
-        self.start_step = start_step
-        self.lengths = np.array([episode_length(f) for f in self.files], np.int64)
-        self.num_frames = int(self.lengths.sum())
-        self.steps_per_epoch = self.num_frames // batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"FrameBatches: {self.num_frames} frames in {len(self.files)} "
-                             f"episodes is fewer than batch_size={batch_size}")
-        self.max_resident_frames = 0
-        """Largest frame buffer held so far (for checking the memory bound)."""
-
-    def _epoch(self, e: int, start: int) -> Iterator[np.ndarray]:
-        """Batches of epoch e from frame offset `start` (a multiple of B) in its stream."""
-        B, G = self.batch_size, self.shuffle_episodes
-        perm = np.random.default_rng([self.seed, e]).permutation(len(self.files))
-        carry = np.zeros((0, *FRAME_SHAPE), np.uint8)
-        pos = 0  # stream offset of the first frame of the current group
-        served = 0  # batches of this epoch already yielded (from `start`)
-        for g in range(0, len(perm), G):
-            group = perm[g:g + G]
-            size = int(self.lengths[group].sum())
-            if pos + size <= start:
-                pos += size
-                continue
-            buf = np.empty((len(carry) + size, *FRAME_SHAPE), np.uint8)
-            buf[:len(carry)] = carry
-            k = len(carry)
-            for i in group:
-                fr = load_episode(self.files[i])["frames"]
-                if len(fr) != self.lengths[i]:
-                    raise EpisodeError(f"{self.files[i]}: changed length while streaming")
-                buf[k:k + len(fr)] = fr
-                k += len(fr)
-            self.max_resident_frames = max(self.max_resident_frames, len(buf))
-            order = np.random.default_rng([self.seed, e, g // G]).permutation(size)
-            order = np.concatenate([np.arange(len(carry)), len(carry) + order])
-            if pos < start:
-                order = order[start - pos:]
-            pos += size
-            n = len(order) // B
-            for b in range(n):
-                if served == self.steps_per_epoch - start // B:
-                    return
-                yield buf[order[b * B:(b + 1) * B]]
-                served += 1
-            carry = buf[order[n * B:]]
-            del buf
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        e, j = divmod(self.start_step, self.steps_per_epoch)
-        start = j * self.batch_size
-        while True:
-            yield from self._epoch(e, start)
-            e, start = e + 1, 0
 
 
 # ----------------------------------------------------------------------------- series
@@ -530,13 +419,13 @@ def encode_series(encode_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / SERIES_MANIFEST
     if mpath.exists():
-        old = json.loads(mpath.read_text()).get("vae_id")
+        old = io.read_json(mpath).get("vae_id")
         if old != vae_id:
             raise ValueError(f"{mpath}: series were encoded with vae_id={old!r}, not "
                              f"{vae_id!r}; delete {out} or use another folder")
     else:
-        _atomic_write_text(mpath, json.dumps({"vae_id": vae_id}))
-    _remove_stale_tmp(out)
+        io.write_json(mpath, {"vae_id": vae_id})
+    io.remove_stale_tmp(out)
     t0 = time.monotonic()
     encoded = frames_done = 0
     todo = [f for f in files if not (out / f.name).exists()]
@@ -558,78 +447,13 @@ def encode_series(encode_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray
             mus.append(mu[:n])
             lvs.append(lv[:n])
         mu, lv = np.concatenate(mus), np.concatenate(lvs)
-        _atomic_savez(out / f.name, False, mu=mu.astype(np.float16), logvar=lv.astype(np.float16),
+        io.save_npz(out / f.name, mu=mu.astype(np.float16), logvar=lv.astype(np.float16),
                       **{k: ep[k] for k in _STEP_KEYS}, seed=np.asarray(ep["seed"], np.int64),
                       vae_id=np.asarray(vae_id))
         encoded += 1
         frames_done += T
     return {"episodes": len(files), "encoded": encoded, "skipped": len(files) - encoded,
             "frames": frames_done, "seconds": time.monotonic() - t0}
-
-
-class SequenceBatches:
-    """Infinite stream of M-training batches of (seq_len + 1)-step windows from series files.
-
-    Batch k draws, from (seed, k), `batch_size` distinct episodes (with replacement only when
-    there are fewer episodes than the batch) and a uniform start offset in each; only those
-    episodes are loaded. Yields dicts:
-
-        mu, logvar  (B, L+1, Z) float32     L = seq_len; inputs are [:, :-1], targets [:, 1:]
-        actions     (B, L+1, 3) float32
-        rewards     (B, L+1) float32
-        dones       (B, L+1) bool           `terminated` (the env ended the episode); a time-limit
-                                            truncation is not a done (M cannot predict it)
-        mask        (B, L) float32          1 where the target step t+1 exists in the episode
-
-    Episodes shorter than L+1 steps start at 0 and are zero-padded; `mask` drops the padding.
-    `batch(k)` gives batch k directly; iterating from `start_step=k` yields batches k, k+1, ...
-    """
-
-    def __init__(self, series_files: Sequence[str | os.PathLike], batch_size: int, seq_len: int,
-                 seed: int, start_step: int = 0):
-        self.files = [Path(f) for f in series_files]
-        if not self.files:
-            raise ValueError("SequenceBatches: no series files")
-        if batch_size < 1 or seq_len < 1 or start_step < 0:
-            raise ValueError(f"SequenceBatches: need batch_size >= 1, seq_len >= 1, "
-                             f"start_step >= 0; got {batch_size}, {seq_len}, {start_step}")
-        self.batch_size, self.seq_len = batch_size, seq_len
-        self.seed, self.start_step = int(seed), start_step
-        self.lengths = np.array([episode_length(f) for f in self.files], np.int64)
-        self.z_dim = load_series(self.files[0])["mu"].shape[1]
-
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """Batch number `step` of the stream."""
-        B, L1, Z = self.batch_size, self.seq_len + 1, self.z_dim
-        rng = np.random.default_rng([self.seed, int(step)])
-        n = len(self.files)
-        eps = rng.choice(n, size=B, replace=n < B)
-        starts = [int(rng.integers(0, max(int(self.lengths[i]) - L1, 0) + 1)) for i in eps]
-        out = {"mu": np.zeros((B, L1, Z), np.float32), "logvar": np.zeros((B, L1, Z), np.float32),
-               "actions": np.zeros((B, L1, ACTION_DIM), np.float32),
-               "rewards": np.zeros((B, L1), np.float32), "dones": np.zeros((B, L1), bool),
-               "mask": np.zeros((B, L1 - 1), np.float32)}
-        for i in np.unique(eps):
-            d = load_series(self.files[i])
-            if d["mu"].shape[1] != Z:
-                raise EpisodeError(f"{self.files[i]}: Z = {d['mu'].shape[1]}, expected {Z}")
-            for b in np.flatnonzero(eps == i):
-                s = starts[b]
-                w = slice(s, s + L1)
-                m = len(d["mu"][w])
-                out["mu"][b, :m] = d["mu"][w]
-                out["logvar"][b, :m] = d["logvar"][w]
-                out["actions"][b, :m] = d["actions"][w]
-                out["rewards"][b, :m] = d["rewards"][w]
-                out["dones"][b, :m] = d["terminated"][w]
-                out["mask"][b, :m - 1] = 1.0
-        return out
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        k = self.start_step
-        while True:
-            yield self.batch(k)
-            k += 1
 
 
 def initial_latents(series_files: Sequence[str | os.PathLike],

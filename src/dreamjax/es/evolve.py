@@ -39,7 +39,9 @@ from flax import struct
 from tqdm import tqdm
 
 from dreamjax.config import ControllerConfig, ESConfig
-from dreamjax.controller import (
+from dreamjax.dream.env import DreamEnv, DreamParams, check_dream_config
+from dreamjax.dream.rollout import fitness_from_returns, population_rollouts
+from dreamjax.models.controller import (
     Controller,
     controller_for,
     from_paper_vector,
@@ -52,9 +54,7 @@ from dreamjax.controller import (
     unravel_fn,
     zeros_params,
 )
-from dreamjax.dream import DreamEnv, DreamParams, check_dream_config
-from dreamjax.mdnrnn import MDNRNN
-from dreamjax.rollout import fitness_from_returns, population_rollouts
+from dreamjax.models.mdnrnn import MDNRNN
 
 EVAL_KEY_TAG = 0x5EED
 """fold_in tag of the fixed key behind every evaluation of the mean (the same episodes each time,
@@ -543,8 +543,8 @@ def _policy_tick(
     c, h (S, H); fresh, active (S,) bool; cand, seeds, tags, steps (S,); frames (S, 64, 64, 3)
     uint8. Slot s's noise key is fold_in(base_key, seed, tag, step): an episode replays exactly.
     """
-    from dreamjax.mdnrnn import LSTMState
-    from dreamjax.vae import ConvVAE
+    from dreamjax.models.mdnrnn import LSTMState
+    from dreamjax.models.vae import ConvVAE
 
     keep = (~fresh)[:, None].astype(jnp.float32)
     state = LSTMState(c=c * keep, h=h * keep)
@@ -566,7 +566,7 @@ def _policy_tick(
 
 
 class WorldModelPolicy:
-    """`BatchPolicy` (dreamjax.envs.vector) acting with V, M and C for every pool slot at once.
+    """`BatchPolicy` (dreamjax.envs.pool) acting with V, M and C for every pool slot at once.
 
     ctrl_params_batch: C's params with a leading candidate axis (P, ...); slot s plays candidate
     `spec.tag` of the episode it was reset to. Each tick: V encodes the frames to a sampled z
@@ -680,7 +680,7 @@ def train_controller_real(
     files as `train_controller_dream`. `init_params` (a param pytree, e.g. the dream-trained
     controller) is the initial CMA-ES mean; zeros by default (PAPER.md §1.6).
     """
-    from dreamjax.envs.vector import EpisodeSpec
+    from dreamjax.envs.pool import EpisodeSpec
 
     out_dir = Path(out_dir)
     if (out_dir / "DONE.json").is_file():

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dreamjax import io
 from dreamjax.config import STAGES, ExperimentConfig, to_dict
+from dreamjax.errors import ConfigError
 
 FORMAT_VERSION = 1
 """Run-folder layout version; a run folder of another version is refused."""
@@ -35,14 +36,10 @@ STAGE_DIRS = {
 }
 
 
-class ConfigError(ValueError):
-    """A bad flag or an incompatible run folder; raised before any work."""
-
-
 def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
     """The part of the config a stage's output depends on."""
     if stage == "collect":
-        return {"seed": cfg.seed, "collect": to_dict(cfg.collect)}
+        return {"seed": cfg.seed, "collect": to_dict(cfg.collect), "fast_env": cfg.fast_env}
     if stage == "vae":
         return {"seed": cfg.seed, "vae": to_dict(cfg.vae)}
     if stage == "encode":
@@ -52,13 +49,13 @@ def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
     if stage == "controller":
         return {
             "seed": cfg.seed,
-            "controller": cfg.controller,
-            "controller_hidden": cfg.controller_hidden,
+            "controller": to_dict(cfg.controller),
+            "dream": to_dict(cfg.dream),
             "train_in": cfg.train_in,
             "es": to_dict(cfg.es),
         }
     if stage == "evaluate":
-        return {"eval": to_dict(cfg.eval), "fast_env": cfg.collect.fast_env}
+        return {"eval": to_dict(cfg.eval), "fast_env": cfg.fast_env}
     if stage == "report":
         return {}
     raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
@@ -150,10 +147,7 @@ class RunFolder:
         return json.loads(self.stages_path.read_text())
 
     def _write_json(self, path: Path, obj: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        io.write_json(path, obj, sort_keys=True)
 
     def write_meta(self, cfg: ExperimentConfig) -> None:
         self._write_json(

@@ -6,7 +6,6 @@ at most 1000 steps.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dreamjax import io
 from dreamjax.config import EvalConfig
-from dreamjax.envs.vector import BatchPolicy, EnvPool, EpisodeResult, EpisodeSpec
+from dreamjax.envs.pool import BatchPolicy, EnvPool, EpisodeResult, EpisodeSpec
 
 PACKAGES = (
     "dreamjax",
@@ -103,7 +103,7 @@ def evaluate(
         **environment_info(),
     }
     if cfg.videos:
-        from dreamjax.viz import write_video
+        from dreamjax.pipeline.viz import write_video
 
         picks = {"best": int(returns.argmax()), "worst": int(returns.argmin())}
         replays = pool.run([specs[i] for i in picks.values()], policy, record=True)
@@ -116,7 +116,5 @@ def evaluate(
                 "return": float(returns[i]),
                 "replayed_return": float(rep.total_reward),
             }
-    tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, out_dir / "results.json")
+    io.write_json(out_dir / "results.json", out)
     return out

@@ -32,8 +32,8 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from dreamjax.controller import OBS_MODES, make_obs, obs_dim_for_mode
-from dreamjax.mdnrnn import MDNRNN, LSTMState, init_mdnrnn, sample_next_z
+from dreamjax.models.controller import OBS_MODES, make_obs, obs_dim_for_mode
+from dreamjax.models.mdnrnn import MDNRNN, LSTMState, init_mdnrnn, sample_next_z
 
 REWARD_MODES: tuple[str, ...] = ("head", "survival")
 MODEL_FIELDS: tuple[str, ...] = (
@@ -316,7 +316,7 @@ def render(
     vae_params: Any, z_seq: jax.Array, vae_model: Any = None, batch: int = 256
 ) -> np.ndarray:
     """Decode a dream's latents z_seq (T, Z) with V's decoder -> (T, 64, 64, 3) uint8 frames."""
-    from dreamjax.vae import ConvVAE
+    from dreamjax.models.vae import ConvVAE
 
     z_seq = jnp.asarray(z_seq, jnp.float32)
     if z_seq.ndim != 2:

@@ -1,13 +1,11 @@
 """Pictures: reconstruction grids, loss and fitness curves, return histograms, videos.
 
-Everything writes files atomically (temp name in the same folder, then rename) and uses the
-non-interactive matplotlib backend.
+Every file is written atomically through `dreamjax.io`; matplotlib uses its non-interactive
+backend.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,28 +16,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+from dreamjax import io  # noqa: E402
 
 
 def _save_fig(fig, path: str | Path) -> Path:
     path = Path(path)
-    tmp = _atomic_target(path)
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with io.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """All records of a JSONL file (an empty list if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def recon_grid(originals: np.ndarray, recons: np.ndarray, path: str | Path) -> Path:
@@ -137,14 +124,12 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 50) -> Path:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
     path = Path(path)
-    tmp = _atomic_target(path)
-    with warnings.catch_warnings():
+    with io.atomic_path(path) as tmp, warnings.catch_warnings():
         # ffmpeg is started with fork+exec, which is safe; silence Python's generic warning.
         warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
         with imageio.get_writer(tmp, fps=fps, macro_block_size=1, format="FFMPEG") as w:
             for f in frames:
                 w.append_data(f)
-    os.replace(tmp, path)
     return path
 
 

@@ -46,7 +46,7 @@ def resolve_impl(impl: Impl) -> str:
     if impl == "auto":
         return "fast"
     if impl not in ("fast", "reference"):
-        raise ValueError(f"dreamjax.vae: impl must be 'auto', 'fast' or 'reference', got {impl!r}")
+        raise ValueError(f"ConvVAE: impl must be 'auto', 'fast' or 'reference', got {impl!r}")
     return impl
 
 

@@ -1,0 +1,25 @@
+"""The errors a user can cause and fix. The experiment CLIs print their one-line message (the
+file, flag or stage, and what to do) and exit non-zero; any other exception is a bug and keeps
+its traceback."""
+
+from __future__ import annotations
+
+
+class DreamjaxError(Exception):
+    """Base class: a problem with the user's input, files or environment, not a bug."""
+
+
+class ConfigError(DreamjaxError, ValueError):
+    """A bad flag or an incompatible run folder; raised before any work."""
+
+
+class ArtifactError(DreamjaxError, ValueError):
+    """A missing, truncated or corrupt file; the message starts with the file's path."""
+
+
+class NonFiniteLossError(DreamjaxError, FloatingPointError):
+    """A NaN/inf loss or gradient; the state that produced it was not saved."""
+
+
+class WorkerError(DreamjaxError, RuntimeError):
+    """A real-env worker that keeps failing (crashes or hangs on every retry)."""

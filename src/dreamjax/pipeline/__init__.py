@@ -1,0 +1,1 @@
+"""The experiment pipeline: run folder and stages, artifact loaders, evaluation, the report."""
