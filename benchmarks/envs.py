@@ -4,18 +4,20 @@ Run: python benchmarks/envs.py [--steps 2000] [--repeats 3] [--pool-steps 2000]
 
 Single process: both envs step the same random-ish actions (resetting on episode end), measured
 in the same run, interleaved in chunks so machine load affects both alike. The best of
-`--repeats` rounds is reported. The worker-pool section (2 workers, `dreamjax.envs.pool`)
-is separate and prints "pool: not available" when that module cannot be imported.
+`--repeats` rounds is reported. The worker-pool section (2 workers, `dreamjax.envs.pool`, the
+agent's view of the env: `make_env`) is separate; `--pool-steps 0` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
 
-from dreamjax.envs.carracing import make_env
+from dreamjax.envs.carracing import make_env, make_raw_env
+from dreamjax.envs.pool import EnvPool, EpisodeSpec
 
 
 def smooth_actions(seed: int, n: int) -> np.ndarray:
@@ -48,7 +50,7 @@ def single_process(
     Each env runs episodes back to back (TimeLimit 1000), so episode starts (whose zoom-in
     frames show the whole track and render slower) weigh as in real use.
     """
-    envs = {"stock": make_env(fast=False), "fast": make_env(fast=True)}
+    envs = {"stock": make_raw_env(fast=False), "fast": make_raw_env(fast=True)}
     seeds = {k: iter(range(10**6)) for k in envs}
     for name, env in envs.items():
         env.reset(seed=next(seeds[name]))
@@ -92,18 +94,15 @@ class _ReplayPolicy:
         return out
 
 
-def worker_pool(steps: int, workers: int = 2) -> dict[str, float] | None:
+def worker_pool(steps: int, workers: int = 2) -> dict[str, float]:
     """Steps/s through `dreamjax.envs.pool.EnvPool` with `workers` workers, stock and fast."""
-    try:
-        from dreamjax.envs.pool import EnvPool, EpisodeSpec
-    except ImportError:
-        return None
     episode_len = 500
     n_episodes = max(workers, steps // episode_len)
     specs = [EpisodeSpec(seed=i) for i in range(n_episodes)]
     out = {}
     for name, fast in (("stock", False), ("fast", True)):
-        with EnvPool(num_workers=workers, fast=fast, max_steps=episode_len) as pool:
+        env_fn = functools.partial(make_env, fast=fast, max_episode_steps=episode_len)
+        with EnvPool(env_fn, num_workers=workers) as pool:
             policy = _ReplayPolicy(pool.num_slots, episode_len)
             pool.run(specs[:workers], policy)  # warm-up: workers started, imports done
             start = time.perf_counter()
@@ -132,13 +131,10 @@ def main() -> None:
     if args.pool_steps <= 0:
         return
     pool = worker_pool(args.pool_steps)
-    if pool is None:
-        print("pool: not available")
-    else:
-        print(f"\nthrough EnvPool, 2 workers, ~{args.pool_steps} steps")
-        print(f"{'env':<8}{'steps/s':>10}{'speedup':>10}")
-        for name in ("stock", "fast"):
-            print(f"{name:<8}{pool[name]:>10.1f}{pool[name] / pool['stock']:>9.2f}x")
+    print(f"\nthrough EnvPool, 2 workers, ~{args.pool_steps} steps")
+    print(f"{'env':<8}{'steps/s':>10}{'speedup':>10}")
+    for name in ("stock", "fast"):
+        print(f"{name:<8}{pool[name]:>10.1f}{pool[name] / pool['stock']:>9.2f}x")
 
 
 if __name__ == "__main__":

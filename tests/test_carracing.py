@@ -12,13 +12,16 @@ import pytest
 from PIL import Image
 
 from dreamjax.envs import carracing as cr
+from dreamjax.envs import fast_carracing as fcr
 from dreamjax.envs.carracing import (
+    AgentView,
     FastCarRacing,
     make_env,
+    make_raw_env,
     preprocess,
-    rotate_rad,
     to_env_action,
 )
+from dreamjax.envs.fast_carracing import rotate_rad
 
 # ----- exact arithmetic helpers
 
@@ -45,39 +48,39 @@ def test_b2_mul_bit_identical_to_box2d():
         t.Set(tuple(rng.uniform(-300, 300, size=2)), float(rng.uniform(-50, 50)))
         v = rng.uniform(-3, 3, size=(6, 2)).astype(np.float32)
         rot = np.array([[t.q.c, t.q.s, t.position[0], t.position[1]]] * 6, dtype=np.float32)
-        ours = cr._b2_mul(rot, v)
+        ours = fcr._b2_mul(rot, v)
         ref = np.array([tuple(t * (float(x), float(y))) for x, y in v], dtype=np.float64)
         assert np.array_equal(ours.astype(np.float64), ref)
 
 
 def test_covers_window():
-    w, h = cr.WINDOW_W, cr.WINDOW_H
+    w, h = fcr.WINDOW_W, fcr.WINDOW_H
     big = [(-10.0, -10.0), (w + 10.0, -10.0), (w + 10.0, h + 10.0), (-10.0, h + 10.0)]
-    assert cr._covers_window(big)
-    assert cr._covers_window(big[::-1])  # orientation does not matter
+    assert fcr._covers_window(big)
+    assert fcr._covers_window(big[::-1])  # orientation does not matter
     tight = [(-2.0, -2.0), (w + 2.0, -2.0), (w + 2.0, h + 2.0), (-2.0, h + 2.0)]
-    assert not cr._covers_window(tight)  # inside the safety margin
-    assert not cr._covers_window([(0.0, 0.0), (500.0, 0.0), (500.0, 500.0), (0.0, 500.0)])
+    assert not fcr._covers_window(tight)  # inside the safety margin
+    assert not fcr._covers_window([(0.0, 0.0), (500.0, 0.0), (500.0, 500.0), (0.0, 500.0)])
 
 
 def test_smoothscale_two_passes_commute_with_flip():
     """The identity the fast renderer rests on, on random pixels: smoothscale(flip(S)) ==
     Y-pass(stack(flip(X-pass(S rows)), X-pass(dashboard rows)))."""
     rng = np.random.default_rng(2)
-    s = pygame.Surface((cr.WINDOW_W, cr.WINDOW_H))
+    s = pygame.Surface((fcr.WINDOW_W, fcr.WINDOW_H))
     px = pygame.surfarray.pixels3d(s)
     px[:] = rng.integers(0, 256, size=px.shape)
     del px
     full = pygame.transform.flip(s, False, True)
     ref = pygame.surfarray.array3d(pygame.transform.smoothscale(full, (96, 96)))
-    road = s.subsurface(pygame.Rect(0, cr._DASH_H, cr.WINDOW_W, cr._ROAD_H))
-    dash = full.subsurface(pygame.Rect(0, cr._ROAD_H, cr.WINDOW_W, cr._DASH_H))
-    road_x = pygame.transform.smoothscale(road, (96, cr._ROAD_H))
-    dash_x = pygame.transform.smoothscale(dash, (96, cr._DASH_H))
-    cols = pygame.Surface((96, cr.WINDOW_H))
+    road = s.subsurface(pygame.Rect(0, fcr._DASH_H, fcr.WINDOW_W, fcr._ROAD_H))
+    dash = full.subsurface(pygame.Rect(0, fcr._ROAD_H, fcr.WINDOW_W, fcr._DASH_H))
+    road_x = pygame.transform.smoothscale(road, (96, fcr._ROAD_H))
+    dash_x = pygame.transform.smoothscale(dash, (96, fcr._DASH_H))
+    cols = pygame.Surface((96, fcr.WINDOW_H))
     c = pygame.surfarray.pixels2d(cols)
-    c[:, : cr._ROAD_H] = pygame.surfarray.pixels2d(road_x)[:, ::-1]
-    c[:, cr._ROAD_H :] = pygame.surfarray.pixels2d(dash_x)
+    c[:, : fcr._ROAD_H] = pygame.surfarray.pixels2d(road_x)[:, ::-1]
+    c[:, fcr._ROAD_H :] = pygame.surfarray.pixels2d(dash_x)
     del c
     ours = pygame.surfarray.array3d(pygame.transform.smoothscale(cols, (96, 96)))
     assert np.array_equal(ours, ref)
@@ -87,16 +90,16 @@ def test_fill_matches_sdl_fill():
     """`_fill` (NumPy stores) writes exactly what SDL's `Surface.fill` writes, only inside the
     subsurface, pad byte included."""
     rng = np.random.default_rng(3)
-    ref = pygame.Surface((cr.WINDOW_W, cr.WINDOW_H))
+    ref = pygame.Surface((fcr.WINDOW_W, fcr.WINDOW_H))
     px = pygame.surfarray.pixels2d(ref)
     px[:] = rng.integers(0, 2**32, size=px.shape, dtype=np.uint32)
     del px
     ours = ref.copy()
-    rect = pygame.Rect(0, cr._DASH_H, cr.WINDOW_W, cr._ROAD_H)
+    rect = pygame.Rect(0, fcr._DASH_H, fcr.WINDOW_W, fcr._ROAD_H)
     for color in [(102, 204, 102), (0, 0, 0), (255, 255, 255), (13, 200, 77)]:
         mapped = ref.map_rgb(color)
         ref.subsurface(rect).fill(mapped)
-        cr._fill(ours.subsurface(rect), mapped)
+        fcr._fill(ours.subsurface(rect), mapped)
         assert ours.get_buffer().raw == ref.get_buffer().raw
 
 
@@ -105,20 +108,21 @@ def test_fill_matches_sdl_fill():
 
 def test_version_pin(monkeypatch):
     for ok in ("1.3.0", "1.3.7", "1.3.0rc1"):
-        cr._check_gym_version(ok)
+        fcr._check_gym_version(ok)
     for bad in ("1.2.9", "1.4.0", "2.0.0", "0.29.1"):
         with pytest.raises(RuntimeError, match="verified"):
-            cr._check_gym_version(bad)
+            fcr._check_gym_version(bad)
     monkeypatch.setattr(gym, "__version__", "1.4.0")
     with pytest.raises(RuntimeError, match="1.4.0"):
         FastCarRacing()
 
 
 def test_make_env_wrappers_and_limits():
-    fast, stock = make_env(fast=True), make_env(fast=False, max_episode_steps=77)
+    fast, stock = make_raw_env(fast=True), make_raw_env(fast=False, max_episode_steps=77)
     assert type(fast.unwrapped) is FastCarRacing
     assert type(stock.unwrapped) is gym.envs.box2d.car_racing.CarRacing
     assert fast.spec.max_episode_steps == 1000 and stock.spec.max_episode_steps == 77
+    assert (fast.spec.id, stock.spec.id) == ("FastCarRacing-v3", "CarRacing-v3")
 
     def stack(env):
         names = []
@@ -130,13 +134,38 @@ def test_make_env_wrappers_and_limits():
     assert stack(fast) == stack(stock) == ["TimeLimit", "OrderEnforcing", "PassiveEnvChecker"]
     with pytest.raises(gym.error.ResetNeeded):
         fast.step(np.zeros(3, np.float32))
+    agent = make_env(fast=False, max_episode_steps=77)
+    assert stack(agent) == ["AgentView", *stack(stock)]
+    assert agent.spec.max_episode_steps == 77 and agent.spec.id == "CarRacing-v3"
+
+
+def test_agent_view_is_preprocess_and_to_env_action_on_the_raw_env():
+    """`make_env`'s observations are `preprocess` of the raw env's frames, its actions go
+    through `to_env_action`, and `info["raw_frame"]` is the raw frame, byte for byte."""
+    agent, raw = make_env(fast=True, max_episode_steps=25), make_raw_env(fast=True,
+                                                                         max_episode_steps=25)
+    assert isinstance(agent, AgentView)
+    assert agent.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    assert agent.action_space == gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    obs, info = agent.reset(seed=4)
+    frame, _ = raw.reset(seed=4)
+    assert info["raw_frame"].tobytes() == frame.tobytes()
+    assert obs.tobytes() == preprocess(frame).tobytes()
+    acts = np.random.default_rng(4).uniform(-1.2, 1.2, (25, 3)).astype(np.float32)
+    for a in acts:
+        obs, r, term, trunc, info = agent.step(a)
+        frame, r0, term0, trunc0, _ = raw.step(to_env_action(a))
+        assert info["raw_frame"].tobytes() == frame.tobytes()
+        assert obs.dtype == np.uint8 and obs.tobytes() == preprocess(frame).tobytes()
+        assert (r, term, trunc) == (r0, term0, trunc0)
+    assert trunc
 
 
 # ----- byte identity against stock gymnasium
 
 
 def _pair(**kwargs):
-    return make_env(fast=False, **kwargs), make_env(fast=True, **kwargs)
+    return make_raw_env(fast=False, **kwargs), make_raw_env(fast=True, **kwargs)
 
 
 def _step_both(envs, action):
@@ -243,7 +272,7 @@ def test_fast_env_rgb_array_render_mode():
 
 @pytest.fixture(scope="module")
 def real_frames():
-    env = make_env(fast=True)
+    env = make_raw_env(fast=True)
     obs, _ = env.reset(seed=0)
     frames = [obs]
     for a in _smooth_controller(0, 80):

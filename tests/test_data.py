@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -20,24 +23,43 @@ import dreamjax.data.batches as batches
 import dreamjax.data.episodes as data
 from dreamjax.config import CollectConfig
 from dreamjax.data.batches import FrameBatches, SequenceBatches
+from dreamjax.data.collect import collect, damaged_episodes
 from dreamjax.data.episodes import (
     EpisodeError,
-    encode_series,
     episode_path,
-    episode_seed,
-    initial_latents,
     list_episodes,
     load_episode,
     load_series,
     save_episode,
 )
+from dreamjax.data.policies import POLICIES, BrownianPolicy, RandomModelPolicy, episode_seed
+from dreamjax.data.series import encode_series, initial_latents
+from dreamjax.envs.carracing import make_env
+from dreamjax.envs.pool import EpisodeSpec
+from dreamjax.errors import ConfigError
 
 MAX_STEPS = 40
 N_KILL = 8
+ENV_FN = functools.partial(make_env, fast=True, max_episode_steps=MAX_STEPS)
+STEP_ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated")
 
 
 def _collect_cfg(n: int, policy: str = "paper") -> CollectConfig:
     return CollectConfig(episodes=n, max_steps=MAX_STEPS, policy=policy)
+
+
+def _collect(seed, folder, n: int, workers: int = 2, **kw) -> dict:
+    return collect(seed, folder, _collect_cfg(n), env_fn=ENV_FN, workers=workers,
+                   progress=False, **kw)
+
+
+def _assert_same_episodes(a_files: list[Path], b_folder: Path) -> None:
+    """Every episode of `a_files` has the same arrays and seed as its namesake in `b_folder`."""
+    for f in a_files:
+        a, b = load_episode(f), load_episode(b_folder / f.name)
+        for k in STEP_ARRAYS:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{f.name}:{k}")
+        assert a["seed"] == b["seed"]
 
 
 def _digest(path: Path) -> str:
@@ -48,8 +70,8 @@ def _digest(path: Path) -> str:
 def collected(tmp_path_factory) -> Path:
     """An uninterrupted real-env collection of N_KILL short episodes in 2 workers."""
     folder = tmp_path_factory.mktemp("episodes") / "ref"
-    stats = data.collect(7, folder, _collect_cfg(N_KILL), workers=2, progress=False)
-    assert stats["new_episodes"] == N_KILL
+    stats = _collect(7, folder, N_KILL)
+    assert stats["new_episodes"] == N_KILL and stats["replaced"] == 0
     assert stats["new_frames"] > 0 and stats["frames_per_s"] > 0
     return folder
 
@@ -75,22 +97,32 @@ def test_collect_writes_valid_episodes(collected):
 
 def test_collect_rerun_is_a_noop_and_other_settings_are_refused(collected):
     before = {f.name: _digest(f) for f in list_episodes(collected)}
-    stats = data.collect(7, collected, _collect_cfg(N_KILL), workers=2, progress=False)
+    stats = _collect(7, collected, N_KILL)
     assert stats["new_episodes"] == 0
     assert {f.name: _digest(f) for f in list_episodes(collected)} == before
-    with pytest.raises(ValueError, match="collect.json"):
-        data.collect(8, collected, _collect_cfg(N_KILL), workers=2, progress=False)
+    with pytest.raises(ConfigError, match="collect.json"):
+        _collect(8, collected, N_KILL)
+    stock = functools.partial(make_env, fast=False, max_episode_steps=MAX_STEPS)
+    with pytest.raises(ConfigError, match="collect.json"):
+        collect(7, collected, _collect_cfg(N_KILL), env_fn=stock, progress=False)
+    other_limit = functools.partial(make_env, fast=True, max_episode_steps=MAX_STEPS + 1)
+    with pytest.raises(ConfigError, match="max_episode_steps=40"):
+        collect(7, collected, _collect_cfg(N_KILL), env_fn=other_limit, progress=False)
+    assert {f.name: _digest(f) for f in list_episodes(collected)} == before
 
 
 def test_collect_killed_and_rerun_completes_identically(collected, tmp_path):
     """SIGKILL a collect subprocess mid-run, rerun: same files as the uninterrupted run."""
     folder = tmp_path / "killed"
     script = textwrap.dedent(f"""
+        import functools
         from dreamjax.config import CollectConfig
-        from dreamjax.data.episodes import collect
+        from dreamjax.data.collect import collect, damaged_episodes
+        from dreamjax.envs.carracing import make_env
         if __name__ == "__main__":
             collect(7, {str(folder)!r}, CollectConfig(episodes={N_KILL}, max_steps={MAX_STEPS},
-                    policy="paper"), workers=2, progress=False)
+                    policy="paper"), workers=2, progress=False,
+                    env_fn=functools.partial(make_env, fast=True, max_episode_steps={MAX_STEPS}))
     """)
     (tmp_path / "run_collect.py").write_text(script)
     proc = subprocess.Popen([sys.executable, str(tmp_path / "run_collect.py")])
@@ -103,16 +135,67 @@ def test_collect_killed_and_rerun_completes_identically(collected, tmp_path):
     assert 1 <= len(partial) < N_KILL, "the kill did not land mid-run"
     for f in partial:  # every file present is complete
         load_episode(f)
-    stats = data.collect(7, folder, _collect_cfg(N_KILL), workers=2, progress=False)
+    stats = _collect(7, folder, N_KILL)
     assert stats["new_episodes"] == N_KILL - len(partial)
     files = list_episodes(folder)
     assert [f.name for f in files] == [f.name for f in list_episodes(collected)]
-    for f in files:
-        a, b = load_episode(f), load_episode(collected / f.name)
-        for k in ("frames", "actions", "rewards", "terminated", "truncated"):
-            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{f.name}:{k}")
-        assert a["seed"] == b["seed"]
+    _assert_same_episodes(files, collected)
     assert not list(folder.glob(".ep_*"))
+
+
+def test_collect_rerun_recollects_corrupt_truncated_and_cut_short_files(collected, tmp_path,
+                                                                        capsys):
+    """Random bytes, a half file, a valid but cut-short episode and a missing one: the rerun
+    names each damaged file on one stderr line, re-collects it with its own seed and finishes
+    with the original episodes."""
+    folder = tmp_path / "damaged"
+    shutil.copytree(collected, folder)
+    rng = np.random.default_rng(0)
+    (folder / "ep_000000.npz").write_bytes(rng.integers(0, 256, 5000, np.uint8).tobytes())
+    half = folder / "ep_000003.npz"
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+    cut = load_episode(folder / "ep_000005.npz")
+    save_episode(folder / "ep_000005.npz", {**{k: cut[k][:10] for k in STEP_ARRAYS},
+                                            "seed": cut["seed"], "policy": cut["policy"]})
+    (folder / "ep_000007.npz").unlink()
+    damaged = damaged_episodes(7, folder, _collect_cfg(N_KILL))
+    assert list(damaged) == [0, 3, 5, 7] and damaged[7].endswith("ep_000007.npz: missing")
+    capsys.readouterr()
+    stats = _collect(7, folder, N_KILL)
+    lines = [ln for ln in capsys.readouterr().err.splitlines()
+             if ln.startswith("[dreamjax] collect:")]
+    assert (stats["new_episodes"], stats["replaced"]) == (4, 3)
+    assert len(lines) == 3
+    for line, (i, why) in zip(lines, [(0, "not an npz"), (3, "not an npz"),
+                                      (5, "cut short")], strict=True):
+        assert f"ep_00000{i}.npz" in line and why in line
+        assert f"with its seed {episode_seed(7, i)}" in line
+    _assert_same_episodes(list_episodes(folder), collected)
+    assert len(list_episodes(folder)) == N_KILL
+    assert damaged_episodes(7, folder, _collect_cfg(N_KILL)) == {}
+    assert _collect(7, folder, N_KILL)["new_episodes"] == 0
+
+
+def test_collect_is_independent_of_the_number_of_workers(collected, tmp_path):
+    """Seeds and policy streams belong to episodes, not workers: 1 worker gives the episodes
+    that 2 workers gave (the `collected` fixture)."""
+    one = tmp_path / "one_worker"
+    stats = _collect(7, one, 3, workers=1)
+    assert stats["new_episodes"] == 3
+    files = list_episodes(one)
+    assert [f.name for f in files] == [f"ep_00000{i}.npz" for i in range(3)]
+    _assert_same_episodes(files, collected)
+
+
+def test_collect_refuses_bad_settings_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="--collect.policy"):
+        collect(0, tmp_path / "a", CollectConfig(episodes=1, max_steps=MAX_STEPS,
+                                                 policy="nope"),  # type: ignore[arg-type]
+                env_fn=ENV_FN, progress=False)
+    cartpole = functools.partial(gym.make, "CartPole-v1", max_episode_steps=MAX_STEPS)
+    with pytest.raises(ConfigError, match="CartPole-v1 has observations"):
+        collect(0, tmp_path / "b", _collect_cfg(1), env_fn=cartpole, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def _synthetic_episode(ep: int, T: int) -> dict:
@@ -321,11 +404,11 @@ def test_collection_policies_are_slot_independent_and_bounded(policy):
     """An episode's actions depend only on (master seed, index, frames), not on its slot or on
     the slots beside it (so a resumed collection reproduces it)."""
     frames = np.random.default_rng(0).integers(0, 256, (12, 3, 64, 64, 3), dtype=np.uint8)
-    one = data.POLICIES[policy](5, 1)
-    three = data.POLICIES[policy](5, 3)
-    one.reset(0, data.EpisodeSpec(seed=0, tag=4))
+    one = POLICIES[policy](5, 1)
+    three = POLICIES[policy](5, 3)
+    one.reset(0, EpisodeSpec(seed=0, tag=4))
     for s, tag in enumerate((9, 4, 2)):
-        three.reset(s, data.EpisodeSpec(seed=0, tag=tag))
+        three.reset(s, EpisodeSpec(seed=0, tag=tag))
     active = np.array([True, True, False])
     for t in range(12):
         a1 = one.act(frames[t, 1:2], np.array([True]))
@@ -336,12 +419,12 @@ def test_collection_policies_are_slot_independent_and_bounded(policy):
 
 
 def test_brownian_policy_is_a_clipped_random_walk():
-    pol = data.BrownianPolicy(0, 1)
-    pol.reset(0, data.EpisodeSpec(seed=0, tag=0))
+    pol = BrownianPolicy(0, 1)
+    pol.reset(0, EpisodeSpec(seed=0, tag=0))
     acts = np.stack([pol.act(np.zeros((1, 64, 64, 3), np.uint8), np.array([True]))[0]
                      for _ in range(500)])
     steps = np.abs(np.diff(acts, axis=0))
-    assert steps.max() < 6 * data.BrownianPolicy.step_std
+    assert steps.max() < 6 * BrownianPolicy.step_std
     assert np.all(np.abs(acts) <= 1.0) and (np.abs(acts) == 1.0).any()
 
 
@@ -349,10 +432,10 @@ def test_paper_policy_has_the_reference_mixture_of_saturated_and_small_actions()
     """With every parameter Cauchy x s (s ~ U(0, 0.01)), the random encoder's logvar explodes
     for most s, giving saturated, step-to-step random actions; small-s episodes act gently."""
     frames = np.random.default_rng(1).integers(0, 256, (10, 1, 64, 64, 3), dtype=np.uint8)
-    pol = data.RandomModelPolicy(0, 1)
+    pol = RandomModelPolicy(0, 1)
     saturated, gentle = 0, 0
     for tag in range(24):
-        pol.reset(0, data.EpisodeSpec(seed=0, tag=tag))
+        pol.reset(0, EpisodeSpec(seed=0, tag=tag))
         acts = np.stack([pol.act(frames[t], np.array([True]))[0] for t in range(10)])
         frac = (np.abs(acts) > 0.9).mean()
         saturated += frac > 0.8

@@ -1,14 +1,18 @@
-"""A pool of real CarRacing envs in spawned worker processes, driven by one batched policy.
+"""A pool of real envs in spawned worker processes, driven by one batched policy.
 
-The workers are NumPy only (they never import JAX): each owns `envs_per_worker` envs made by
-`dreamjax.envs.carracing.make_env`, applies `to_env_action` to the raw controller outputs it is
-sent, and answers with preprocessed 64x64 frames (and the raw 96x96 frames when recording).
-The policy lives in the main process and acts for every slot at once each tick.
+The pool is env-agnostic: `env_fn()` (picklable, e.g. `functools.partial(make_env, fast=True,
+max_episode_steps=300)`) builds a gymnasium env in each worker, and the workers report the env's
+observation and action spaces (`EnvInfo`) when they are ready. Workers import this module and
+what unpickling `env_fn` imports (for CarRacing, `dreamjax.envs.carracing`: NumPy, never JAX);
+like every spawned process they also re-import the main module, so a main script that imports
+JAX at its top makes each worker import it too (seconds of start-up, no other effect). The
+policy lives in the main process and acts for every slot at once each tick.
 
 Robustness: every exchange with a worker has a deadline. A worker whose process dies or that
 does not answer within `step_timeout` is killed and replaced, and the episodes it was running are
 restarted from scratch with the same seed (the policy's `reset` is called again for the slot).
-An episode that keeps failing (`max_retries`) raises instead of looping forever.
+An episode that keeps failing (`max_retries`) raises `WorkerError` instead of looping forever.
+Fault injection for tests goes through `env_fn` (an env that hangs or crashes at some step).
 """
 
 from __future__ import annotations
@@ -20,77 +24,32 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 
-FRAME_SHAPE = (64, 64, 3)
-RAW_SHAPE = (96, 96, 3)
+from dreamjax.envs.protocol import BatchPolicy, EnvInfo, EpisodeResult, EpisodeSpec
+from dreamjax.errors import WorkerError
+
+__all__ = ["BatchPolicy", "EnvInfo", "EnvPool", "EpisodeResult", "EpisodeSpec"]
 
 
-@dataclass(frozen=True)
-class EpisodeSpec:
-    """One episode to run: env reset seed and a caller's label."""
-
-    seed: int
-    """Env reset seed (`env.reset(seed=seed)`)."""
-    tag: int = 0
-    """Caller's label, e.g. a candidate or episode index."""
-    fault_hang_step: int | None = None
-    """TEST-ONLY fault injection: on the episode's first attempt the worker hangs (sleeps) before
-    taking this step, so tests can check that a hung worker is replaced. Never set it otherwise."""
-
-
-@dataclass
-class EpisodeResult:
-    """What one finished episode returned."""
-
-    spec: EpisodeSpec
-    total_reward: float
-    length: int
-    frames: np.ndarray | None = None
-    """(T, 96, 96, 3) uint8 raw env frames when `record=True`; frames[t] is the observation at
-    which the t-th action was taken."""
-    obs: np.ndarray | None = None
-    """(T, 64, 64, 3) uint8 preprocessed frames when `steps=True` (same timing as `frames`)."""
-    actions: np.ndarray | None = None
-    """(T, 3) float32 raw controller outputs when `steps=True`."""
-    rewards: np.ndarray | None = None
-    """(T,) float32 per-step rewards when `steps=True`; rewards[t] follows actions[t]."""
-    terminated: np.ndarray | None = None
-    """(T,) bool when `steps=True`."""
-    truncated: np.ndarray | None = None
-    """(T,) bool when `steps=True`."""
-
-
-class BatchPolicy(Protocol):
-    """A policy acting for every slot of the pool at once; lives in the main process."""
-
-    def reset(self, slot: int, spec: EpisodeSpec) -> None:
-        """Slot `slot` starts (or, after a worker failure, restarts) the episode `spec`."""
-
-    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """frames (S, 64, 64, 3) uint8, active (S,) bool -> (S, 3) raw actions in [-1, 1].
-
-        Only the rows of active slots are used (and only those slots advance).
-        """
-
-
-def _worker_main(conn, n_envs: int, fast: bool, max_steps: int) -> None:
-    """Worker loop: owns `n_envs` envs; answers each command list with one reply list.
+def _worker_main(conn, env_fn: Callable[[], Any], n_envs: int) -> None:
+    """Worker loop: owns `n_envs` envs from `env_fn`; answers each command list with one reply
+    list. Reports ("ready", pid, EnvInfo) first, or ("failed", message) if `env_fn` raises.
 
     Ignores SIGINT (Ctrl-C reaches the whole process group; the main process closes the pool),
     and exits when the main process goes away (its pipe end closes).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from dreamjax.envs.carracing import make_env, preprocess, to_env_action
-
-    envs = [make_env(fast=fast, max_episode_steps=max_steps) for _ in range(n_envs)]
-    hang: list[int | None] = [None] * n_envs
-    t = [0] * n_envs
-    conn.send(("ready", os.getpid()))
+    try:
+        envs = [env_fn() for _ in range(n_envs)]
+        info = EnvInfo.of(envs[0])
+    except Exception as e:  # reported to the main process, which raises WorkerError
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", os.getpid(), info))
     while True:
         try:
             msg = conn.recv()
@@ -102,17 +61,12 @@ def _worker_main(conn, n_envs: int, fast: bool, max_steps: int) -> None:
         out = []
         for i, kind, arg in cmds:
             if kind == "reset":
-                seed, hang[i] = arg
-                t[i] = 0
-                raw, _ = envs[i].reset(seed=int(seed))
+                obs, extra = envs[i].reset(seed=int(arg))
                 r, term, trunc = 0.0, False, False
             else:
-                if hang[i] is not None and t[i] == hang[i]:
-                    time.sleep(1e6)  # test-only fault injection (EpisodeSpec.fault_hang_step)
-                raw, r, term, trunc, _ = envs[i].step(to_env_action(arg))
-                t[i] += 1
-            out.append((i, preprocess(raw), raw if record else None, float(r), bool(term),
-                        bool(trunc)))
+                obs, r, term, trunc, extra = envs[i].step(arg)
+            frame = extra.get("raw_frame", obs) if record else None
+            out.append((i, obs, frame, float(r), bool(term), bool(trunc)))
         try:
             conn.send((seq, out))
         except (BrokenPipeError, OSError):
@@ -141,24 +95,26 @@ class _Slot:
 
 
 class EnvPool:
-    """Spawned worker processes, each with `envs_per_worker` real envs; a context manager.
+    """Spawned worker processes, each with `envs_per_worker` envs from `env_fn`; a context
+    manager.
 
     `num_workers=0` means one worker per CPU core. `step_timeout` bounds every exchange with a
-    running worker; `startup_timeout` bounds a (re)started worker's start-up.
+    running worker; `startup_timeout` bounds a (re)started worker's start-up. `env_info` (the
+    envs' spaces) is known once the workers are ready: the first `run`, or the first access,
+    waits for them.
     """
 
-    def __init__(self, num_workers: int = 0, envs_per_worker: int = 1, fast: bool = True,
-                 max_steps: int = 1000, step_timeout: float = 60.0,
-                 startup_timeout: float = 120.0, max_retries: int = 3):
-        if num_workers < 0 or envs_per_worker < 1 or max_steps < 1 or step_timeout <= 0:
+    def __init__(self, env_fn: Callable[[], Any], num_workers: int = 0, envs_per_worker: int = 1,
+                 step_timeout: float = 60.0, startup_timeout: float = 120.0,
+                 max_retries: int = 3):
+        if num_workers < 0 or envs_per_worker < 1 or step_timeout <= 0 or startup_timeout <= 0:
             raise ValueError(
                 f"EnvPool: bad sizes num_workers={num_workers} envs_per_worker={envs_per_worker} "
-                f"max_steps={max_steps} step_timeout={step_timeout}")
+                f"step_timeout={step_timeout} startup_timeout={startup_timeout}")
+        self.env_fn = env_fn
         self.num_workers = num_workers or (os.cpu_count() or 1)
         self.envs_per_worker = envs_per_worker
         self.num_slots = self.num_workers * envs_per_worker
-        self.fast = fast
-        self.max_steps = max_steps
         self.step_timeout = step_timeout
         self.startup_timeout = startup_timeout
         self.max_retries = max_retries
@@ -168,6 +124,7 @@ class EnvPool:
         """Wall time of the last `run`."""
         self.restarts = 0
         """Workers replaced so far (crashed or hung)."""
+        self._info: EnvInfo | None = None
         self._ctx = mp.get_context("spawn")
         self._procs: list = [None] * self.num_workers
         self._conns: list = [None] * self.num_workers
@@ -179,9 +136,11 @@ class EnvPool:
             self._spawn(w)
 
     @property
-    def steps_per_second(self) -> float:
-        """Env steps per second over the last `run`."""
-        return self.env_steps / self.run_seconds if self.run_seconds > 0 else 0.0
+    def env_info(self) -> EnvInfo:
+        """The envs' id and spaces, as the workers reported them (waits for their start-up)."""
+        self._await_ready()
+        assert self._info is not None
+        return self._info
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (for monitoring and fault-injection tests)."""
@@ -190,7 +149,7 @@ class EnvPool:
     def _spawn(self, w: int) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, self.envs_per_worker, self.fast, self.max_steps),
+            target=_worker_main, args=(child, self.env_fn, self.envs_per_worker),
             daemon=True, name=f"dreamjax-env-{w}")
         proc.start()
         child.close()
@@ -209,6 +168,45 @@ class EnvPool:
         self._kill(w)
         self.restarts += 1
         self._spawn(w)
+
+    def _on_ready(self, w: int, msg: tuple) -> None:
+        """Handle worker `w`'s first message: ("ready", pid, EnvInfo) or ("failed", why)."""
+        if msg[0] == "failed":
+            raise WorkerError(f"EnvPool: worker {w} could not build its env with env_fn "
+                              f"{self.env_fn!r}: {msg[1]}")
+        info = msg[2]
+        if self._info is None:
+            self._info = info
+        elif info != self._info:
+            raise WorkerError(f"EnvPool: worker {w}'s env differs from the others ({info} vs "
+                              f"{self._info}); env_fn must build the same env every time")
+        self._ready[w] = True
+
+    def _died_starting(self, w: int) -> WorkerError:
+        self._procs[w].join(timeout=5)
+        return WorkerError(
+            f"EnvPool: worker {w} died while starting (exit code {self._procs[w].exitcode}); "
+            "spawned workers re-import the main module, so run from a file or module, not stdin")
+
+    def _await_ready(self) -> None:
+        """Wait until every worker has reported ready (each within `startup_timeout`)."""
+        pending = {w for w in range(self.num_workers) if not self._ready[w]}
+        while pending:
+            deadline = min(self._started[w] for w in pending) + self.startup_timeout
+            by_conn = {self._conns[w]: w for w in pending}
+            for conn in wait(list(by_conn), timeout=max(0.0, deadline - time.monotonic())):
+                w = by_conn[conn]
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    raise self._died_starting(w) from None
+                self._on_ready(w, msg)
+                pending.discard(w)
+            late = [w for w in pending if time.monotonic() >= self._started[w]
+                    + self.startup_timeout]
+            if late:
+                raise WorkerError(f"EnvPool: worker {late[0]} did not start within "
+                                  f"startup_timeout={self.startup_timeout}s")
 
     def _exchange(self, cmds: dict[int, list], record: bool) -> tuple[dict[int, list], set[int]]:
         """Send each worker its commands; gather replies. Returns (replies, failed workers)."""
@@ -235,16 +233,12 @@ class EnvPool:
                     msg = conn.recv()
                 except (EOFError, OSError):
                     if not self._ready[w]:
-                        self._procs[w].join(timeout=5)
-                        raise RuntimeError(
-                            f"EnvPool: worker {w} died while starting (exit code "
-                            f"{self._procs[w].exitcode}); spawned workers re-import the main "
-                            "module, so run from a file or module, not stdin") from None
+                        raise self._died_starting(w) from None
                     failed.add(w)
                     pending.discard(w)
                     continue
-                if msg[0] == "ready":
-                    self._ready[w] = True
+                if msg[0] in ("ready", "failed"):
+                    self._on_ready(w, msg)
                     deadline[w] = time.monotonic() + self.step_timeout
                     continue
                 if msg[0] != self._seq:
@@ -264,13 +258,14 @@ class EnvPool:
             steps: bool = False) -> list[EpisodeResult]:
         """Run every spec to its end; results in the order of `specs`.
 
-        `record`: keep raw 96x96 frames; `steps`: keep per-step preprocessed frames, actions,
-        rewards and flags. `progress(result)` is called as each episode finishes; it may drop
-        large arrays from the result it is given (e.g. after writing them to disk) to bound
-        memory.
+        `record`: keep each step's `info["raw_frame"]` (videos); `steps`: keep per-step
+        observations, actions, rewards and flags. `progress(result)` is called as each episode
+        finishes; it may drop large arrays from the result it is given (e.g. after writing them
+        to disk) to bound memory.
         """
         if self._closed:
             raise RuntimeError("EnvPool.run: the pool is closed")
+        info = self.env_info
         t0 = time.monotonic()
         self.env_steps = 0
         S, E = self.num_slots, self.envs_per_worker
@@ -278,7 +273,7 @@ class EnvPool:
         queue = deque(range(len(specs)))
         attempts = [0] * len(specs)
         slots = [_Slot() for _ in range(S)]
-        frames = np.zeros((S, *FRAME_SHAPE), np.uint8)
+        frames = np.zeros((S, *info.observation_shape), info.observation_dtype)
         to_reset: list[int] = []
         remaining = len(specs)
 
@@ -295,18 +290,16 @@ class EnvPool:
             cmds: dict[int, list] = {}
             active = np.array([sl.has_obs for sl in slots])
             if active.any():
-                actions = np.asarray(policy.act(frames, active), dtype=np.float32)
-                if actions.shape != (S, 3):
+                actions = np.asarray(policy.act(frames, active), dtype=info.action_dtype)
+                if actions.shape != (S, *info.action_shape):
                     raise ValueError(f"policy.act returned shape {actions.shape}, "
-                                     f"expected ({S}, 3)")
+                                     f"expected {(S, *info.action_shape)}")
                 for s in np.flatnonzero(active):
                     cmds.setdefault(s // E, []).append((s % E, "step", actions[s]))
                     if steps:
                         slots[s].actions.append(actions[s].copy())
             for s in to_reset:
-                i = slots[s].episode
-                hang = specs[i].fault_hang_step if attempts[i] == 0 else None
-                cmds.setdefault(s // E, []).append((s % E, "reset", (specs[i].seed, hang)))
+                cmds.setdefault(s // E, []).append((s % E, "reset", specs[slots[s].episode].seed))
             to_reset.clear()
             replies, failed = self._exchange(cmds, record)
             for w in failed:
@@ -316,10 +309,10 @@ class EnvPool:
                         continue
                     attempts[i] += 1
                     if attempts[i] > self.max_retries:
-                        raise RuntimeError(
+                        raise WorkerError(
                             f"EnvPool: episode seed={specs[i].seed} tag={specs[i].tag} failed "
-                            f"{attempts[i]} times (worker crashed or exceeded step_timeout="
-                            f"{self.step_timeout}s)")
+                            f"{attempts[i]} times (its worker crashed or exceeded step_timeout="
+                            f"{self.step_timeout}s each time); check env_fn {self.env_fn!r}")
                     start(s, i)
             for w, out in replies.items():
                 for ls, obs, raw, r, term, trunc in out:
@@ -353,16 +346,16 @@ class EnvPool:
 
     @staticmethod
     def _result(spec: EpisodeSpec, sl: _Slot, record: bool, steps: bool) -> EpisodeResult:
+        """The finished episode of slot `sl` (T = sl.length >= 1: a reset never ends one)."""
         res = EpisodeResult(spec=spec, total_reward=float(sl.total), length=sl.length)
         if record:
-            res.frames = np.stack(sl.raw) if sl.raw else np.zeros((0, *RAW_SHAPE), np.uint8)
+            res.frames = np.stack(sl.raw)
         if steps:
-            T = sl.length
-            res.obs = np.stack(sl.obs) if T else np.zeros((0, *FRAME_SHAPE), np.uint8)
-            res.actions = np.asarray(sl.actions, np.float32).reshape(T, 3)
-            res.rewards = np.asarray(sl.rewards, np.float32).reshape(T)
-            res.terminated = np.asarray(sl.terms, bool).reshape(T)
-            res.truncated = np.asarray(sl.truncs, bool).reshape(T)
+            res.obs = np.stack(sl.obs)
+            res.actions = np.stack(sl.actions)
+            res.rewards = np.asarray(sl.rewards, np.float32)
+            res.terminated = np.asarray(sl.terms, bool)
+            res.truncated = np.asarray(sl.truncs, bool)
         return res
 
     def close(self) -> None:

@@ -1,0 +1,191 @@
+"""Episode collection in the real env (PAPER.md §1.2): resumable, self-repairing, and independent
+of the number of workers.
+
+Episode i of a master seed always has env seed `episode_seed(master, i)` and policy stream
+(master, i) (`dreamjax.data.policies`), so its content depends only on (master seed, i, policy,
+max_steps, env), never on which worker or slot ran it or on what ran beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from dreamjax import io
+from dreamjax.config import CollectConfig
+from dreamjax.data.episodes import (
+    ACTION_DIM,
+    FRAME_SHAPE,
+    EpisodeError,
+    episode_index,
+    episode_path,
+    list_episodes,
+    load_episode,
+    save_episode,
+)
+from dreamjax.data.policies import POLICIES, episode_seed
+from dreamjax.envs.pool import EnvPool
+from dreamjax.envs.protocol import BatchPolicy, EnvInfo, EpisodeResult, EpisodeSpec, probe_env
+from dreamjax.errors import ConfigError
+
+COLLECT_MANIFEST = "collect.json"
+
+
+def _master_seed(key_or_seed) -> int:
+    """An int seed from an int or a JAX PRNG key (typed or raw uint32)."""
+    if isinstance(key_or_seed, int | np.integer):
+        return int(key_or_seed)
+    data = key_or_seed
+    if jax.dtypes.issubdtype(getattr(data, "dtype", None), jax.dtypes.prng_key):
+        data = jax.random.key_data(data)
+    words = np.asarray(data, dtype=np.uint32).ravel()
+    return int(np.random.SeedSequence(words.tolist()).generate_state(1)[0])
+
+
+def _check_env(info: EnvInfo, cfg: CollectConfig) -> None:
+    """Refuse an env whose spaces the episode format cannot store or whose time limit is not
+    `cfg.max_steps`."""
+    if (info.observation_shape, info.observation_dtype) != (FRAME_SHAPE, "|u1") or \
+            (info.action_shape, info.action_dtype) != ((ACTION_DIM,), "<f4"):
+        raise ConfigError(
+            f"collect: env {info.env_id} has observations {info.observation_shape} "
+            f"{info.observation_dtype} and actions {info.action_shape} {info.action_dtype}; "
+            f"episodes store {FRAME_SHAPE} uint8 frames and ({ACTION_DIM},) float32 actions")
+    if info.max_episode_steps != cfg.max_steps:
+        raise ConfigError(
+            f"--collect.max_steps={cfg.max_steps}, but env_fn's {info.env_id} ends episodes at "
+            f"{info.max_episode_steps} steps; build it with max_episode_steps={cfg.max_steps}")
+
+
+def _problem(path: Path, i: int, master: int, cfg: CollectConfig) -> str | None:
+    """Why the existing file `path` of episode `i` is not what collect writes there, or None."""
+    try:
+        ep = load_episode(path)
+    except EpisodeError as e:
+        return str(e)
+    if ep["seed"] != episode_seed(master, i):
+        return f"{path}: seed {ep['seed']} is not episode {i}'s seed {episode_seed(master, i)}"
+    if ep["policy"] != cfg.policy:
+        return f"{path}: policy {ep['policy']!r} is not {cfg.policy!r}"
+    ended = ep["terminated"] | ep["truncated"]  # (T,)
+    if not ended[-1] or ended[:-1].any() or len(ended) > cfg.max_steps:
+        return (f"{path}: cut short or overlong ({len(ended)} steps, no end flag exactly at the "
+                "last one)")
+    return None
+
+
+def damaged_episodes(key_or_seed, episodes_dir: str | os.PathLike,
+                     cfg: CollectConfig) -> dict[int, str]:
+    """The episodes `collect` would (re)record in `episodes_dir`, by index, each with a one-line
+    reason: every index < `cfg.episodes` without a file, and every file (any index) that is
+    corrupt, truncated, cut short or not episode i of this master seed and policy. Reads every
+    file (about 0.15 ms a frame on a 2-core CPU)."""
+    master = _master_seed(key_or_seed)
+    folder = Path(episodes_dir)
+    files = list_episodes(folder) if folder.is_dir() else []
+    out = {i: f"{episode_path(folder, i)}: missing" for i in range(cfg.episodes)}
+    for path in files:
+        i = episode_index(path)
+        out.pop(i, None)
+        why = _problem(path, i, master, cfg)
+        if why is not None:
+            out[i] = why
+    return dict(sorted(out.items()))
+
+
+def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
+            env_fn: Callable[[], Any], workers: int = 0,
+            policy_factory: Callable[[int, int], BatchPolicy] | None = None,
+            step_timeout: float = 60.0, progress: bool = True) -> dict:
+    """Record `cfg.episodes` episodes in the env `env_fn()` builds (PAPER.md §1.2); resumable.
+
+    `env_fn` (picklable; e.g. `functools.partial(dreamjax.envs.carracing.make_env, fast=True,
+    max_episode_steps=cfg.max_steps)`) must give (64, 64, 3) uint8 observations, (3,) float32
+    actions and a time limit of `cfg.max_steps`. `policy_factory(master_seed, num_slots)` builds
+    the `BatchPolicy` (default: the configured random policy `POLICIES[cfg.policy]`); it must act
+    on each slot from the episode's (master seed, `spec.tag` = index) alone.
+
+    Each episode is written atomically as `ep_{i:06d}.npz` when it finishes. A rerun (after a
+    kill, or with a larger `cfg.episodes`) first verifies every existing episode file and then
+    records the missing indices and the corrupt, truncated or foreign files (one stderr line
+    each), each with its own seed. `collect.json` pins the master seed, policy, max_steps and the
+    env's id; a rerun with different ones is refused.
+
+    Episodes run for `cfg.max_steps` steps unless the env terminates first (leaving the track or
+    finishing the lap); unlike the reference code, which forces `done = False` so every episode is
+    exactly 1000 frames (PAPER.md §1.1), termination is recorded honestly in `terminated`.
+
+    Returns {"episodes", "new_episodes", "replaced", "new_frames", "seconds", "episodes_per_s",
+    "frames_per_s"}.
+    """
+    if policy_factory is None:
+        if cfg.policy not in POLICIES:
+            raise ConfigError(f"--collect.policy: unknown policy {cfg.policy!r}; "
+                              f"choose one of {sorted(POLICIES)}")
+        policy_factory = POLICIES[cfg.policy]
+    if cfg.episodes < 0 or cfg.max_steps < 1:
+        raise ConfigError(f"--collect: need episodes >= 0 and max_steps >= 1, got "
+                          f"{cfg.episodes} and {cfg.max_steps}")
+    master = _master_seed(key_or_seed)
+    info = probe_env(env_fn)
+    _check_env(info, cfg)
+    folder = Path(episodes_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"master_seed": master, "policy": cfg.policy, "max_steps": cfg.max_steps,
+                "env": info.env_id}
+    mpath = folder / COLLECT_MANIFEST
+    if mpath.exists():
+        old = io.read_json(mpath)
+        if old != manifest:
+            raise ConfigError(f"{mpath}: folder was collected with {old}, not {manifest}; "
+                              "use another folder")
+    else:
+        io.write_json(mpath, manifest, indent=1)
+    io.remove_stale_tmp(folder)
+    damaged = damaged_episodes(master, folder, cfg)
+    broken = [i for i in damaged if episode_path(folder, i).exists()]
+    for i in broken:
+        print(f"[dreamjax] collect: {damaged[i]}; re-collecting episode {i} with its seed "
+              f"{episode_seed(master, i)}", file=sys.stderr)
+    todo = list(damaged)
+    intact = len(list_episodes(folder)) - len(broken)
+    t0 = time.monotonic()
+    frames = 0
+    if todo:
+        specs = [EpisodeSpec(seed=episode_seed(master, i), tag=i) for i in todo]
+        n_workers = min(workers or (os.cpu_count() or 1), len(specs))
+        bar = tqdm(total=intact + len(todo), initial=intact, unit="ep", desc="collect",
+                   disable=not progress, dynamic_ncols=True)
+
+        def write(res: EpisodeResult) -> None:
+            nonlocal frames
+            save_episode(episode_path(folder, res.spec.tag), {
+                "frames": res.obs, "actions": res.actions, "rewards": res.rewards,
+                "terminated": res.terminated, "truncated": res.truncated,
+                "seed": res.spec.seed, "policy": cfg.policy})
+            frames += res.length
+            res.obs = res.actions = res.rewards = res.terminated = res.truncated = None
+            dt = max(time.monotonic() - t0, 1e-9)
+            bar.update(1)
+            bar.set_postfix(frames_per_s=f"{frames / dt:.0f}")
+
+        try:
+            with EnvPool(env_fn, num_workers=n_workers, envs_per_worker=1,
+                         step_timeout=step_timeout) as pool:
+                pool.run(specs, policy_factory(master, pool.num_slots), steps=True,
+                         progress=write)
+        finally:
+            bar.close()
+    dt = time.monotonic() - t0
+    return {"episodes": cfg.episodes, "new_episodes": len(todo), "replaced": len(broken),
+            "new_frames": frames, "seconds": dt,
+            "episodes_per_s": len(todo) / dt if dt > 0 else 0.0,
+            "frames_per_s": frames / dt if dt > 0 else 0.0}

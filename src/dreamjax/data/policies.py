@@ -1,0 +1,152 @@
+"""Random data-collection policies (PAPER.md §0 "random policy", §1.2) and the per-episode
+seeding collection uses: episode i of a master seed has env seed `episode_seed(master, i)` and
+policy stream `episode_rng(master, i)`, whatever worker or slot runs it.
+
+Both policies are `dreamjax.envs.protocol.BatchPolicy`s; they run in the main process (this module
+imports JAX for V's random encoder, so env worker processes never import it).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamjax.data.episodes import ACTION_DIM
+from dreamjax.envs.protocol import EpisodeSpec
+
+
+def episode_seed(master_seed: int, index: int) -> int:
+    """Env reset seed of collection episode `index`: a hash of (master seed, index) in [0, 2^31).
+
+    Distinct indices give independent seeds, so a rerun that adds episodes never repeats one.
+    """
+    ss = np.random.SeedSequence(entropy=int(master_seed), spawn_key=(int(index), 0))
+    return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def episode_rng(master_seed: int, index: int) -> np.random.Generator:
+    """The collection policy's per-episode random stream (independent of the env seed)."""
+    return np.random.default_rng(
+        np.random.SeedSequence(entropy=int(master_seed), spawn_key=(int(index), 1)))
+
+
+class RandomModelPolicy:
+    """The reference code's data-collection policy (PAPER.md §0 "random policy", §1.2).
+
+    As in `carracing/extract.py:27-36` and `model.py:142-152`: for every episode draw
+    s ~ U(0, 0.01) and set every parameter of a randomly initialised V encoder, M's LSTM and the
+    controller to Cauchy x s; then at each step z = mu + exp(logvar / 2) * eps from V's encoder
+    on frame/255, a = tanh(W [z, h] + b) (PAPER.md §1.5), and the LSTM (forget bias 1.0, input
+    [z, env action], PAPER.md §1.4) consumes (z_t, a_t) after acting, starting from zeros.
+
+    Why the real random network and not a cheap stand-in: measured on real frames, the random
+    encoder's logvar explodes for most s (|z| ~ 1e2..1e10 once s > ~0.0015), so in most episodes
+    the actions are saturated, step-to-step random +-1 noise, and only small-s episodes give
+    small, frame-dependent actions. A random projection of the frame does not reproduce that
+    mixture. The real encoder (JAX, jitted, batch 1) costs 0.6-1.7 ms per frame on a busy 2-core
+    CPU next to 3-5 ms per env step, so it is affordable; it runs in the main process, so with
+    many workers the policy, not the envs, bounds collection (`brownian` costs ~0.03 ms).
+
+    Differences from the reference: V's decoder and M's MDN head are not drawn (they do not
+    influence actions); the encoder runs in float32 and its outputs are made finite (logvar
+    clipped to +-200, infinities to +-1e30) and the rest runs in float64, so the reference's
+    float32 inf - inf NaN actions cannot occur. Each slot is computed on its own (batch 1), so
+    an episode's actions do not depend on how many slots run beside it (resume reproduces it).
+    The random streams are `episode_rng(master seed, spec.tag)`.
+    """
+
+    name = "paper"
+    Z, H = 32, 256
+    CONVS = ((3, 32), (32, 64), (64, 128), (128, 256))  # 4x4 stride 2 valid (PAPER.md §1.3)
+
+    def __init__(self, master_seed: int, num_slots: int):
+        self.master_seed = int(master_seed)
+        self.enc = jax.jit(_random_encoder)
+        self.params: list = [None] * num_slots
+        self.lstm: list = [None] * num_slots
+        self.rngs: list = [None] * num_slots
+        self.h = np.zeros((num_slots, self.H))
+        self.c = np.zeros((num_slots, self.H))
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        rng = episode_rng(self.master_seed, spec.tag)
+        s = rng.uniform(0.0, 0.01)
+
+        def cauchy(*shape):
+            return rng.standard_cauchy(shape) * s
+
+        ctrl_b, ctrl_w = cauchy(ACTION_DIM), cauchy(self.Z + self.H, ACTION_DIM)
+        convs = [(jnp.asarray(cauchy(4, 4, ci, co), jnp.float32),
+                  jnp.asarray(cauchy(co), jnp.float32)) for ci, co in self.CONVS]
+        dense = [(jnp.asarray(cauchy(1024, self.Z), jnp.float32),
+                  jnp.asarray(cauchy(self.Z), jnp.float32)) for _ in range(2)]
+        self.params[slot] = (convs, dense)
+        self.lstm[slot] = (ctrl_w, ctrl_b, cauchy(self.Z + ACTION_DIM + self.H, 4 * self.H),
+                           cauchy(4 * self.H))
+        self.rngs[slot] = rng
+        self.h[slot] = 0.0
+        self.c[slot] = 0.0
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """frames (S, 64, 64, 3) uint8, active (S,) bool -> (S, 3) float32 actions in [-1, 1]."""
+        out = np.zeros((len(frames), ACTION_DIM), np.float32)
+        for s in np.flatnonzero(active):
+            mu, logvar = (np.asarray(v, np.float64) for v in
+                          self.enc(self.params[s], frames[s].astype(np.float32) / 255.0))
+            mu = np.nan_to_num(mu, nan=0.0, posinf=1e30, neginf=-1e30)
+            logvar = np.clip(np.nan_to_num(logvar, nan=0.0), -200.0, 200.0)
+            z = mu + np.exp(logvar / 2.0) * self.rngs[s].standard_normal(self.Z)  # (Z,)
+            w, b, k, kb = self.lstm[s]
+            a = np.tanh(np.concatenate([z, self.h[s]]) @ w + b)  # (3,)
+            env_a = np.array([a[0], (a[1] + 1.0) / 2.0, np.clip(a[2], 0.0, 1.0)])
+            i, j, f, o = np.split(np.concatenate([z, env_a, self.h[s]]) @ k + kb, 4)
+            self.c[s] = self.c[s] * _sigmoid(f + 1.0) + _sigmoid(i) * np.tanh(j)
+            self.h[s] = np.tanh(self.c[s]) * _sigmoid(o)
+            out[s] = a
+        return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _random_encoder(params, frame):
+    """V's encoder (PAPER.md §1.3) on one (64, 64, 3) float frame -> (mu (Z,), logvar (Z,))."""
+    convs, ((wm, bm), (wl, bl)) = params
+    x = frame[None]  # (1, 64, 64, 3)
+    for k, b in convs:
+        x = jax.nn.relu(jax.lax.conv_general_dilated(
+            x, k, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b)
+    x = x.reshape(-1)  # (1024,)
+    return x @ wm + bm, x @ wl + bl
+
+
+class BrownianPolicy:
+    """Actions follow a clipped random walk in [-1, 1]^3: a_0 ~ U(-1, 1)^3,
+    a_{t+1} = clip(a_t + N(0, 0.1^2 I), -1, 1); seeded per episode by `episode_rng`."""
+
+    name = "brownian"
+    step_std = 0.1
+
+    def __init__(self, master_seed: int, num_slots: int):
+        self.master_seed = int(master_seed)
+        self.rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.a = np.zeros((num_slots, ACTION_DIM), np.float32)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        self.rngs[slot] = episode_rng(self.master_seed, spec.tag)
+        self.a[slot] = self.rngs[slot].uniform(-1.0, 1.0, ACTION_DIM)
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """frames (S, 64, 64, 3), active (S,) bool -> (S, 3) float32 actions in [-1, 1]."""
+        out = self.a.copy()
+        for s in np.flatnonzero(active):
+            step = self.rngs[s].normal(0.0, self.step_std, ACTION_DIM)
+            self.a[s] = np.clip(self.a[s] + step, -1.0, 1.0)
+        return out
+
+
+POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy}
+"""Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""
