@@ -1,5 +1,6 @@
-"""CMA-ES: lazy eigendecomposition, the fused generation (sphere and dream), chunked scan ==
-one-by-one, resume == uninterrupted, the real-env host loop and WorldModelPolicy."""
+"""CMA-ES: lazy eigendecomposition, strategy names and their early check, the fused generation
+(sphere and dream), chunked scan == one-by-one, resume == uninterrupted (dream and real), one
+loop and one file layout for both fitnesses, the controller file format, WorldModelPolicy."""
 
 import json
 
@@ -9,19 +10,23 @@ import numpy as np
 import pytest
 from evosax.algorithms import CMA_ES
 
+from dreamjax.agent import WorldModelPolicy, make_world_model
 from dreamjax.config import ControllerConfig, ESConfig
 from dreamjax.dream.env import make_dream_params
-from dreamjax.es.evolve import (
+from dreamjax.errors import ArtifactError, ConfigError
+from dreamjax.es import (
     LazyCMA_ES,
-    WorldModelPolicy,
-    es_generation,
+    check_strategy,
     load_controller,
-    make_chunk_fn,
     make_strategy,
+    save_controller,
+    strategy_names,
     strategy_params,
     train_controller_dream,
     train_controller_real,
 )
+from dreamjax.es.generation import es_generation, make_chunk_fn
+from dreamjax.io import save_npz
 from dreamjax.models.controller import (
     controller_for,
     init_controller,
@@ -207,7 +212,7 @@ def test_world_model_policy_matches_v_m_c_by_hand_and_replays():
     frames = rng.integers(0, 256, size=(4, 3, 64, 64, 3), dtype=np.uint8)
 
     def play(slot_specs, active, frames=frames):
-        pol = WorldModelPolicy(vae, vp, mdn, mp, c, batch, seed=5)
+        pol = WorldModelPolicy(make_world_model(vae, vp, mdn, mp, "zh"), batch, seed=5)
         for slot, spec in enumerate(slot_specs):
             pol.reset(slot, spec)
         return np.stack([pol.act(f, active) for f in frames]), pol
@@ -274,7 +279,7 @@ def test_train_controller_real_host_loop(tmp_path):
     es = ESConfig(popsize=2, rollouts=2, generations=3, eval_every=2, eval_episodes=2)
 
     def factory(batch):
-        return WorldModelPolicy(vae, vp, mdn, mp, controller_for("zh"), batch)
+        return WorldModelPolicy(make_world_model(vae, vp, mdn, mp, "zh"), batch)
 
     r = train_controller_real(jax.random.key(0), pool, factory, tmp_path, es,
                               ControllerConfig("zh"), z_dim=2, hidden_size=4, progress=False)
@@ -296,7 +301,7 @@ def test_train_controller_real_starts_from_init_params(tmp_path):
 
     def factory(batch):
         batches.append(batch)
-        return WorldModelPolicy(vae, vp, mdn, mp, ctrl, batch)
+        return WorldModelPolicy(make_world_model(vae, vp, mdn, mp, "zh"), batch)
 
     es = ESConfig(popsize=2, rollouts=1, generations=1, eval_every=1, eval_episodes=1,
                   sigma_init=1e-4)
@@ -305,3 +310,151 @@ def test_train_controller_real_starts_from_init_params(tmp_path):
                           progress=False)
     for leaf in jax.tree.leaves(batches[0]):
         np.testing.assert_allclose(np.asarray(leaf), 0.5, atol=1e-2)
+
+
+def test_strategy_names_are_unique_sorted_and_checked_before_any_work(tmp_path):
+    names = strategy_names()
+    assert list(names) == sorted(set(names))
+    assert {"CMA_ES", "CMA_ES_evosax", "Sep_CMA_ES"} <= set(names)
+    for bad, why in (("NoSuchES", "unknown strategy 'NoSuchES'"), ("Open_ES", "no std_init"),
+                     ("SV_CMA_ES", "num_populations")):
+        with pytest.raises(ConfigError, match=why) as err:
+            check_strategy(bad, 0.1)
+        msg = str(err.value)
+        assert msg.startswith("--es.strategy") and "\n" not in msg
+        assert tuple(msg.split("choose one of ")[1].split(", ")) == names  # each name once
+    with pytest.raises(ConfigError, match="sigma-init"):
+        check_strategy("CMA_ES", 0.0)
+    # what the check accepts builds and takes sigma_0; what it refuses for std_init cannot
+    for name in ("CMA_ES", "CMA_ES_evosax", "Sep_CMA_ES", "SNES"):
+        check_strategy(name, 0.1)
+        p = strategy_params(make_strategy(name, 4, jnp.zeros(3)), 0.1)
+        assert float(p.std_init) == pytest.approx(0.1)
+    assert isinstance(make_strategy("CMA_ES", 4, jnp.zeros(3)), LazyCMA_ES)
+    assert not isinstance(make_strategy("CMA_ES_evosax", 4, jnp.zeros(3)), LazyCMA_ES)
+    with pytest.raises(ConfigError, match="std_init"):
+        strategy_params(make_strategy("Open_ES", 4, jnp.zeros(3)), 0.1)
+    # the training entry points refuse a bad strategy before writing anything
+    bad = ESConfig(strategy="NoSuchES", popsize=2, generations=1, dream_generations=1)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        train_controller_dream(jax.random.key(0), known_reward_dream(), tmp_path / "d", bad,
+                               ControllerConfig("zh"), progress=False)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        train_controller_real(jax.random.key(0), FakePool(), None, tmp_path / "r", bad,
+                              ControllerConfig("zh"), z_dim=2, hidden_size=4, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_controller_file_format_round_trip_old_files_and_corrupt_ones(tmp_path):
+    c = controller_for("z-hidden", hidden_units=3)
+    params = init_controller(jax.random.key(0), c, 5)
+    path = save_controller(tmp_path / "c.npz", c, params, {"kind": "z-hidden", "obs_dim": 5})
+    with np.load(path, allow_pickle=False) as f:
+        assert set(f.files) == {"paper_flat", "meta"}  # no evosax-order `flat` copy
+    c2, params2, meta = load_controller(path)
+    assert c2 == c and meta["obs_dim"] == 5 and meta["kind"] == "z-hidden"
+    np.testing.assert_array_equal(ravel_params(params2), ravel_params(params))
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    old = save_npz(tmp_path / "old.npz", flat=np.asarray(ravel_params(params)), **arrays)
+    np.testing.assert_array_equal(ravel_params(load_controller(old)[1]), ravel_params(params))
+
+    def refused(name, **arrays):
+        p = tmp_path / name
+        if arrays:
+            save_npz(p, **arrays)
+        with pytest.raises(ArtifactError, match=str(p)):
+            load_controller(p)
+
+    refused("missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file at all")
+    refused("junk.npz")
+    refused("no_meta.npz", paper_flat=arrays["paper_flat"])
+    refused("short.npz", paper_flat=arrays["paper_flat"][:-1], meta=arrays["meta"])
+    refused("bad_meta.npz", paper_flat=arrays["paper_flat"], meta=np.array('{"hidden": 3}'))
+
+
+def _tiny_policy_factory():
+    vae, vp, mdn, mp = _tiny_world()
+    wm = make_world_model(vae, vp, mdn, mp, "zh")
+    return lambda batch: WorldModelPolicy(wm, batch)
+
+
+def test_dream_and_real_run_through_one_loop_with_one_file_layout(tmp_path):
+    es = ESConfig(popsize=2, rollouts=1, generations=3, dream_generations=3, eval_every=2,
+                  eval_episodes=1, chunk=2, max_steps=10, sigma_init=0.5)
+    chunks = {"dream": [], "real": []}
+    dream = train_controller_dream(jax.random.key(0), known_reward_dream(), tmp_path / "dream",
+                                   es, ControllerConfig("zh"),
+                                   callback=lambda r: chunks["dream"].append(len(r)),
+                                   progress=False)
+    real = train_controller_real(jax.random.key(0), FakePool(), _tiny_policy_factory(),
+                                 tmp_path / "real", es, ControllerConfig("zh"), z_dim=2,
+                                 hidden_size=4, callback=lambda r: chunks["real"].append(len(r)),
+                                 progress=False)
+    # the dream runs `chunk` generations per call up to the next evaluation; the real env one
+    assert chunks == {"dream": [2, 1], "real": [1, 1, 1]}
+    layout = ["DONE.json", "best.npz", "ckpt", "evals.jsonl", "log.jsonl"]
+    for r, rate in ((dream, "dream_steps_per_s"), (real, "env_steps_per_s")):
+        assert sorted(p.name for p in r.out_dir.iterdir()) == layout
+        assert [e["generation"] for e in r.evals] == [2, 3]
+        assert [h["generation"] for h in r.history] == [1, 2, 3]
+        assert all(rate in h for h in r.history)
+        assert r.best_return == max(e["eval_return"] for e in r.evals)
+        assert {e["generation"]: e["eval_return"] for e in r.evals}[r.best_generation] == (
+            r.best_return)
+    assert ({*dream.history[0]} - {"dream_steps_per_s"}
+            == {*real.history[0]} - {"env_steps_per_s"})
+    assert [{*e} for e in dream.evals] == [{*e} for e in real.evals]
+    d_done = json.loads((dream.out_dir / "DONE.json").read_text())
+    r_done = json.loads((real.out_dir / "DONE.json").read_text())
+    assert {*d_done} - {"dream"} == {*r_done}
+    assert (d_done["trained_in"], r_done["trained_in"]) == ("dream", "real")
+    assert load_controller(dream.out_dir / "best.npz")[2].keys() == load_controller(
+        real.out_dir / "best.npz")[2].keys()
+
+
+def test_real_resume_after_interrupt_equals_uninterrupted(tmp_path):
+    es = ESConfig(popsize=2, rollouts=1, generations=3, eval_every=2, eval_episodes=1,
+                  sigma_init=0.5)
+    factory = _tiny_policy_factory()
+
+    def train(folder, pool, callback=None):
+        return train_controller_real(jax.random.key(7), pool, factory, tmp_path / folder, es,
+                                     ControllerConfig("zh"), z_dim=2, hidden_size=4,
+                                     callback=callback, progress=False)
+
+    full_pool = FakePool()
+    full = train("a", full_pool)
+
+    class InterruptError(Exception):
+        pass
+
+    def stop_after_two(records):
+        if records[-1]["generation"] == 2:
+            raise InterruptError
+
+    first, second = FakePool(), FakePool()
+    with pytest.raises(InterruptError):
+        train("b", first, stop_after_two)
+    resumed = train("b", second)
+    # generation 3 was played on the same env seeds after the resume
+    assert [(s.seed, s.tag) for c in first.calls + second.calls for s in c] == [
+        (s.seed, s.tag) for c in full_pool.calls for s in c]
+    np.testing.assert_array_equal(ravel_params(resumed.params), ravel_params(full.params))
+    assert resumed.best_generation == full.best_generation
+    for a, b in zip(resumed.history, full.history, strict=True):
+        for k in ("generation", "best_fitness", "mean_fitness", "sigma", "mean_length"):
+            assert a[k] == b[k]
+    assert resumed.evals == full.evals
+
+
+def test_real_zero_generations_evaluates_the_initial_mean(tmp_path):
+    pool = FakePool()
+    es = ESConfig(popsize=2, rollouts=1, generations=0, eval_episodes=2)
+    r = train_controller_real(jax.random.key(0), pool, _tiny_policy_factory(), tmp_path, es,
+                              ControllerConfig("zh"), z_dim=2, hidden_size=4, progress=False)
+    assert (r.generations, r.best_generation, r.history, r.evals) == (0, 0, [], [])
+    np.testing.assert_array_equal(ravel_params(r.params), 0.0)
+    assert r.best_return == 0.0  # the zero controller's action (and reward) is 0
+    assert [s.seed for s in pool.calls[0]] == [0, 1]

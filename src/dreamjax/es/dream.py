@@ -1,0 +1,163 @@
+"""Controllers trained by CMA-ES entirely inside the dream (PAPER.md §1.6, §2.6): the dream
+fitness of the one ES loop (`dreamjax.es.loop`).
+
+One generation -- ask -> P x R dream rollouts -> tell -- is one compiled function, and
+`ESConfig.chunk` generations run under one `lax.scan` between checkpoints
+(`dreamjax.es.generation.make_chunk_fn`). The mean is evaluated on `eval_episodes` dream rollouts
+of one jitted function. Both programs are cached per shape, so a resumed or repeated run in the
+same process reuses them; M's weights travel as arguments (`DreamParams`), never as constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamjax.config import ControllerConfig, ESConfig
+from dreamjax.dream.env import DreamEnv, DreamParams, check_dream_config
+from dreamjax.dream.rollout import fitness_from_returns, population_rollouts
+from dreamjax.es.generation import Evaluate, make_chunk_fn
+from dreamjax.es.loop import ControllerResult, train_controller
+from dreamjax.es.strategies import make_strategy, strategy_params
+from dreamjax.models.controller import ControllerSpec, controller_spec
+from dreamjax.models.mdnrnn import MDNRNN_FIELDS
+
+
+def dream_evaluate(
+    env: DreamEnv, policy: Callable, num_rollouts: int, num_steps: int, antithetic: bool = True
+) -> Evaluate:
+    """Fitness of a population in the dream: -mean return of `num_rollouts` rollouts each;
+    args = DreamParams. aux: mean_return, mean_length per candidate (P,)."""
+
+    def evaluate(key, population, dream_params):
+        res = population_rollouts(key, env, dream_params, policy, population, num_rollouts,
+                                  num_steps, antithetic=antithetic)
+        fitness = fitness_from_returns(res)
+        mean_ret = jnp.mean(res.returns, axis=-1)
+        aux = {"mean_return": mean_ret, "mean_length": jnp.mean(res.lengths, axis=-1)}
+        return fitness, aux
+
+    return evaluate
+
+
+def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_steps: int):
+    """Jitted `(key, params, dream_params) -> (returns (E,), lengths (E,))` for one controller."""
+
+    def eval_fn(key, params, dream_params):
+        pop = jax.tree.map(lambda x: x[None], params)
+        res = population_rollouts(key, env, dream_params, policy, pop, num_episodes, num_steps,
+                                  antithetic=False)
+        return res.returns[0], res.lengths[0]
+
+    return jax.jit(eval_fn)
+
+
+@functools.lru_cache(maxsize=8)
+def _dream_programs(
+    strategy_name: str, popsize: int, spec: ControllerSpec, rollouts: int, num_steps: int,
+    chunk: int, eval_episodes: int,
+) -> tuple[Any, Callable, Callable]:
+    """(strategy, jitted chunk_fn, jitted mean eval_fn), cached so that a resumed or repeated
+    run in the same process reuses the compiled programs."""
+    env = DreamEnv()
+    strategy = make_strategy(strategy_name, popsize, spec.zeros())
+    evaluate = dream_evaluate(env, spec.controller.apply, rollouts, num_steps)
+    chunk_fn = make_chunk_fn(strategy, evaluate, chunk)
+    eval_fn = make_mean_eval_fn(env, spec.controller.apply, eval_episodes, num_steps)
+    return strategy, chunk_fn, eval_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamFitness:
+    """The dream as the ES loop's `Fitness`: `chunk` generations per jitted call."""
+
+    spec: ControllerSpec
+    strategy: Any
+    es_params: Any
+    chunk: int
+    chunk_fn: Callable
+    eval_fn: Callable
+    dream_params: DreamParams
+    steps_per_generation: int
+    """P x R x T dream steps: the throughput in the log."""
+    name: str = "dream"
+
+    @classmethod
+    def build(cls, dream_params: DreamParams, es_cfg: ESConfig, spec: ControllerSpec
+              ) -> DreamFitness:
+        """The (cached) programs for this shape; rollouts last `max_steps_in_episode` steps."""
+        num_steps = int(dream_params.max_steps_in_episode)
+        strategy, chunk_fn, eval_fn = _dream_programs(
+            es_cfg.strategy, es_cfg.popsize, spec, es_cfg.rollouts, num_steps, es_cfg.chunk,
+            es_cfg.eval_episodes,
+        )
+        return cls(spec, strategy, strategy_params(strategy, es_cfg.sigma_init), es_cfg.chunk,
+                   chunk_fn, eval_fn, dream_params,
+                   es_cfg.popsize * es_cfg.rollouts * num_steps)
+
+    def run(self, key: jax.Array, es_state: Any, start: int, stop: int) -> tuple[Any, list[dict]]:
+        t0 = time.perf_counter()
+        es_state, metrics = self.chunk_fn(key, es_state, self.es_params, self.dream_params,
+                                          start, stop)
+        metrics = jax.device_get(metrics)
+        dt = (time.perf_counter() - t0) / (stop - start)
+        records = [
+            {"generation": g + 1, **{k: float(v[i]) for k, v in metrics.items()},
+             "wall_s": round(dt, 4), "dream_steps_per_s": round(self.steps_per_generation / dt, 1)}
+            for i, g in enumerate(range(start, stop))
+        ]
+        for r in records:
+            r["best_return"] = -r["best_fitness"]
+        return es_state, records
+
+    def evaluate_mean(self, key: jax.Array, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        return jax.device_get(self.eval_fn(key, params, self.dream_params))
+
+    def done_info(self) -> dict:
+        dp = self.dream_params
+        return {"dream": {"temperature": float(dp.temperature),
+                          "max_steps": int(dp.max_steps_in_episode),
+                          "obs_mode": dp.obs_mode, "reward_mode": dp.reward_mode,
+                          "model": {f: getattr(dp.model, f) for f in MDNRNN_FIELDS}}}
+
+
+def train_controller_dream(
+    key: jax.Array,
+    dream_params: DreamParams,
+    out_dir: str | Path,
+    es_cfg: ESConfig,
+    ctrl_cfg: ControllerConfig,
+    *,
+    generations: int | None = None,
+    callback: Callable[[list[dict]], None] | None = None,
+    progress: bool = True,
+) -> ControllerResult:
+    """Train C by CMA-ES entirely inside the dream (PAPER.md §2.6); resumable.
+
+    `dream_params` gives M, the latent bank and τ; its step limit `max_steps_in_episode` is also
+    the rollout length. Its obs mode is set from `ctrl_cfg.kind`. `generations` defaults to
+    `es_cfg.dream_generations`. Files, resume and the evaluation schedule are the ES loop's
+    (`dreamjax.es.loop`): a finished folder is returned as is, an unfinished one resumes from
+    its last checkpoint (same result as an uninterrupted run). `callback(records)` is called
+    after each chunk with that chunk's log records.
+    """
+
+    def make_fitness() -> DreamFitness:
+        model = dream_params.model
+        spec = controller_spec(ctrl_cfg.kind, model.z_dim, model.hidden,
+                               action_dim=model.action_dim, hidden_units=ctrl_cfg.hidden)
+        params = dream_params.replace(obs_mode=spec.obs_mode)
+        check_dream_config(model, params.obs_mode, params.reward_mode)
+        return DreamFitness.build(params, es_cfg, spec)
+
+    generations = es_cfg.dream_generations if generations is None else int(generations)
+    return train_controller(key, make_fitness, out_dir, es_cfg, generations=generations,
+                            callback=callback, progress=progress)
