@@ -1,8 +1,9 @@
-"""Random data-collection policies (PAPER.md §0 "random policy", §1.2) and the per-episode
-seeding collection uses: episode i of a master seed has env seed `episode_seed(master, i)` and
-policy stream `episode_rng(master, i)`, whatever worker or slot runs it.
+"""Random data-collection policies (CarRacing: PAPER.md §0 "random policy", §1.2; Doom: §2.2)
+and the per-episode seeding collection uses: episode i of a master seed has env seed
+`episode_seed(master, i)` and policy stream `episode_rng(master, i)`, whatever worker or slot
+runs it.
 
-Both policies are `dreamjax.envs.protocol.BatchPolicy`s; they run in the main process (this module
+The policies are `dreamjax.envs.protocol.BatchPolicy`s; they run in the main process (this module
 imports JAX for V's random encoder, so env worker processes never import it).
 """
 
@@ -148,5 +149,40 @@ class BrownianPolicy:
         return out
 
 
-POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy}
+class DoomRandomPolicy:
+    """The Doom data-collection policy (PAPER.md §2.2, `doomrnn/extract.py:42,54-56`): at every
+    frame t (counted from 0) with t % repeat == 0, a ~ U(-1, 1) is drawn and then repeat ~ U{1..10}
+    is redrawn; otherwise a is held. `repeat` tests the absolute frame index, as the reference
+    does, so a value can be held for fewer than `repeat` frames. Actions (S, 1); seeded per
+    episode by `episode_rng`. The reference's draw of a repeat before frame 0 is left out: any
+    repeat divides 0, so it never changes an action."""
+
+    name = "doom_random"
+    action_dim = 1
+    max_repeat = 10
+
+    def __init__(self, master_seed: int, num_slots: int):
+        self.master_seed = int(master_seed)
+        self.rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.a = np.zeros((num_slots, self.action_dim), np.float32)
+        self.repeat = np.ones(num_slots, np.int64)
+        self.frame = np.zeros(num_slots, np.int64)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        self.rngs[slot] = episode_rng(self.master_seed, spec.tag)
+        self.repeat[slot] = 1
+        self.frame[slot] = 0
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """frames (S, 64, 64, 3), active (S,) bool -> (S, 1) float32 actions in [-1, 1)."""
+        for s in np.flatnonzero(active):
+            if self.frame[s] % self.repeat[s] == 0:
+                self.a[s] = self.rngs[s].uniform(-1.0, 1.0)
+                self.repeat[s] = self.rngs[s].integers(1, self.max_repeat + 1)
+            self.frame[s] += 1
+        return self.a.copy()
+
+
+POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
+            "doom_random": DoomRandomPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""

@@ -15,15 +15,13 @@ import dataclasses
 
 import gymnasium as gym
 import numpy as np
-from PIL import Image
 
 from dreamjax.envs.fast_carracing import FastCarRacing
+from dreamjax.envs.view import AgentView, crop_resize
 
 __all__ = ["FastCarRacing", "AgentView", "make_env", "make_raw_env", "preprocess",
            "to_env_action"]
 
-FRAME_SIZE = 64
-"""V sees FRAME_SIZE x FRAME_SIZE x 3 uint8 frames."""
 CROP_ROWS = 84
 """Rows kept from the top of the 96x96 frame; the rest is the dashboard (PAPER.md §1.1)."""
 ACTION_DIM = 3
@@ -39,8 +37,7 @@ def preprocess(frame: np.ndarray) -> np.ndarray:
     """
     if frame.shape != (96, 96, 3) or frame.dtype != np.uint8:
         raise ValueError(f"expected a (96, 96, 3) uint8 frame, got {frame.shape} {frame.dtype}")
-    img = Image.fromarray(frame[:CROP_ROWS])
-    return np.asarray(img.resize((FRAME_SIZE, FRAME_SIZE), Image.BILINEAR), dtype=np.uint8)
+    return crop_resize(frame, CROP_ROWS)
 
 
 def to_env_action(a: np.ndarray) -> np.ndarray:
@@ -56,25 +53,6 @@ def to_env_action(a: np.ndarray) -> np.ndarray:
     gas = (np.clip(a[..., 1], -1.0, 1.0) + 1.0) / 2.0
     brake = np.clip(a[..., 2], 0.0, 1.0)
     return np.stack([steer, gas, brake], axis=-1).astype(np.float32)
-
-
-class AgentView(gym.Wrapper):
-    """CarRacing as the agent sees it: observations (64, 64, 3) uint8 (`preprocess`), actions
-    C's raw (3,) float32 output in [-1, 1] (`to_env_action`); `reset` and `step` put the raw
-    (96, 96, 3) uint8 frame in `info["raw_frame"]`."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.observation_space = gym.spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
-
-    def reset(self, **kwargs):
-        raw, info = self.env.reset(**kwargs)
-        return preprocess(raw), {**info, "raw_frame": raw}
-
-    def step(self, action):
-        raw, reward, terminated, truncated, info = self.env.step(to_env_action(action))
-        return preprocess(raw), reward, terminated, truncated, {**info, "raw_frame": raw}
 
 
 def make_raw_env(fast: bool = True, max_episode_steps: int = 1000, **kwargs) -> gym.Env:
@@ -93,4 +71,5 @@ def make_raw_env(fast: bool = True, max_episode_steps: int = 1000, **kwargs) -> 
 def make_env(fast: bool = True, max_episode_steps: int = 1000, **kwargs) -> gym.Env:
     """`make_raw_env(...)` wrapped in `AgentView`: the env C acts in and V sees (picklable as
     `functools.partial(make_env, ...)`, the worker pool's env factory)."""
-    return AgentView(make_raw_env(fast, max_episode_steps, **kwargs))
+    return AgentView(make_raw_env(fast, max_episode_steps, **kwargs), preprocess, to_env_action,
+                     ACTION_DIM)

@@ -42,6 +42,7 @@ def _worker_main(conn, env_fn: Callable[[], Any], n_envs: int) -> None:
     Ignores SIGINT (Ctrl-C reaches the whole process group; the main process closes the pool),
     and exits when the main process goes away (its pipe end closes).
     """
+    os.setpgid(0, 0)  # its own process group: `_kill` also ends processes the env started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         envs = [env_fn() for _ in range(n_envs)]
@@ -160,6 +161,8 @@ class EnvPool:
     def _kill(self, w: int) -> None:
         proc, conn = self._procs[w], self._conns[w]
         if proc.is_alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the worker and, e.g., ViZDoom's engine
             proc.kill()
         proc.join(timeout=10)
         conn.close()

@@ -1,0 +1,49 @@
+"""The agent's view of a real env: what V sees and what C outputs, shared by every game.
+
+`AgentView` wraps a gymnasium env so that observations are the (64, 64, 3) uint8 frames V sees
+and actions are C's raw float32 output in [-1, 1]^A; the raw frame rides along in
+`info["raw_frame"]` (for videos). `crop_resize` is the frame transform both games use
+(PAPER.md §1.1, §2.1). NumPy only: this module runs inside env worker processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+FRAME_SIZE = 64
+"""V sees FRAME_SIZE x FRAME_SIZE x 3 uint8 frames."""
+
+
+def crop_resize(frame: np.ndarray, rows: int) -> np.ndarray:
+    """Keep rows 0..rows-1 of an (H, W, 3) uint8 frame, bilinear resize (PIL) to 64 x 64.
+
+    The reference code's `scipy.misc.imresize` min-max bytescale and `(1 - obs) * 255` uint8
+    wrap-around (PAPER.md §1.1 "Quirk") are deliberately not reproduced.
+    """
+    img = Image.fromarray(frame[:rows])
+    return np.asarray(img.resize((FRAME_SIZE, FRAME_SIZE), Image.BILINEAR), dtype=np.uint8)
+
+
+class AgentView(gym.Wrapper):
+    """`env` as the agent sees it: observations `preprocess(raw)` (64, 64, 3) uint8, actions C's
+    raw (A,) float32 output in [-1, 1] mapped by `to_env_action`; `reset` and `step` put the raw
+    frame in `info["raw_frame"]`."""
+
+    def __init__(self, env: gym.Env, preprocess: Callable[[np.ndarray], np.ndarray],
+                 to_env_action: Callable[[np.ndarray], object], action_dim: int):
+        super().__init__(env)
+        self._preprocess, self._to_env_action = preprocess, to_env_action
+        self.observation_space = gym.spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+
+    def reset(self, **kwargs):
+        raw, info = self.env.reset(**kwargs)
+        return self._preprocess(raw), {**info, "raw_frame": raw}
+
+    def step(self, action):
+        raw, reward, terminated, truncated, info = self.env.step(self._to_env_action(action))
+        return self._preprocess(raw), reward, terminated, truncated, {**info, "raw_frame": raw}
