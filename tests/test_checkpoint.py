@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from dreamjax import checkpoint
+from dreamjax.errors import ArtifactError
 
 
 def _state(seed: int = 0):
@@ -51,7 +52,7 @@ def test_restore_params_without_target(tmp_path):
     params = checkpoint.restore_params(tmp_path)
     _assert_equal(params, state["params"])
     assert checkpoint.tree_hash(params) == checkpoint.tree_hash(state["params"])
-    assert checkpoint.restore_metadata(tmp_path) == {}
+    assert checkpoint.restore_raw(tmp_path)[1] == {}  # no metadata given: an empty dict
 
 
 def test_keeps_last_n(tmp_path):
@@ -76,6 +77,7 @@ import os, sys
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from dreamjax import checkpoint
+from dreamjax.errors import ArtifactError
 
 def die(*args, **kwargs):
     os._exit(9)  # a hard kill while orbax is writing the step
@@ -136,6 +138,57 @@ def test_corrupt_checkpoint_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match=r"ck/4: cannot restore") as err:
         checkpoint.restore(ck, _state())
     assert "\n" not in str(err.value)
+    time.sleep(0.5)
+    gc.collect()
+
+
+def _scramble_files(folder):
+    """Overwrite every file under `folder` with random bytes of the same length."""
+    rng = np.random.default_rng(0)
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            f.write_bytes(rng.integers(0, 256, max(f.stat().st_size, 1), np.uint8).tobytes())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("damage", ["missing-arrays", "random-bytes"])
+def test_restore_params_of_corrupt_folder_is_one_line_artifact_error(tmp_path, damage):
+    """The final-params loader on a corrupt folder: one short line, an ArtifactError, that
+    starts with the step's folder (no kilobytes of tensorstore spec)."""
+    ck = tmp_path / "params"
+    checkpoint.save(ck, 5, {"params": _state()["params"]}, {"step": 5}, max_to_keep=1)
+    if damage == "missing-arrays":
+        shutil.rmtree(ck / "5" / "state" / "d")
+    else:
+        _scramble_files(ck / "5")
+    with pytest.raises(ArtifactError) as err:
+        checkpoint.restore_params(ck)
+    msg = str(err.value)
+    assert isinstance(err.value, checkpoint.CheckpointError)
+    assert msg.startswith(f"{ck.absolute() / '5'}: cannot restore")
+    assert "\n" not in msg and len(msg) < 400 and "tensorstore_spec" not in msg
+    time.sleep(0.5)
+    gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_restore_readable_skips_and_moves_aside_corrupt_newer_steps(tmp_path, capsys):
+    a, b = _state(0), _state(1)
+    checkpoint.save(tmp_path, 1, a, {"n": 1})
+    checkpoint.save(tmp_path, 2, b, {"n": 2})
+    checkpoint.save(tmp_path, 3, b, {"n": 3})
+    _scramble_files(tmp_path / "3")
+    shutil.rmtree(tmp_path / "2" / "state" / "d")
+    state, meta, step = checkpoint.restore_readable(tmp_path, a)
+    assert (step, meta) == (1, {"n": 1})
+    _assert_equal(state, a)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
+    assert "/3: cannot restore" in lines[0] and "/2: cannot restore" in lines[1]
+    assert checkpoint.all_steps(tmp_path) == [1]
+    assert (tmp_path / "2.corrupt").is_dir() and (tmp_path / "3.corrupt").is_dir()
+    checkpoint.save(tmp_path, 2, b)  # the step can be written again
+    assert checkpoint.restore_readable(tmp_path, a)[2] == 2
     time.sleep(0.5)
     gc.collect()
 

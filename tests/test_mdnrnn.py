@@ -208,6 +208,56 @@ def test_scan_gradient_equals_autodiff_of_step_loop():
         np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5 * float(jnp.abs(y).max()))
 
 
+@pytest.mark.parametrize("kw", [SMALL, HEADS], ids=["car", "doom+heads"])
+def test_scan_with_resets_equals_loop_of_step_with_manual_resets(kw):
+    """`__call__(..., reset_seq=m)` (the fast scan and its hand-written backward pass) equals a
+    Python loop that zeroes the state by hand where m > 0.5 and then calls `step`: outputs,
+    final state, and gradients into the params and the initial state. With a restart input,
+    the restarts reset too (as in `step`); the reset mask here adds other steps (a reset at
+    t = 0 included), so both are exercised."""
+    model = MDNRNN(**{**kw, "reward_head": True, "done_head": True})
+    params = init_mdnrnn(jax.random.PRNGKey(0), model)
+    B, T = 3, 8
+    z, a, r = random_seq(jax.random.PRNGKey(1), model, B, T)
+    reset = jnp.zeros((B, T)).at[0, 0].set(1.0).at[1, 3].set(1.0).at[2, 6].set(0.7)
+    keys = jax.random.split(jax.random.PRNGKey(2), 4)
+    s0 = LSTMState(c=jax.random.normal(keys[0], (B, 16)), h=jax.random.normal(keys[1], (B, 16)))
+    w_mu, w_h = jax.random.normal(keys[2], (B, T, 4, 3)), jax.random.normal(keys[3], (B, 16))
+
+    def objective(state, out):
+        return (jnp.sum(w_mu * out.mu) + jnp.sum(out.logsigma**2) + jnp.sum(out.done_logit)
+                + jnp.sum(out.reward) + jnp.sum(state.c) + jnp.sum(jnp.tanh(state.h) * w_h))
+
+    def scanned(p, s):
+        state, out = model.apply(p, s, z, a, r, 3, reset_seq=reset)
+        return objective(state, out), (state, out)
+
+    def looped(p, s):
+        outs = []
+        for t in range(T):
+            keep = (reset[:, t] <= 0.5)[:, None].astype(jnp.float32)
+            s = LSTMState(c=s.c * keep, h=s.h * keep)
+            args = (z[:, t], a[:, t]) + (() if r is None else (r[:, t],))
+            s, o = model.apply(p, s, *args, method=MDNRNN.step)
+            outs.append(o)
+        out = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outs)
+        return objective(s, out), (s, out)
+
+    grad = partial(jax.value_and_grad, argnums=(0, 1), has_aux=True)
+    (v_scan, aux_scan), g_scan = jax.jit(grad(scanned))(params, s0)
+    (v_loop, aux_loop), g_loop = jax.jit(grad(looped))(params, s0)
+    np.testing.assert_allclose(v_scan, v_loop, rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(aux_scan), jax.tree.leaves(aux_loop), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    for x, y in zip(jax.tree.leaves(g_scan), jax.tree.leaves(g_loop), strict=True):
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5 * float(jnp.abs(y).max()))
+    # a reset (or restart) at t = 0 cuts a row off its initial state: no gradient flows into it
+    cut = np.asarray(reset[:, 0] > 0.5) | (np.asarray(r[:, 0] > 0.5) if r is not None else False)
+    assert cut[0]
+    d_s0 = np.abs(np.asarray(g_scan[1].c)).sum(-1) + np.abs(np.asarray(g_scan[1].h)).sum(-1)
+    np.testing.assert_array_equal(d_s0 > 0, ~cut)
+
+
 def test_jit_equals_eager():
     """`step` and `sample_next_z` agree jitted (as the dream runs them) and eager."""
     model = MDNRNN(**HEADS)

@@ -244,9 +244,9 @@ def test_loss_fn_jit_equals_eager(params32):
 
 
 def _carracing_frames(n: int) -> np.ndarray:
-    from dreamjax.envs.carracing import make_env, preprocess
+    from dreamjax.envs.carracing import make_raw_env, preprocess
 
-    env = make_env(fast=False)
+    env = make_raw_env(fast=False)  # gymnasium's own actions and 96x96 frames
     try:
         obs, _ = env.reset(seed=0)
         rng = np.random.default_rng(0)

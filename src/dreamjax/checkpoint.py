@@ -4,9 +4,11 @@ A checkpoint folder holds one sub-folder per saved step (`<ckpt_dir>/<step>/`), 
 orbax items: `state` (the arrays, e.g. `{"params", "opt_state"}`) and `meta` (a JSON dict).
 Orbax writes a step into `<step>.orbax-checkpoint-tmp-<time>/` and renames it when complete, so a
 write killed half-way leaves only a temporary folder that every function here ignores: the
-previous step stays the latest one. Saving is synchronous (the arrays are on disk when `save`
-returns), which keeps buffer donation in the training loop safe. Leaves must be arrays or
-scalars; store a typed PRNG key as `jax.random.key_data(key)`.
+previous step stays the latest one. A step that exists but cannot be read is skipped by
+`restore_readable`, which moves it aside and falls back to the previous one. Saving is
+synchronous (the arrays are on disk when `save` returns), which keeps buffer donation in the
+training loop safe. Leaves must be arrays or scalars; store a typed PRNG key as
+`jax.random.key_data(key)`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,9 +74,17 @@ def _manager(
     return ocp.CheckpointManager(path, options=options, item_handlers=_handlers())
 
 
+MAX_CAUSE_CHARS = 160
+"""Longest cause quoted in an error line (tensorstore appends kilobytes of spec JSON)."""
+
+
 def _first_line(err: BaseException) -> str:
+    """`Type: first line of the message`, without tensorstore's spec dump, capped in length."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    line = (text[0] if text else "").split(" [tensorstore_spec", 1)[0]
+    if len(line) > MAX_CAUSE_CHARS:
+        line = line[: MAX_CAUSE_CHARS - 3] + "..."
+    return f"{type(err).__name__}: {line}"
 
 
 def save(
@@ -186,6 +198,45 @@ def restore(
     return _restore(ckpt_dir, step, target_pytree)
 
 
+def restore_readable(ckpt_dir: str | Path, target_pytree: PyTree) -> tuple[PyTree, dict, int]:
+    """Restore the newest step that can be read: `(state, metadata, step)`.
+
+    Each newer step that cannot be read (`CheckpointError`) is moved aside to
+    `<ckpt_dir>/<step>.corrupt` (kept for inspection, no longer a step, so training can write
+    that step again), with one warning line on stderr naming it. If no step is readable nothing
+    is moved and `CheckpointError` names the folder and the first step's error.
+    """
+    steps = all_steps(ckpt_dir)
+    if not steps:
+        _resolve_step(ckpt_dir, None)  # the one-line FileNotFoundError for a missing/empty folder
+    bad: list[tuple[int, CheckpointError]] = []
+    for step in reversed(steps):
+        try:
+            state, meta = _restore(ckpt_dir, step, target_pytree)
+        except CheckpointError as e:
+            bad.append((step, e))
+            continue
+        for s, e in bad:
+            moved = _move_aside(ckpt_dir, s)
+            print(f"warning: {e}; moved it to {moved}, resuming from step {step}",
+                  file=sys.stderr)
+        return state, meta, step
+    raise CheckpointError(
+        f"{Path(ckpt_dir).absolute()}: no readable checkpoint (steps {steps}; newest: "
+        f"{bad[0][1]})"
+    )
+
+
+def _move_aside(ckpt_dir: str | Path, step: int) -> Path:
+    """Rename step `step`'s folder to `<step>.corrupt` (or `.corrupt.<n>` if that exists)."""
+    src = Path(ckpt_dir).absolute() / str(step)
+    dst, n = src.with_name(f"{step}.corrupt"), 1
+    while dst.exists():
+        dst, n = src.with_name(f"{step}.corrupt.{n}"), n + 1
+    os.replace(src, dst)
+    return dst
+
+
 def restore_raw(ckpt_dir: str | Path, step: int | None = None) -> tuple[PyTree, dict]:
     """Restore without a target: the saved structure with dicts for mappings and lists for
     sequences (tuples and optax states come back as lists), arrays on the default device."""
@@ -202,18 +253,6 @@ def restore_params(ckpt_dir: str | Path, step: int | None = None) -> PyTree:
     if not isinstance(state, dict) or "params" not in state:
         raise CheckpointError(f"{Path(ckpt_dir).absolute()}: checkpoint state has no 'params'")
     return state["params"]
-
-
-def restore_metadata(ckpt_dir: str | Path, step: int | None = None) -> dict:
-    """Only the JSON metadata of step `step` (default: latest)."""
-    step = _resolve_step(ckpt_dir, step)
-    with _quiet(), _manager(ckpt_dir, read_only=True) as mgr:
-        where = Path(mgr.directory) / str(step)
-        try:
-            out = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        except Exception as e:
-            raise CheckpointError(f"{where}: cannot read metadata ({_first_line(e)})") from e
-        return dict(out.meta or {})
 
 
 def tree_hash(pytree: PyTree) -> str:

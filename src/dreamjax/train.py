@@ -1,5 +1,6 @@
 """The one training loop V and M share: a jitted step, streaming batches, checkpoints, metrics,
-resume and a NaN guard; plus the two stage wrappers `train_vae` and `train_mdnrnn`.
+resume (falling back past a corrupt checkpoint) and a NaN guard. The stages that call it
+(`train_vae`, `train_mdnrnn`) are in `dreamjax.pipeline.training`.
 
 Step numbering: "step n" is the state after n optimizer updates. Update n (1-based) consumes the
 batch with index n-1 from `batches(start_step)` (whose first batch has index `start_step`) and
@@ -10,8 +11,6 @@ a killed-and-resumed run is bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,8 +25,7 @@ import optax
 from tqdm.auto import tqdm
 
 from dreamjax import checkpoint, io
-from dreamjax.config import MDNRNNConfig, VAEConfig
-from dreamjax.errors import NonFiniteLossError
+from dreamjax.errors import ConfigError, NonFiniteLossError
 
 PyTree = Any
 LossFn = Callable[..., tuple[jax.Array, Any]]
@@ -52,7 +50,8 @@ def _train_state(params: PyTree, opt_state: PyTree, carry: PyTree | None) -> dic
     return state
 
 
-def _key_data(key: jax.Array) -> list[int]:
+def key_words(key: jax.Array) -> list[int]:
+    """A PRNG key (typed or raw uint32) as a list of ints (JSON-able; a NumPy seed)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return [int(v) for v in np.asarray(key).ravel()]
@@ -81,6 +80,30 @@ def _make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, with_c
         return params, opt_state, carry, value, metrics
 
     return jax.jit(train_step, donate_argnums=(0, 1, 2))
+
+
+def _resume(ckpt_dir: str | Path, template: PyTree, desc: str) -> tuple[PyTree, dict, int]:
+    """(state, meta, step) of the newest readable checkpoint; names the stage to rerun if none."""
+    try:
+        state, meta, step = checkpoint.restore_readable(ckpt_dir, template)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(
+            f"{e}; delete {ckpt_dir} and rerun the {desc} stage (it starts again from step 0)"
+        ) from None
+    return state, meta, int(meta.get("step", step))
+
+
+def _nan_message(step: int, values: dict, desc: str, ckpt_dir: str | Path | None,
+                 hint: str) -> str:
+    """The NaN guard's line: where, the values, the checkpoint a rerun resumes from, what to do."""
+    last = checkpoint.latest_step(ckpt_dir) if ckpt_dir is not None else None
+    if last is None:
+        where = "no checkpoint yet (a rerun starts from step 0)"
+    else:
+        where = (f"last good checkpoint: step {last} in {Path(ckpt_dir) / str(last)} "
+                 f"(a rerun resumes from step {last})")
+    return (f"non-finite loss at step {step} in {desc} (loss={values['loss']}, "
+            f"grad_norm={values['grad_norm']}); {where}; {hint}")
 
 
 def _batch_items(batch: PyTree) -> int:
@@ -121,6 +144,7 @@ def fit(
     progress: bool = True,
     tensorboard_dir: str | Path | None = None,
     carry: PyTree | None = None,
+    nan_hint: str = "lower the learning rate",
 ) -> TrainResult:
     """Train `params` with `tx` on `loss_fn(params, batch, key) -> (loss, metrics)`.
 
@@ -136,9 +160,16 @@ def fit(
     NaN guard: device values are fetched only at log and checkpoint boundaries (no per-step
     host sync). At every boundary, before anything is saved, every update since the previous
     boundary is checked; the first update whose loss or gradient norm is NaN/inf raises
-    `NonFiniteLossError` naming its step. So a non-finite update n is reported at the first
-    multiple of `log_every` or `checkpoint_every` (or `num_steps`) that is >= n, no checkpoint
-    after step n-1 is ever written, and the last good checkpoint stays the latest.
+    `NonFiniteLossError`, one line naming `desc`, the step, the loss and gradient norm, the last
+    good checkpoint (or that there is none yet) and what to do (`nan_hint`, e.g. the flag to
+    lower). So a non-finite update n is reported at the first multiple of `log_every` or
+    `checkpoint_every` (or `num_steps`) that is >= n, no checkpoint after step n-1 is ever
+    written, and the last good checkpoint stays the latest: a rerun resumes from it.
+
+    Corrupt checkpoint: if the newest step in `ckpt_dir` cannot be restored, it is moved aside
+    (`checkpoint.restore_readable`, one warning line on stderr) and training resumes from the
+    newest readable one; if none is readable, `checkpoint.CheckpointError` (an `ArtifactError`)
+    names the folder and says to delete it and rerun `desc`.
 
     Carried state (truncated BPTT): with `carry` given, `loss_fn(params, carry, batch, key) ->
     (loss, (metrics, new_carry))`; `new_carry` (gradient stopped) is fed to the next step, saved
@@ -152,25 +183,27 @@ def fit(
             f"fit({desc}): need num_steps >= 0 and checkpoint_every, log_every, items_per_batch"
             f" >= 1; got {num_steps}, {checkpoint_every}, {log_every}, {items_per_batch}"
         )
-    key_data = _key_data(key)
+    key_data = key_words(key)
     with_carry = carry is not None
     params = jax.tree.map(jnp.array, params)  # private copies: the train step donates them
     carry = jax.tree.map(jnp.array, carry) if with_carry else None
     opt_state = tx.init(params)
     start, elapsed_before = 0, 0.0
     if ckpt_dir is not None and checkpoint.latest_step(ckpt_dir) is not None:
-        state, meta = checkpoint.restore(ckpt_dir, _train_state(params, opt_state, carry))
+        state, meta, start = _resume(ckpt_dir, _train_state(params, opt_state, carry), desc)
         params, opt_state = state["params"], state["opt_state"]
         carry = state.get("carry")
-        start = int(meta.get("step", checkpoint.latest_step(ckpt_dir)))
         elapsed_before = float(meta.get("elapsed_s", 0.0))
         if meta.get("key") is not None and meta["key"] != key_data:
-            raise ValueError(
+            raise ConfigError(
                 f"{ckpt_dir}: checkpoint was trained with another key; resume with the same "
                 "seed or delete the folder"
             )
         if start > num_steps:
-            raise ValueError(f"{ckpt_dir}: checkpoint is at step {start} > num_steps={num_steps}")
+            raise ConfigError(
+                f"{ckpt_dir}: checkpoint is at step {start} > num_steps={num_steps}; raise the "
+                f"step count or delete the folder to retrain {desc}"
+            )
 
     metrics_file = Path(metrics_path) if metrics_path is not None else None
     history: list[dict] = []
@@ -226,11 +259,7 @@ def fit(
             for n, loss_v, metrics_v in jax.device_get(pending):
                 values = {"loss": float(loss_v), **{k: float(v) for k, v in metrics_v.items()}}
                 if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {n} in {desc} (loss={values['loss']}, "
-                        f"grad_norm={values['grad_norm']}); last checkpoint: "
-                        f"{checkpoint.latest_step(ckpt_dir) if ckpt_dir else None} in {ckpt_dir}"
-                    )
+                    raise NonFiniteLossError(_nan_message(n, values, desc, ckpt_dir, nan_hint))
                 for k, v in values.items():
                     acc[k] = acc.get(k, 0.0) + v
                 acc_steps += 1
@@ -266,219 +295,3 @@ def fit(
         save(0, last_row)
     return TrainResult(params=params, opt_state=opt_state, step=num_steps, history=history,
                        carry=carry)
-
-
-# ----------------------------------------------------------------------------- stage wrappers
-
-
-def _seed_from_key(key: jax.Array) -> int:
-    """A data-order seed in [0, 2^31) derived from a key (on the host: nothing to compile)."""
-    return int(np.random.default_rng(_key_data(key)).integers(0, 2**31 - 1))
-
-
-def _finish(out: Path, result: TrainResult, info: dict) -> dict:
-    """Save the final params as their own checkpoint (`out/params`) and write `out/DONE.json`."""
-    if checkpoint.latest_step(out / "params") != result.step:
-        checkpoint.save(out / "params", result.step, {"params": result.params},
-                        {"step": result.step}, max_to_keep=1)
-    last = result.history[-1] if result.history else {}
-    done = {
-        **info,
-        "checkpoint": "params",
-        "steps": result.step,
-        "final": {k: v for k, v in last.items() if k not in ("step", "elapsed_s")},
-        "wall_s": last.get("elapsed_s"),
-    }
-    io.write_json(out / "DONE.json", done)
-    return done
-
-
-def train_vae(
-    key: jax.Array,
-    episodes_dir: str | Path,
-    out_dir: str | Path,
-    cfg: VAEConfig,
-    *,
-    progress: bool = True,
-    tensorboard_dir: str | Path | None = None,
-) -> TrainResult:
-    """Train V on every frame in `episodes_dir` (PAPER.md §1.3: Adam, constant lr, no clipping).
-
-    num_steps = ceil(epochs * total_frames / batch_size). Writes `out_dir/ckpt` (resumable
-    training state), `out_dir/metrics.jsonl`, `out_dir/params` (final params, a checkpoint
-    readable by `checkpoint.restore_params`) and, last, `out_dir/DONE.json` with steps, final
-    losses, wall time, `vae_id` (= `checkpoint.tree_hash(params)`) and the model config.
-    """
-    from dreamjax.data.batches import FrameBatches
-    from dreamjax.data.episodes import list_episodes
-    from dreamjax.models.vae import ConvVAE, init_vae, vae_loss_fn
-
-    files = list_episodes(episodes_dir)
-    if not files:
-        raise FileNotFoundError(f"{episodes_dir}: no ep_XXXXXX.npz episodes to train V on")
-    k_init, k_data, k_fit = jax.random.split(key, 3)
-    seed = _seed_from_key(k_data)
-    total_frames = FrameBatches(files, cfg.batch_size, seed, cfg.shuffle_episodes).num_frames
-    num_steps = max(1, math.ceil(cfg.epochs * total_frames / cfg.batch_size))
-    model = ConvVAE(z_dim=cfg.z_dim)
-    out = Path(out_dir)
-
-    def batches(start: int) -> Iterator[np.ndarray]:
-        return iter(FrameBatches(files, cfg.batch_size, seed, cfg.shuffle_episodes,
-                                 start_step=start))
-
-    result = fit(
-        k_fit,
-        loss_fn=functools.partial(vae_loss_fn, model=model, kl_tolerance=cfg.kl_tolerance),
-        params=jax.jit(init_vae, static_argnums=1)(k_init, cfg.z_dim),  # one compile
-        tx=optax.adam(cfg.learning_rate),
-        batches=batches,
-        num_steps=num_steps,
-        ckpt_dir=out / "ckpt",
-        metrics_path=out / "metrics.jsonl",
-        checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every,
-        desc="vae",
-        progress=progress,
-        tensorboard_dir=tensorboard_dir,
-    )
-    _finish(out, result, {
-        "stage": "vae",
-        "vae_id": checkpoint.tree_hash(result.params),
-        "model": {"z_dim": cfg.z_dim},
-        "frames": total_frames,
-        "episodes": len(files),
-    })
-    return result
-
-
-def tbptt_loss_fn(params, carry, batch, key, *, model, done_weight=10.0, reward_weight=1.0):
-    """M's loss on one `TBPTTBatches` chunk, starting from the carried `LSTMState` `carry`.
-
-    Same terms as `mdnrnn.mdnrnn_loss_fn` (z NLL on a fresh z ~ N(mu, sigma²), reward and done
-    heads), but the state is zeroed before the chunk when `reset` and inside it wherever
-    `restarts` marks an episode start, whatever `model.restart_input` (which only adds the flag
-    as an input). Returns (loss, (metrics, final state)).
-    """
-    from dreamjax.models.mdnrnn import MDNRNN, LSTMState, done_loss, mdn_log_prob, reward_loss
-
-    mu = jnp.asarray(batch["mu"], jnp.float32)
-    B, T1, Z = mu.shape
-    T = T1 - 1
-    z = mu + jnp.exp(jnp.asarray(batch["logvar"], jnp.float32) / 2.0) * jax.random.normal(
-        key, mu.shape, jnp.float32)
-    actions = jnp.asarray(batch["actions"], jnp.float32)
-    restarts = jnp.asarray(batch["restarts"], jnp.float32)
-    mask = jnp.asarray(batch["mask"], jnp.float32)
-    assert mask.shape == (B, T) and restarts.shape == (B, T1), (mask.shape, restarts.shape)
-    keep0 = (~jnp.asarray(batch["reset"], bool))[:, None].astype(jnp.float32)
-    state = LSTMState(c=carry.c * keep0, h=carry.h * keep0)
-
-    def body(state, xs):
-        z_t, a_t, r_t = xs  # (B, Z), (B, A), (B,)
-        keep = (r_t <= 0.5)[:, None].astype(jnp.float32)
-        state = LSTMState(c=state.c * keep, h=state.h * keep)
-        extra = (r_t,) if model.restart_input else ()
-        return model.apply(params, state, z_t, a_t, *extra, method=MDNRNN.step)
-
-    xs = (jnp.swapaxes(z[:, :T], 0, 1), jnp.swapaxes(actions[:, :T], 0, 1),
-          jnp.swapaxes(restarts[:, :T], 0, 1))
-    state, out = jax.lax.scan(body, state, xs)
-    out = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)  # fields (B, T, ...)
-    z_nll = -jnp.sum(mdn_log_prob(out, z[:, 1:]) * mask[..., None]) / (
-        jnp.maximum(jnp.sum(mask), 1.0) * Z)
-    loss, metrics = z_nll, {"z_nll": z_nll}
-    if model.reward_head:
-        r_loss = reward_loss(out.reward_parts, jnp.asarray(batch["rewards"])[:, :T], mask)
-        loss, metrics["reward_loss"] = loss + reward_weight * r_loss, r_loss
-    if model.done_head:
-        d_loss = done_loss(out.done_logit, jnp.asarray(batch["dones"])[:, :T], mask, done_weight)
-        loss, metrics["done_loss"] = loss + d_loss, d_loss
-    return loss, (metrics, state)
-
-
-def train_mdnrnn(
-    key: jax.Array,
-    series_dir: str | Path,
-    out_dir: str | Path,
-    cfg: MDNRNNConfig,
-    z_dim: int,
-    *,
-    action_dim: int = 3,
-    restart_input: bool = False,
-    progress: bool = True,
-    tensorboard_dir: str | Path | None = None,
-) -> TrainResult:
-    """Train M on the latent series in `series_dir` (PAPER.md §1.4; §2.4 with `cfg.tbptt`).
-
-    optax.chain(clip(grad_clip) by value, adam(lr)), `cfg.steps` steps. Without `tbptt`, batches
-    are `data.SequenceBatches` windows starting from the zero state (`mdnrnn.mdnrnn_loss_fn`);
-    with it, `TBPTTBatches` chunks with the LSTM state carried across chunks
-    (`tbptt_loss_fn`). `restart_input` (Doom) needs `tbptt`. Writes `out_dir/ckpt`,
-    `out_dir/metrics.jsonl`, `out_dir/params` and, last, `out_dir/DONE.json` with the model's
-    MDNRNN fields under "model", `mdnrnn_id` and the series' `vae_id`.
-    """
-    from dreamjax.data.batches import SequenceBatches, TBPTTBatches
-    from dreamjax.data.episodes import list_episodes, load_series
-    from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
-
-    files = list_episodes(series_dir)
-    if not files:
-        raise FileNotFoundError(f"{series_dir}: no ep_XXXXXX.npz series to train M on")
-    z_found = load_series(files[0])["mu"].shape[1]
-    if z_found != z_dim:
-        raise ValueError(f"{files[0]}: series have Z = {z_found}, expected z_dim={z_dim}")
-    if restart_input and not cfg.tbptt:
-        raise ValueError("train_mdnrnn: restart_input=True needs --mdnrnn.tbptt (random windows "
-                         "carry no episode-start flags)")
-    k_init, k_data, k_fit = jax.random.split(key, 3)
-    seed = _seed_from_key(k_data)
-    model = MDNRNN(z_dim=z_dim, action_dim=action_dim, hidden=cfg.hidden, n_mix=cfg.n_mix,
-                   restart_input=restart_input, reward_head=cfg.reward_head,
-                   done_head=cfg.done_head)
-    B, L = cfg.batch_size, cfg.seq_len
-    if cfg.tbptt:
-        TBPTTBatches(files, B, L, seed)  # validate sizes before training starts
-
-        def batches(start: int) -> Iterator[dict]:
-            return iter(TBPTTBatches(files, B, L, seed, start_step=start))
-
-        loss_fn = functools.partial(tbptt_loss_fn, model=model, done_weight=cfg.done_weight)
-        carry = model.initial_state((B,))
-    else:
-        def batches(start: int) -> Iterator[dict]:
-            return iter(SequenceBatches(files, B, L, seed, start_step=start))
-
-        loss_fn = functools.partial(mdnrnn_loss_fn, model=model, done_weight=cfg.done_weight)
-        carry = None
-    out = Path(out_dir)
-    result = fit(
-        k_fit,
-        loss_fn=loss_fn,
-        params=jax.jit(init_mdnrnn, static_argnums=1)(k_init, model),  # one compile
-        tx=optax.chain(optax.clip(cfg.grad_clip), optax.adam(cfg.learning_rate)),
-        batches=batches,
-        num_steps=cfg.steps,
-        ckpt_dir=out / "ckpt",
-        metrics_path=out / "metrics.jsonl",
-        checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every,
-        desc="mdnrnn",
-        items_per_batch=L,
-        progress=progress,
-        tensorboard_dir=tensorboard_dir,
-        carry=carry,
-    )
-    manifest = Path(series_dir) / "series.json"
-    vae_id = json.loads(manifest.read_text()).get("vae_id") if manifest.is_file() else None
-    fields = ("z_dim", "action_dim", "hidden", "n_mix", "restart_input", "reward_head",
-              "done_head")
-    _finish(out, result, {
-        "stage": "mdnrnn",
-        "mdnrnn_id": checkpoint.tree_hash(result.params),
-        "vae_id": vae_id,
-        "model": {f: getattr(model, f) for f in fields},
-        "tbptt": cfg.tbptt,
-        "episodes": len(files),
-    })
-    return result

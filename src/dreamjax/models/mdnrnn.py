@@ -6,10 +6,14 @@ Gaussian mixture over z_{t+1}; optional heads predict the step's reward and whet
 ends after this step.
 
 One transition body serves both uses: `MDNRNN.step` (the dream, one step) is
-`_input_proj` -> `_recurrent_step` -> `_head`, and `MDNRNN.__call__` (training, a sequence) is the
-same three functions with the input projection and the head batched over all T steps outside a
-`lax.scan` of `_recurrent_step`. Hoisting them is exact (they do not depend on the recurrence)
-and makes the sequence form much faster.
+`_input_proj` -> `ops.lstm.recurrent_step` -> `_head`, and `MDNRNN.__call__` (training, a
+sequence) is the same three functions with the input projection and the head batched over all T
+steps outside a scan of `recurrent_step` (`ops.lstm.lstm_scan`, with a hand-written backward
+pass). Hoisting them is exact (they do not depend on the recurrence) and makes the sequence
+form much faster. "Restart" (an input of Doom's M) and "reset" (zero the carried state where an
+episode starts) are separate: the sequence form takes a reset mask of its own, so one loss,
+`mdnrnn_carry_loss_fn`, serves random windows from the zero state and truncated-BPTT chunks
+from a carried state.
 
 Parameter layout follows the reference TF code (PAPER.md §3): `lstm_kernel` (D + H, 4H), rows
 [input D, then h H], columns i|j|f|o; `lstm_bias` (4H,); `output_w` (H, O), `output_b` (O,) with
@@ -19,8 +23,8 @@ glorot-uniform initialised, biases included (TF `get_variable` default).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -28,21 +32,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from dreamjax.models.ops.lstm import LSTMState, lstm_scan, recurrent_step
+
 Array = jax.Array
 
-FORGET_BIAS = 1.0
-"""Added to the forget gate pre-activation at run time (PAPER.md §1.4)."""
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 REWARD_OUTPUTS = 3
 """Reward head columns: [p(positive) logit, E[r | positive], E[r | not positive]]."""
-
-
-@struct.dataclass
-class LSTMState:
-    """LSTM carry; `c` and `h` each (..., H)."""
-
-    c: Array
-    h: Array
 
 
 @struct.dataclass
@@ -76,125 +72,6 @@ def _glorot_uniform_tf(key: Array, shape: tuple[int, ...], dtype: Any = jnp.floa
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
-def _cell(state: LSTMState, gates_x: Array, w_h: Array) -> tuple[LSTMState, tuple]:
-    """LSTM cell returning also its gate activations (σi, tanh j, σf, σo) for the backward pass."""
-    gates = gates_x + state.h @ w_h
-    i, j, f, o = jnp.split(gates, 4, axis=-1)
-    si, tj, sf, so = (
-        jax.nn.sigmoid(i),
-        jnp.tanh(j),
-        jax.nn.sigmoid(f + FORGET_BIAS),
-        jax.nn.sigmoid(o),
-    )
-    c = state.c * sf + si * tj
-    h = jnp.tanh(c) * so
-    return LSTMState(c=c, h=h), (si, tj, sf, so)
-
-
-def lstm_cell(state: LSTMState, gates_x: Array, w_h: Array) -> LSTMState:
-    """One LSTM step given the precomputed input part of the gates.
-
-    state: c, h (..., H); gates_x = x @ W_x + b (..., 4H); w_h (H, 4H). Columns i|j|f|o.
-    c' = c·σ(f + 1) + σ(i)·tanh(j); h' = tanh(c')·σ(o) (PAPER.md §1.4).
-    """
-    return _cell(state, gates_x, w_h)[0]
-
-
-def _keep(restart: Array | None, like: Array) -> Array | None:
-    """(...,) restart -> (..., 1) multiplier, 0 where restart > 0.5; None without restarts."""
-    return None if restart is None else (restart <= 0.5)[..., None].astype(like.dtype)
-
-
-def _restart_state(state: LSTMState, restart: Array | None) -> LSTMState:
-    """Zero c and h wherever restart (...,) > 0.5 (PAPER.md §2.4)."""
-    keep = _keep(restart, state.c)
-    return state if keep is None else LSTMState(c=state.c * keep, h=state.h * keep)
-
-
-def _recurrent_step_parts(
-    state: LSTMState, gates_x: Array, restart: Array | None, w_h: Array
-) -> tuple[LSTMState, tuple]:
-    """The recurrence shared by `step` and `__call__`: optional restart, then the LSTM cell."""
-    return _cell(_restart_state(state, restart), gates_x, w_h)
-
-
-def _recurrent_step(
-    state: LSTMState, gates_x: Array, restart: Array | None, w_h: Array
-) -> LSTMState:
-    """`_recurrent_step_parts` without the activations (what `MDNRNN.step` runs)."""
-    return _recurrent_step_parts(state, gates_x, restart, w_h)[0]
-
-
-def _lstm_scan_fwd(w_h, gates_x, restart, state, unroll):
-    """Scan `_recurrent_step_parts` over time; residuals for `_lstm_scan_bwd`."""
-
-    def body(carry: LSTMState, xs):
-        g_t, r_t = xs
-        carry, acts = _recurrent_step_parts(carry, g_t, r_t, w_h)
-        return carry, (carry.c, carry.h, jnp.concatenate(acts, axis=-1))
-
-    final, (cs, hs, acts) = jax.lax.scan(body, state, (gates_x, restart), unroll=unroll)
-    return (final, hs), (w_h, restart, state, cs, hs, acts)
-
-
-def _lstm_scan_bwd(unroll, res, cts):
-    """Reverse scan of the LSTM's analytic derivative, dW_h as one matmul after it.
-
-    Per step only dgates (B, 4H) and dh_prev = dgates @ W_hᵀ are computed; the weight gradient
-    Σ_t h_prevᵀ·dgates_t is one (H, T·B) x (T·B, 4H) matmul instead of T small accumulations.
-    """
-    w_h, restart, state, cs, hs, acts = res
-    d_final, dhs = cts
-    T, B, H = hs.shape
-    keep = _keep(restart, cs)  # (T, B, 1) or None
-    c_prev = jnp.concatenate([state.c[None], cs[:-1]], axis=0)
-    h_prev = jnp.concatenate([state.h[None], hs[:-1]], axis=0)
-    if keep is not None:
-        c_prev, h_prev = c_prev * keep, h_prev * keep
-    w_t = w_h.T
-
-    def body(carry: LSTMState, xs):
-        dh_t, c_t, c_p, a_t, k_t = xs
-        si, tj, sf, so = jnp.split(a_t, 4, axis=-1)
-        tc = jnp.tanh(c_t)
-        dh = carry.h + dh_t
-        dc = carry.c + dh * so * (1.0 - tc * tc)
-        dg = jnp.concatenate(
-            [
-                dc * tj * si * (1.0 - si),
-                dc * si * (1.0 - tj * tj),
-                dc * c_p * sf * (1.0 - sf),
-                dh * tc * so * (1.0 - so),
-            ],
-            axis=-1,
-        )
-        dc_p, dh_p = dc * sf, dg @ w_t
-        if k_t is not None:
-            dc_p, dh_p = dc_p * k_t, dh_p * k_t
-        return LSTMState(c=dc_p, h=dh_p), dg
-
-    d_state, dgs = jax.lax.scan(
-        body, d_final, (dhs, cs, c_prev, acts, keep), reverse=True, unroll=unroll
-    )
-    d_w = h_prev.reshape(T * B, H).T @ dgs.reshape(T * B, 4 * H)
-    d_restart = None if restart is None else jnp.zeros_like(restart)
-    return d_w, dgs, d_restart, d_state
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
-def lstm_scan(
-    w_h: Array, gates_x: Array, restart: Array | None, state: LSTMState, unroll: int = 1
-) -> tuple[LSTMState, Array]:
-    """Run the recurrence over time-major inputs: gates_x (T, B, 4H), restart (T, B) or None.
-
-    Returns (final state, hs (T, B, H)). Forward = scan of the same `_recurrent_step_parts` as
-    `MDNRNN.step`; the gradient is hand-written (`_lstm_scan_bwd`) for speed and tested against
-    autodiff of a loop over `MDNRNN.step`.
-    """
-    return _lstm_scan_fwd(w_h, gates_x, restart, state, unroll)[0]
-
-
-lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
 
 
 class MDNRNN(nn.Module):
@@ -298,9 +175,12 @@ class MDNRNN(nn.Module):
     def step(
         self, state: LSTMState, z: Array, a: Array, restart: Array | None = None
     ) -> tuple[LSTMState, MDNOutput]:
-        """One transition: z (..., Z), a (..., A), restart (...,) -> (state', out (...))."""
+        """One transition: z (..., Z), a (..., A), restart (...,) -> (state', out (...)).
+
+        With `restart_input`, restart is an input and also zeroes the state where it is > 0.5.
+        """
         gates_x = self._input_proj(self._inputs(z, a, restart))
-        state = _recurrent_step(state, gates_x, restart, self.lstm_kernel[self.input_dim :])
+        state = recurrent_step(state, gates_x, restart, self.lstm_kernel[self.input_dim :])
         return state, self._head(state.h)
 
     def __call__(
@@ -310,18 +190,38 @@ class MDNRNN(nn.Module):
         a_seq: Array,
         restart_seq: Array | None = None,
         unroll: int = 1,
+        reset_seq: Array | None = None,
     ) -> tuple[LSTMState, MDNOutput]:
         """Scan `step`'s body over time: z_seq (B, T, Z), a_seq (B, T, A), restart_seq (B, T).
 
-        Returns the final state and out with fields (B, T, ...).
+        reset_seq (B, T): zero the carried state before step t where reset_seq[:, t] > 0.5 (an
+        episode starts there), whether or not M has a restart input. A restart input also
+        resets, as in `step`, so the scan is a loop of `step` with `reset_seq` applied before
+        each step. Returns the final state and out with fields (B, T, ...).
         """
         if z_seq.ndim != 3:
             raise ValueError(f"mdnrnn.py: z_seq must be (B, T, Z), got {z_seq.shape}")
         x = jnp.swapaxes(self._inputs(z_seq, a_seq, restart_seq), 0, 1)  # (T, B, D)
-        restart = None if restart_seq is None else jnp.swapaxes(restart_seq, 0, 1)  # (T, B)
+        if reset_seq is not None:
+            if reset_seq.shape != z_seq.shape[:2]:
+                raise ValueError(
+                    f"mdnrnn.py: reset_seq {reset_seq.shape} must be {z_seq.shape[:2]}"
+                )
+            reset_seq = jnp.asarray(reset_seq, jnp.float32)  # the VJP's cotangent is float
+            if restart_seq is not None:
+                reset_seq = jnp.maximum(reset_seq, jnp.asarray(restart_seq, jnp.float32))
+        else:
+            reset_seq = restart_seq
+        reset = None if reset_seq is None else jnp.swapaxes(reset_seq, 0, 1)  # (T, B)
         w_h = self.lstm_kernel[self.input_dim :]
-        state, hs = lstm_scan(w_h, self._input_proj(x), restart, state, unroll)  # hs (T, B, H)
+        state, hs = lstm_scan(w_h, self._input_proj(x), reset, state, unroll)  # hs (T, B, H)
         return state, self._head(jnp.swapaxes(hs, 0, 1))
+
+
+MDNRNN_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(MDNRNN) if f.name not in ("parent", "name")
+)
+"""The fields that define an `MDNRNN`: a run folder records them, `MDNRNN(**d)` rebuilds it."""
 
 
 def init_mdnrnn(key: Array, model: MDNRNN) -> dict:
@@ -397,8 +297,9 @@ def done_loss(logit: Array, dones: Array, mask: Array, done_weight: float) -> Ar
     return _masked_mean(w * sigmoid_bce(logit, label), mask)
 
 
-def mdnrnn_loss_fn(
+def mdnrnn_carry_loss_fn(
     params: dict,
+    carry: LSTMState | None,
     batch: dict,
     key: Array,
     *,
@@ -406,14 +307,18 @@ def mdnrnn_loss_fn(
     done_weight: float = 10.0,
     reward_weight: float = 1.0,
     unroll: int = 1,
-) -> tuple[Array, dict]:
-    """M's training loss for `dreamjax.train.fit` (PAPER.md §1.4, §2.4).
+) -> tuple[Array, tuple[dict, LSTMState]]:
+    """M's training loss (PAPER.md §1.4, §2.4) from the LSTM state `carry` (None: zeros).
 
     batch: `mu`, `logvar` (B, T+1, Z); `actions` (B, T+1, A); `rewards` (B, T+1); `dones`
-    (B, T+1) bool; `restarts` (B, T+1) when `model.restart_input`; optional `mask` (B, T) of valid
-    target steps. z = mu + exp(logvar/2)·ε is resampled per call; inputs are steps 0..T-1, the
-    z targets steps 1..T, the reward/done targets rewards[t]/dones[t] for input step t.
-    Starts from the zero state. Returns (loss, {"z_nll", ["reward_loss"], ["done_loss"]}).
+    (B, T+1) bool; optional `mask` (B, T) of valid target steps; optional `restarts` (B, T+1),
+    1 on an episode's first step: the state is zeroed there (whatever `model.restart_input`,
+    which also feeds it as an input and then requires it); optional `reset` (B,) bool: zero
+    `carry` before the chunk (a truncated-BPTT epoch start). z = mu + exp(logvar/2)·ε is
+    resampled per call; inputs are steps 0..T-1, the z targets steps 1..T, the reward/done
+    targets rewards[t]/dones[t] for input step t. The recurrence is `MDNRNN.__call__`'s fast
+    scan with its hand-written gradient. Returns (loss, ({"z_nll", ["reward_loss"],
+    ["done_loss"]}, final state)): the form `dreamjax.train.fit` takes with a carry.
     """
     for name in ("mu", "logvar", "actions"):
         if name not in batch:
@@ -433,14 +338,22 @@ def mdnrnn_loss_fn(
     mask = jnp.ones((B, T), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     if mask.shape != (B, T):
         raise ValueError(f"mdnrnn.py: mask must be (B, T) = {(B, T)}, got {mask.shape}")
-    restart = None
-    if model.restart_input:
-        if "restarts" not in batch:
-            raise ValueError("mdnrnn.py: batch is missing 'restarts' (model.restart_input=True)")
-        restart = jnp.asarray(batch["restarts"], jnp.float32)[:, :T]
+    if model.restart_input and "restarts" not in batch:
+        raise ValueError("mdnrnn.py: batch is missing 'restarts' (model.restart_input=True)")
+    restarts = batch.get("restarts")
+    restarts = None if restarts is None else jnp.asarray(restarts, jnp.float32)[:, :T]
+    reset = restarts
+    if "reset" in batch:
+        first = jnp.asarray(batch["reset"], bool)
+        if first.shape != (B,):
+            raise ValueError(f"mdnrnn.py: reset must be (B,) = {(B,)}, got {first.shape}")
+        reset = jnp.zeros((B, T), jnp.float32) if reset is None else reset
+        reset = reset.at[:, 0].max(first.astype(jnp.float32))
+    state = model.initial_state((B,)) if carry is None else carry
+    restart_input = restarts if model.restart_input else None
 
-    _, out = model.apply(
-        params, model.initial_state((B,)), z[:, :T], actions[:, :T], restart, unroll
+    state, out = model.apply(
+        params, state, z[:, :T], actions[:, :T], restart_input, unroll, reset
     )
     z_nll = -jnp.sum(mdn_log_prob(out, z[:, 1:]) * mask[..., None]) / (
         jnp.maximum(jnp.sum(mask), 1.0) * model.z_dim
@@ -460,4 +373,14 @@ def mdnrnn_loss_fn(
         d_loss = done_loss(out.done_logit, jnp.asarray(batch["dones"])[:, :T], mask, done_weight)
         loss = loss + d_loss
         metrics["done_loss"] = d_loss
+    return loss, (metrics, state)
+
+
+def mdnrnn_loss_fn(
+    params: dict, batch: dict, key: Array, *, model: MDNRNN, **kwargs: Any
+) -> tuple[Array, dict]:
+    """`mdnrnn_carry_loss_fn` (same keyword arguments) from the zero state, without the final
+    state: (loss, metrics), the form `dreamjax.train.fit` takes for independent windows
+    (`data.SequenceBatches`)."""
+    loss, (metrics, _) = mdnrnn_carry_loss_fn(params, None, batch, key, model=model, **kwargs)
     return loss, metrics
