@@ -10,10 +10,9 @@ import numpy as np
 import optax
 import pytest
 
+from dreamjax.models.ops.conv import conv_s2, conv_transpose_s2
 from dreamjax.models.vae import (
     ConvVAE,
-    conv_s2,
-    conv_transpose_s2,
     init_vae,
     resolve_impl,
     vae_loss,
@@ -137,7 +136,7 @@ def test_stride1_forms_equal_lax_conv(monkeypatch, im2col, chunk_floats):
     is zero-padded)."""
     from jax import lax
 
-    from dreamjax.models import vae
+    from dreamjax.models.ops import conv as vae
 
     monkeypatch.setattr(vae, "_CHUNK_FLOATS", chunk_floats)
     monkeypatch.setattr(vae, "_CHUNK_BACKENDS", (jax.default_backend(),))
@@ -166,7 +165,7 @@ def test_stride1_forms_equal_lax_conv(monkeypatch, im2col, chunk_floats):
 def test_chunked_layers_equal_reference(monkeypatch):
     """The VAE's conv and transposed-conv layers run in batch chunks (budget forced small: one
     frame per chunk) and equal nn.Conv / nn.ConvTranspose, forward and both gradients."""
-    from dreamjax.models import vae
+    from dreamjax.models.ops import conv as vae
 
     monkeypatch.setattr(vae, "_CHUNK_FLOATS", 5000)
     monkeypatch.setattr(vae, "_CHUNK_BACKENDS", (jax.default_backend(),))

@@ -1,6 +1,7 @@
 """C: the controller, a = tanh(W x + b) on an observation vector x (PAPER.md §1.5, §2.6).
 
-One Linen module covers every configuration; `controller_for` names them:
+One Linen module covers every configuration; `controller_for` names them, and
+`controller_spec` adds what C reads from M (obs mode and size) as a hashable `ControllerSpec`:
 
 | kind       | obs x            | layers                 | params (Z=32, H=256 / Z=64, H=512) |
 |------------|------------------|------------------------|------------------------------------|
@@ -17,6 +18,7 @@ Flat vectors: evosax flattens a parameter pytree with `jax.flatten_util.ravel_py
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -83,19 +85,55 @@ def make_obs(mode: str, z: jax.Array, c: jax.Array, h: jax.Array) -> jax.Array:
 
 
 def controller_for(
-    kind: str, z_dim: int = 32, hidden_size: int = 256, *, action_dim: int | None = None,
-    hidden_units: int = 40,
+    kind: str, *, action_dim: int | None = None, hidden_units: int = 40
 ) -> Controller:
     """The paper's controller configurations by name (see the module table).
 
-    `z_dim`, `hidden_size` only document the observation (use `obs_dim`); `action_dim` defaults
-    to 3 (CarRacing) and to 1 for `zch` (Doom); `hidden_units` is the `z-hidden` layer width.
+    The observation's size is not part of the module (see `obs_dim`); `action_dim` defaults to 3
+    (CarRacing) and to 1 for `zch` (Doom); `hidden_units` is the `z-hidden` layer width.
     """
     _check_kind(kind)
     if kind == "zch":
         return Controller(action_dim=action_dim or 1, hidden=0, use_bias=False)
     hidden = hidden_units if kind == "z-hidden" else 0
     return Controller(action_dim=action_dim or 3, hidden=hidden, use_bias=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSpec:
+    """Everything about C but its parameters: the kind, the Linen module, which features it reads
+    (`obs_mode`) and their length `obs_dim`. Hashable, so it can be a static jit argument."""
+
+    kind: str
+    controller: Controller
+    obs_mode: str
+    obs_dim: int
+
+    @property
+    def num_params(self) -> int:
+        return num_params(self.controller, self.obs_dim)
+
+    def zeros(self) -> Any:
+        """All-zero parameters (the CMA-ES start)."""
+        return zeros_params(self.controller, self.obs_dim)
+
+    def unravel(self, flat: jax.Array) -> Any:
+        """Flat (N,) vector in evosax's order -> param pytree."""
+        return unravel_fn(self.controller, self.obs_dim)(flat)
+
+
+def controller_spec(
+    kind: str, z_dim: int, hidden_size: int, *, action_dim: int | None = None,
+    hidden_units: int = 40,
+) -> ControllerSpec:
+    """The spec of a controller kind acting on M's features: z (Z,), LSTM c and h (H,)."""
+    mode = obs_mode(kind)
+    return ControllerSpec(
+        kind=kind,
+        controller=controller_for(kind, action_dim=action_dim, hidden_units=hidden_units),
+        obs_mode=mode,
+        obs_dim=obs_dim_for_mode(mode, z_dim, hidden_size),
+    )
 
 
 def init_controller(key: jax.Array, controller: Controller, obs_size: int) -> Any:
