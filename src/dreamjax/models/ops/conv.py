@@ -7,7 +7,8 @@ of every position with all taps + a shifted sum, whichever moves fewer bytes per
 (`_prefer_im2col`); on CPU it runs in batch chunks sized for the cache (`_CHUNK_FLOATS`). No
 dilated convolution is used anywhere: XLA:CPU runs those (transposed convs, input gradients of
 strided convs) in a slow generic loop. `_dense_taps` (inside `conv_transpose_s2`) is the
-1x1-input decoder layer as one GEMM per tap. Kernels keep the `nn.Conv` / `nn.ConvTranspose` layout (kh, kw, in, out).
+1x1-input decoder layer as one GEMM per tap. Kernels keep the `nn.Conv` / `nn.ConvTranspose`
+layout (kh, kw, in, out).
 """
 
 from __future__ import annotations
