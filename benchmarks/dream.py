@@ -11,7 +11,7 @@ paper's linear controller on [z, h]. Reported, all measured in this run:
   overhead inside it; ask + tell alone for pycma-style lazy and evosax's every-generation
   eigendecomposition;
 - a PyTorch batched-loop reference of the same dream (skipped when torch is not importable);
-- real-env steps/s of `dreamjax.envs.pool.EnvPool` with 1 and 2 workers (if present).
+- real-env steps/s of `dreamjax.envs.pool.EnvPool` (fast CarRacing) with 1 and 2 workers.
 
     python benchmarks/dream.py                    # paper size
     python benchmarks/dream.py --steps 200        # shorter rollouts (numbers scaled to 1000)
@@ -20,6 +20,7 @@ paper's linear controller on [z, h]. Reported, all measured in this run:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import time
@@ -30,8 +31,12 @@ import numpy as np
 
 from dreamjax.dream.env import DreamEnv, random_dream_params
 from dreamjax.dream.rollout import population_rollouts
-from dreamjax.es.evolve import dream_evaluate, make_chunk_fn, make_strategy, strategy_params
-from dreamjax.models.controller import controller_for, obs_dim, zeros_params
+from dreamjax.envs.carracing import make_env
+from dreamjax.envs.pool import EnvPool, EpisodeSpec
+from dreamjax.es.dream import dream_evaluate
+from dreamjax.es.generation import make_chunk_fn
+from dreamjax.es.strategies import make_strategy, strategy_params
+from dreamjax.models.controller import controller_spec
 
 
 def best_time(fn, reps: int) -> float:
@@ -116,12 +121,8 @@ def torch_dream(P: int, R: int, T: int, params, tau: float, sampler: str) -> flo
     return best_time(run, 1)
 
 
-def real_env_rate(workers: int, episodes: int, steps: int) -> float | None:
-    """Env-steps/s of EnvPool with `workers` processes and a random policy, or None."""
-    try:
-        from dreamjax.envs.pool import EnvPool, EpisodeSpec
-    except ImportError:
-        return None
+def real_env_rate(workers: int, episodes: int, steps: int) -> float:
+    """Env-steps/s of EnvPool (fast CarRacing) with `workers` processes and a random policy."""
 
     class RandomPolicy:
         def __init__(self) -> None:
@@ -134,7 +135,8 @@ def real_env_rate(workers: int, episodes: int, steps: int) -> float | None:
             return self.rng.uniform(-1, 1, size=(frames.shape[0], 3)).astype(np.float32)
 
     specs = [EpisodeSpec(seed=i) for i in range(episodes)]
-    with EnvPool(num_workers=workers, max_steps=steps) as pool:
+    env_fn = functools.partial(make_env, fast=True, max_episode_steps=steps)
+    with EnvPool(env_fn, num_workers=workers) as pool:
         pool.run(specs[:workers], RandomPolicy())  # warm-up (spawn, imports, track build)
         t0 = time.perf_counter()
         res = pool.run(specs, RandomPolicy())
@@ -159,9 +161,9 @@ def main() -> None:
     env = DreamEnv()
     dp = random_dream_params(jax.random.key(0), temperature=args.temperature, max_steps=T)
     m = dp.model
-    ctrl = controller_for("zh", m.z_dim, m.hidden)
-    o = obs_dim("zh", m.z_dim, m.hidden)
-    solution = zeros_params(ctrl, o)
+    spec = controller_spec("zh", m.z_dim, m.hidden, action_dim=m.action_dim)
+    ctrl = spec.controller
+    solution = spec.zeros()
     pop = jax.tree.map(
         lambda x: 0.1 * jax.random.normal(jax.random.key(1), (P, *x.shape)), solution)
 
@@ -259,9 +261,7 @@ def main() -> None:
     if not args.no_real:
         print("\nReal CarRacing-v3 through EnvPool (random policy, 4 episodes x 200 steps):")
         for w in (1, 2):
-            r = real_env_rate(w, 4, 200)
-            print(f"  {w} worker(s): " + ("skipped (no dreamjax.envs.pool)" if r is None
-                                         else f"{r:7.1f} env-steps/s"))
+            print(f"  {w} worker(s): {real_env_rate(w, 4, 200):7.1f} env-steps/s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 from dreamjax.models.controller import (
     Controller,
     controller_for,
+    controller_spec,
     from_paper_vector,
     init_controller,
     make_obs,
@@ -29,14 +30,30 @@ CASES = [  # kind, z_dim, hidden_size, obs_dim, params (PAPER.md §1.5, §2.6)
 
 @pytest.mark.parametrize(("kind", "z", "h", "o", "n"), CASES)
 def test_paper_parameter_counts(kind, z, h, o, n):
-    c = controller_for(kind, z, h)
+    c = controller_for(kind)
     assert obs_dim(kind, z, h) == o
     assert num_params(c, o) == n
+    spec = controller_spec(kind, z, h)
+    assert (spec.controller, spec.obs_dim, spec.num_params) == (c, o, n)
+    assert spec.obs_mode == {"z-hidden": "z"}.get(kind, kind)
+
+
+def test_controller_spec_is_static_and_unravels_flat_vectors():
+    """A spec built twice is equal and hashes equal (one jit cache entry); unravel inverts
+    ravel_params; the action size follows M's when given."""
+    spec = controller_spec("zh", 4, 8, action_dim=2)
+    assert spec == controller_spec("zh", 4, 8, action_dim=2)
+    assert hash(spec) == hash(controller_spec("zh", 4, 8, action_dim=2))
+    assert spec.controller.action_dim == 2 and spec.obs_dim == 12 and spec.num_params == 26
+    params = init_controller(jax.random.key(1), spec.controller, spec.obs_dim)
+    jax.tree.map(np.testing.assert_array_equal, spec.unravel(ravel_params(params)), params)
+    jax.tree.map(np.testing.assert_array_equal, spec.zeros(),
+                 zeros_params(spec.controller, spec.obs_dim))
 
 
 @pytest.mark.parametrize(("kind", "z", "h", "o", "n"), CASES)
 def test_flat_round_trips(kind, z, h, o, n):
-    c = controller_for(kind, z, h)
+    c = controller_for(kind)
     params = init_controller(jax.random.key(0), c, o)
     flat = ravel_params(params)
     assert flat.shape == (n,)
@@ -74,7 +91,7 @@ def test_hidden_layer_layout_matches_reference():
 
 
 def test_zero_params_act_zero_and_doom_has_no_bias():
-    c = controller_for("zch", 64, 512)
+    c = controller_for("zch")
     assert c == Controller(action_dim=1, hidden=0, use_bias=False)
     p = zeros_params(c, 1088)
     assert set(p["params"]["out"]) == {"kernel"}

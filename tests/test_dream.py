@@ -1,7 +1,7 @@
 """The dream (M as a gymnax env) and population rollouts: shapes under jit + vmap, the paper's
-step timing, done threshold, truncation, gymnax auto-reset and wrappers, vmap == loop."""
+step timing, done threshold, truncation, gymnax auto-reset and wrappers, vmap == loop, the
+recorded trajectory, and the dream loaded from a run folder."""
 
-import json
 from functools import partial
 
 import jax
@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 from gymnax.wrappers.purerl import FlattenObservationWrapper, LogWrapper
 
-from dreamjax import checkpoint
-from dreamjax.dream.env import DreamEnv, make_dream_params, random_dream_params, render
-from dreamjax.dream.rollout import population_rollouts, rollout, rollout_keys
+from dreamjax import checkpoint, io
+from dreamjax.agent import make_world_model
+from dreamjax.config import ControllerConfig
+from dreamjax.dream.env import DreamEnv, make_dream_params, random_dream_params
+from dreamjax.dream.rollout import population_rollouts, rollout, rollout_keys, trajectory
+from dreamjax.errors import ArtifactError
 from dreamjax.models.controller import controller_for, init_controller, obs_dim
 from dreamjax.models.mdnrnn import MDNRNN, MDNOutput, init_mdnrnn, sample_next_z
+from dreamjax.pipeline import artifacts
+from dreamjax.pipeline.run import RunFolder
 
 SMALL = MDNRNN(z_dim=4, action_dim=3, hidden=8, n_mix=3, reward_head=True, done_head=True)
 ENV = DreamEnv()
@@ -236,35 +241,56 @@ def test_antithetic_pairs_share_episodes_and_return_stops_at_termination():
     np.testing.assert_allclose(res.returns[0, 0], total, rtol=1e-5)
 
 
-def test_params_from_run_loads_checkpoint_and_latent_bank(tmp_path):
+def test_trajectory_records_the_rollout_episode():
+    """`trajectory` plays `rollout`'s episode (same keys): without termination its rewards sum to
+    the rollout's return; states[t] is the state action t was taken in (states[0]: the reset)."""
+    env = DreamEnv()
+    p = small_params(done_bias=-50.0, max_steps=100)
+    c, pop = _policy_setup()
+    params0 = jax.tree.map(lambda x: x[0], pop)
+    key = jax.random.key(3)
+    states, r, term = jax.jit(lambda k, pp, ep: trajectory(k, env, ep, c.apply, pp, 6))(
+        key, params0, p)
+    assert states.z.shape == (6, 4) and r.shape == (6,) and not bool(term.any())
+    res = jax.jit(lambda k, pp, ep: rollout(k, env, ep, c.apply, pp, 6))(key, params0, p)
+    np.testing.assert_allclose(r.sum(), res.returns, rtol=1e-5)
+    _, s0 = reset_env(jax.random.split(key)[0], p)
+    np.testing.assert_array_equal(states.z[0], s0.z)
+    np.testing.assert_array_equal(states.time, np.arange(6))
+
+
+def test_dream_params_from_a_run_folder(tmp_path):
+    """`pipeline.artifacts` (the dream does no file I/O): M from mdnrnn/DONE.json and the
+    checkpoint it points to, the latent bank from series/; missing or mismatched files raise
+    ArtifactError naming the file and the stage to rerun."""
+    run = RunFolder(tmp_path)
     mp = init_mdnrnn(jax.random.key(4), SMALL)
     checkpoint.save(tmp_path / "mdnrnn" / "ckpt", 6, {"params": mp, "opt_state": {"n": 1}})
     fields = {"z_dim": 4, "action_dim": 3, "hidden": 8, "n_mix": 3, "reward_head": True,
               "done_head": True}
-    (tmp_path / "mdnrnn" / "DONE.json").write_text(json.dumps({"model": fields}))
-    with pytest.raises(FileNotFoundError, match="initial_latents"):
-        DreamEnv.params_from_run(tmp_path)
-    (tmp_path / "series").mkdir()
+    done = {"model": fields, "checkpoint": "ckpt", "mdnrnn_id": "m0"}
+    io.write_json(tmp_path / "mdnrnn" / "DONE.json", done)
+    mdn, params, mdn_id = artifacts.load_mdnrnn(run)
+    assert mdn == SMALL and mdn_id == "m0"
+    jax.tree.map(np.testing.assert_array_equal, params, mp)
+    wm = make_world_model(None, None, mdn, params, "zh")
+    with pytest.raises(ArtifactError, match=r"initial_latents.npz.*rerun the encode stage"):
+        artifacts.load_dream_params(run, wm)
     mu = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
-    np.savez(tmp_path / "series" / "initial_latents.npz", mu=mu, logvar=mu * 0 - 1)
-    p = DreamEnv.params_from_run(tmp_path, temperature=1.15, max_steps=77)
-    assert p.model == SMALL and int(p.max_steps_in_episode) == 77
+    io.save_npz(tmp_path / "series" / "initial_latents.npz", mu=mu, logvar=mu * 0 - 1)
+    p = artifacts.load_dream_params(run, wm, temperature=1.15, max_steps=77)
+    assert p.model == SMALL and int(p.max_steps_in_episode) == 77 and p.obs_mode == "zh"
     np.testing.assert_allclose(float(p.temperature), 1.15)
     np.testing.assert_array_equal(p.init_mu, mu)
     jax.tree.map(np.testing.assert_array_equal, p.mdn_params, mp)
-    (tmp_path / "mdnrnn" / "DONE.json").write_text(json.dumps({**fields, "hidden": 16}))
-    with pytest.raises(ValueError, match="do not match"):
-        DreamEnv.params_from_run(tmp_path)
-    with pytest.raises(FileNotFoundError, match="DONE.json"):
-        DreamEnv.params_from_run(tmp_path / "nope")
-
-
-def test_render_decodes_latents_with_vae():
-    from dreamjax.models.vae import ConvVAE
-
-    z = jax.random.normal(jax.random.key(1), (3, 4))
-    vp = jax.jit(partial(ConvVAE(z_dim=4).init, method=ConvVAE.decode))(jax.random.key(0), z)
-    frames = render(vp, z)
-    assert frames.shape == (3, 64, 64, 3) and frames.dtype == np.uint8
-    ref = ConvVAE(z_dim=4).apply(vp, z, method=ConvVAE.decode)
-    np.testing.assert_allclose(frames, np.round(np.asarray(ref) * 255), atol=1)
+    io.write_json(tmp_path / "mdnrnn" / "DONE.json", {**done, "model": {**fields, "hidden": 16}})
+    with pytest.raises(ArtifactError, match=r"DONE.json: .*do not match.*rerun the mdnrnn") as e:
+        artifacts.load_mdnrnn(run)
+    assert "\n" not in str(e.value)  # one line
+    io.write_json(tmp_path / "mdnrnn" / "DONE.json", {**done, "checkpoint": "gone"})
+    with pytest.raises(ArtifactError, match=r"gone.*rerun the mdnrnn stage"):
+        artifacts.load_mdnrnn(run)
+    with pytest.raises(ArtifactError, match=r"vae/DONE.json: missing; rerun the vae stage"):
+        artifacts.load_world_model(run, ControllerConfig("zh"))
+    with pytest.raises(ArtifactError, match=r"nope/mdnrnn/DONE.json: missing"):
+        artifacts.load_mdnrnn(RunFolder(tmp_path / "nope"))

@@ -1,1 +1,2 @@
-"""The dream: M as a gymnax environment, and population rollouts inside it (PAPER.md §2.5)."""
+"""The dream: M as a gymnax environment (`env`, no file I/O) and population rollouts inside it
+(`rollout`), PAPER.md §2.5."""

@@ -1,10 +1,12 @@
-"""The dream: M used as a gymnax environment (PAPER.md §2.5), plus V's decoder to watch it.
+"""The dream: M used as a gymnax environment (PAPER.md §2.5). No file I/O: the run folder's
+artifacts are loaded by `dreamjax.pipeline.artifacts.load_dream_params`.
 
 `DreamEnv` is a `gymnax.environments.environment.Environment` whose dynamics are the MDN-RNN:
 
 - reset: z_0 = mu + exp(logvar / 2)·eps from a uniformly chosen entry of a bank of real
   first-frame latents, zero LSTM state (and restart = 1 for an M with a restart input).
-- step(a): feed (z_t, a_t) to `MDNRNN.step`; z_{t+1} ~ M's mixture at temperature τ
+- step(a): feed (z_t, a_t) to M's transition (`dreamjax.agent.m_step`, the same function the
+  real-env agent steps M with); z_{t+1} ~ M's mixture at temperature τ
   (`sample_next_z`); reward from M's reward head (or +1 per step, Doom's rule, `reward_mode=
   "survival"`); terminated = done_logit > 0, a deterministic threshold with no τ (PAPER.md §2.5
   step 4); truncated = time >= max_steps_in_episode.
@@ -22,8 +24,6 @@ controller in the real env and its car dream (`carracing/dream_env.py`) has rewa
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,13 +32,11 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from dreamjax.agent import check_mdn_params, m_step
 from dreamjax.models.controller import OBS_MODES, make_obs, obs_dim_for_mode
 from dreamjax.models.mdnrnn import MDNRNN, LSTMState, init_mdnrnn, sample_next_z
 
 REWARD_MODES: tuple[str, ...] = ("head", "survival")
-MODEL_FIELDS: tuple[str, ...] = (
-    "z_dim", "action_dim", "hidden", "n_mix", "restart_input", "reward_head", "done_head",
-)
 
 
 @struct.dataclass
@@ -113,7 +111,7 @@ def make_dream_params(
         raise ValueError(f"dream: temperature must be > 0, got {temperature}")
     if int(max_steps) < 1:
         raise ValueError(f"dream: max_steps must be >= 1, got {max_steps}")
-    _check_mdn_params(model, mdn_params, "dream")
+    check_mdn_params(model, mdn_params, "dream")
     return DreamParams(
         mdn_params=mdn_params,
         init_mu=init_mu,
@@ -124,16 +122,6 @@ def make_dream_params(
         obs_mode=obs_mode,
         reward_mode=reward_mode,
     )
-
-
-def _check_mdn_params(model: MDNRNN, mdn_params: Any, where: str) -> None:
-    """M's parameter shapes must match its config."""
-    expect = jax.eval_shape(lambda: init_mdnrnn(jax.random.key(0), model))
-    got = jax.tree.map(lambda x: tuple(np.shape(x)), mdn_params)
-    want = jax.tree.map(lambda s: tuple(s.shape), expect)
-    if got != want:
-        raise ValueError(f"{where}: M's parameters do not match its config {model}: "
-                         f"got shapes {got}, expected {want}")
 
 
 class DreamEnv(environment.Environment[DreamState, DreamParams]):
@@ -180,10 +168,7 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         action = jnp.asarray(action, jnp.float32)
         if action.shape != (model.action_dim,):
             raise ValueError(f"dream: action must be ({model.action_dim},), got {action.shape}")
-        extra = (state.restart,) if model.restart_input else ()
-        lstm, out = model.apply(
-            params.mdn_params, state.lstm, state.z, action, *extra, method=MDNRNN.step
-        )
+        lstm, out = m_step(model, params.mdn_params, state.lstm, state.z, action, state.restart)
         z = sample_next_z(key, out, params.temperature)
         reward = out.reward if params.reward_mode == "head" else jnp.float32(1.0)
         terminated = out.done_logit > 0.0 if model.done_head else jnp.bool_(False)
@@ -219,64 +204,6 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         dim = obs_dim_for_mode(params.obs_mode, params.model.z_dim, params.model.hidden)
         return spaces.Box(-jnp.inf, jnp.inf, (dim,), jnp.float32)
 
-    @staticmethod
-    def params_from_run(
-        run_dir: str | Path,
-        *,
-        temperature: float = 1.0,
-        max_steps: int = 1000,
-        obs_mode: str = "zh",
-        reward_mode: str = "head",
-    ) -> DreamParams:
-        """Load a dream from a run folder:
-
-        - `run_dir/mdnrnn/DONE.json`: M's config (MDNRNN field names, top level or under
-          "model"); optional "checkpoint" (folder relative to `run_dir/mdnrnn/`).
-        - the orbax checkpoint of M's params (`dreamjax.checkpoint.restore_params`): the
-          "checkpoint" folder, else the first of `mdnrnn/ckpt`, `mdnrnn/checkpoints`, `mdnrnn/`
-          that holds a finished step.
-        - `run_dir/series/initial_latents.npz`: `mu`, `logvar` (N, Z).
-        """
-        from dreamjax import checkpoint
-
-        run_dir = Path(run_dir)
-        done = run_dir / "mdnrnn" / "DONE.json"
-        if not done.is_file():
-            raise FileNotFoundError(f"{done}: no finished M in this run folder (run the mdnrnn "
-                                    "stage first)")
-        meta = json.loads(done.read_text())
-        model = model_from_meta(meta, str(done))
-        candidates = [done.parent / meta["checkpoint"]] if "checkpoint" in meta else [
-            done.parent / "ckpt", done.parent / "checkpoints", done.parent]
-        ckpt = next((c for c in candidates if checkpoint.latest_step(c) is not None), None)
-        if ckpt is None:
-            raise FileNotFoundError(f"{done.parent}: no finished M checkpoint in "
-                                    f"{[str(c) for c in candidates]}")
-        mdn_params = checkpoint.restore_params(ckpt)
-        if not (isinstance(mdn_params, dict) and set(mdn_params) == {"params"}):
-            mdn_params = {"params": mdn_params}
-        _check_mdn_params(model, mdn_params, str(ckpt))
-        latents = run_dir / "series" / "initial_latents.npz"
-        if not latents.is_file():
-            raise FileNotFoundError(f"{latents}: missing bank of initial latents (run the encode "
-                                    "stage)")
-        with np.load(latents) as f:
-            if "mu" not in f or "logvar" not in f:
-                raise ValueError(f"{latents}: needs arrays 'mu' and 'logvar' (N, Z)")
-            mu, logvar = f["mu"], f["logvar"]
-        return make_dream_params(
-            model, mdn_params, mu, logvar, temperature=temperature, max_steps=max_steps,
-            obs_mode=obs_mode, reward_mode=reward_mode,
-        )
-
-
-def model_from_meta(meta: dict, where: str = "DONE.json") -> MDNRNN:
-    """MDNRNN from a config dict (field names of `MDNRNN`, top level or under "model")."""
-    cfg = meta.get("model", meta)
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{where}: 'model' must be a dict of MDNRNN fields")
-    kwargs = {k: cfg[k] for k in MODEL_FIELDS if k in cfg}
-    return MDNRNN(**kwargs)
 
 
 def random_dream_params(
@@ -310,20 +237,3 @@ def random_dream_params(
         model, mdn_params, mu, logvar, temperature=temperature, max_steps=max_steps,
         obs_mode=obs_mode, reward_mode=reward_mode,
     )
-
-
-def render(
-    vae_params: Any, z_seq: jax.Array, vae_model: Any = None, batch: int = 256
-) -> np.ndarray:
-    """Decode a dream's latents z_seq (T, Z) with V's decoder -> (T, 64, 64, 3) uint8 frames."""
-    from dreamjax.models.vae import ConvVAE
-
-    z_seq = jnp.asarray(z_seq, jnp.float32)
-    if z_seq.ndim != 2:
-        raise ValueError(f"render: z_seq must be (T, Z), got {z_seq.shape}")
-    vae_model = vae_model or ConvVAE(z_dim=z_seq.shape[1])
-    decode = jax.jit(lambda p, z: vae_model.apply(p, z, method=ConvVAE.decode))
-    frames = [np.asarray(decode(vae_params, z_seq[i : i + batch]))
-              for i in range(0, z_seq.shape[0], batch)]
-    x = np.concatenate(frames) if frames else np.zeros((0, 64, 64, 3), np.float32)
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)

@@ -5,6 +5,8 @@ A fitness rollout does not auto-reset: after the first termination or truncation
 frozen by a validity mask, so its return accumulates only while it is alive. The functions here
 are pure and unjitted; jit the outermost caller (e.g. a whole CMA-ES generation) once.
 
+`trajectory` records one such episode step by step (the report's dream video).
+
 Antithetic seeding (PAPER.md §1.6, `train.py:304-306`): with `antithetic=True`, candidates i and
 i + P/2 roll out with the same keys, so each pair faces the same episodes.
 """
@@ -30,6 +32,13 @@ class RolloutResult:
     lengths: jax.Array
 
 
+def _policy_step(env, env_params, policy, policy_params, obs, state, key):
+    """a = policy(obs), then `env.step_env` -> (obs', state', reward, terminated, truncated)."""
+    action = policy(policy_params, obs)
+    obs, state, reward, terminated, _ = env.step_env(key, state, action, env_params)
+    return obs, state, reward, terminated, env.is_truncated(state, env_params)
+
+
 def rollout(
     key: jax.Array,
     env: Any,
@@ -48,9 +57,8 @@ def rollout(
 
     def body(carry, k):
         obs, state, alive, ret, length = carry
-        action = policy(policy_params, obs)
-        obs, state, reward, terminated, _ = env.step_env(k, state, action, env_params)
-        truncated = env.is_truncated(state, env_params)
+        obs, state, reward, terminated, truncated = _policy_step(
+            env, env_params, policy, policy_params, obs, state, k)
         ret = ret + jnp.where(alive, reward, 0.0)
         length = length + alive.astype(jnp.int32)
         alive = alive & ~(terminated | truncated)
@@ -60,6 +68,34 @@ def rollout(
     keys = jax.random.split(k_steps, num_steps)
     (_, _, _, ret, length), _ = jax.lax.scan(body, init, keys, unroll=unroll)
     return RolloutResult(returns=ret, lengths=length)
+
+
+def trajectory(
+    key: jax.Array,
+    env: Any,
+    env_params: Any,
+    policy: Policy,
+    policy_params: Any,
+    num_steps: int,
+) -> tuple[Any, jax.Array, jax.Array]:
+    """`rollout`'s episode (same keys), recorded for watching it (e.g. V decoding a dream).
+
+    Returns (states, rewards (T,), terminated (T,)): states[t] is the env state action t was
+    taken in (every leaf with a leading T). Nothing stops at termination: the steps after it are
+    the env's (for the dream: M's) continued predictions.
+    """
+    k_reset, k_steps = jax.random.split(key)
+    obs, state = env.reset_env(k_reset, env_params)
+
+    def body(carry, k):
+        obs, state = carry
+        obs, new, reward, terminated, _ = _policy_step(
+            env, env_params, policy, policy_params, obs, state, k)
+        return (obs, new), (state, reward, terminated)
+
+    _, (states, rewards, terminated) = jax.lax.scan(
+        body, (obs, state), jax.random.split(k_steps, num_steps))
+    return states, rewards, terminated
 
 
 def rollout_keys(key: jax.Array, popsize: int, num_rollouts: int, antithetic: bool) -> jax.Array:

@@ -1,22 +1,51 @@
 """The CarRacing stage runners: each adapts one library stage to the run folder.
 
-Run-folder layout (one folder per stage, see `dreamjax.pipeline.STAGE_DIRS`):
-`episodes/` (collect), `vae/` (V checkpoint, metrics, recon grid), `series/` (latents and
-`initial_latents.npz`), `mdnrnn/` (M), `controller/` (CMA-ES logs and the best controller),
-`evaluate/` (`results.json`, videos), `report/` (pictures), `report.md`, `results.json`.
+Data flow: collect (real env -> `episodes/`) -> vae (`vae/`: V, its metrics, a reconstruction
+grid) -> encode (`series/`: per-frame latents and `initial_latents.npz`) -> mdnrnn (`mdnrnn/`:
+M) -> controller (`controller/dream`, `controller/real`: CMA-ES logs and the best C) ->
+evaluate (`evaluate/`: real episodes, `results.json`, videos) -> report (`report/`, `report.md`,
+`results.json`). Each runner reads the artifacts before it through `dreamjax.pipeline.artifacts`,
+once per stage.
+
+What is CarRacing's own is one `GameSpec` (the real env's factory, the action size, the raw
+frame preprocessing); every runner takes it, so another game's pipeline (Doom) reuses the runners
+with its own spec.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import shutil
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
 from dreamjax import io
+from dreamjax.agent import WorldModel, WorldModelPolicy, encode_frames, render
 from dreamjax.config import ExperimentConfig
+from dreamjax.data.collect import collect, damaged_episodes
+from dreamjax.data.episodes import list_episodes, load_episode
+from dreamjax.data.series import encode_series, initial_latents
+from dreamjax.dream.env import DreamEnv
+from dreamjax.dream.rollout import trajectory
+from dreamjax.envs import carracing
+from dreamjax.envs.pool import EnvPool
+from dreamjax.errors import ArtifactError
+from dreamjax.es import train_controller_dream, train_controller_real
+from dreamjax.models.controller import Controller
+from dreamjax.pipeline import artifacts
+from dreamjax.pipeline.evaluate import eval_specs, evaluate
+from dreamjax.pipeline.report import write_report
 from dreamjax.pipeline.run import RunFolder
+from dreamjax.pipeline.training import train_mdnrnn, train_vae
+from dreamjax.pipeline.viz import plot_fitness, recon_grid, side_by_side, write_video
 
 # Throughputs of the laptop pipeline's stages on a 2-core CPU (the 2026-11-25 fresh run in
 # experiments/results/carracing-laptop), used only for the printed time estimate.
@@ -30,19 +59,39 @@ _RATE = {
 }
 
 
+@dataclass(frozen=True)
+class GameSpec:
+    """What the stage runners need to know about the real game."""
+
+    name: str
+    action_dim: int
+    """The size of C's output and of M's action input."""
+    env_fn: Callable[[ExperimentConfig, int], Callable[[], Any]]
+    """(cfg, max_steps) -> the picklable factory of the env the pool's workers build."""
+    preprocess: Callable[[np.ndarray], np.ndarray]
+    """A recorded raw frame -> the (64, 64, 3) uint8 frame V sees."""
+
+
+def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
+    return functools.partial(carracing.make_env, fast=cfg.fast_env, max_episode_steps=max_steps)
+
+
+CARRACING = GameSpec("CarRacing-v3", carracing.ACTION_DIM, _carracing_env_fn,
+                     carracing.preprocess)
+
+
 def num_workers(cfg: ExperimentConfig) -> int:
     """Real-env worker processes: the flag, or one per core."""
     return cfg.workers or os.cpu_count() or 1
 
 
-def real_pool(cfg: ExperimentConfig, max_steps: int):
-    """The real-env worker pool for C's training and evaluation."""
-    from dreamjax.envs.pool import EnvPool
-
-    return EnvPool(
-        num_workers(cfg), envs_per_worker=cfg.envs_per_worker, fast=cfg.fast_env,
-        max_steps=max_steps,
-    )
+def real_pool(cfg: ExperimentConfig, max_steps: int, game: GameSpec = CARRACING, *,
+              workers: int | None = None) -> EnvPool:
+    """The real-env worker pool; `workers` overrides the config with that many one-env workers."""
+    if workers is not None:
+        return EnvPool(game.env_fn(cfg, max_steps), num_workers=workers, envs_per_worker=1)
+    return EnvPool(game.env_fn(cfg, max_steps), num_workers=num_workers(cfg),
+                   envs_per_worker=cfg.envs_per_worker)
 
 
 def estimate_seconds(cfg: ExperimentConfig) -> dict[str, float]:
@@ -79,7 +128,7 @@ def describe(cfg: ExperimentConfig) -> str:
     total = sum(est[s] for s in cfg.stages if s in est)
     parts = ", ".join(f"{s} {est[s] / 60:.0f}m" for s in cfg.stages if s in est)
     return (
-        f"[dreamjax] CarRacing-v3 world model | profile {cfg.profile} | run folder "
+        f"[dreamjax] {CARRACING.name} world model | profile {cfg.profile} | run folder "
         f"{cfg.run_dir}\n[dreamjax] controller {cfg.controller.kind}, trained in {cfg.train_in} | "
         f"JAX backend {jax.default_backend()} | {num_workers(cfg)} env workers\n"
         f"[dreamjax] estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
@@ -91,9 +140,16 @@ def stage_key(cfg: ExperimentConfig, stage: str) -> jax.Array:
     return jax.random.fold_in(jax.random.key(cfg.seed), zlib.crc32(stage.encode()))
 
 
-def carracing_runners() -> dict:
-    """The stage name -> runner mapping for `dreamjax.pipeline.run_stages`."""
-    return {
+def tensorboard_dir(run: RunFolder, stage: str) -> Path | None:
+    """`run/tensorboard/<stage>` when the optional tensorboardX is installed, else None."""
+    if importlib.util.find_spec("tensorboardX") is None:
+        return None
+    return run.root / "tensorboard" / stage
+
+
+def carracing_runners(game: GameSpec = CARRACING) -> dict[str, Callable]:
+    """The stage name -> runner(cfg, run) mapping for `dreamjax.pipeline.run_stages`."""
+    runners = {
         "collect": run_collect,
         "vae": run_vae,
         "encode": run_encode,
@@ -102,292 +158,164 @@ def carracing_runners() -> dict:
         "evaluate": run_evaluate,
         "report": run_report,
     }
+    return {stage: functools.partial(fn, game=game) for stage, fn in runners.items()}
 
 
-def run_collect(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.data.episodes import collect
-
-    return collect(
-        cfg.seed, run.path("collect"), cfg.collect, workers=num_workers(cfg), fast_env=cfg.fast_env
-    )
+def carracing_verifiers() -> dict[str, Callable]:
+    """The stage name -> verify(cfg, run) mapping for `run_stages(..., verifiers=)`: a finished
+    stage whose files are damaged is redone."""
+    return {"collect": verify_collect}
 
 
-def tensorboard_dir(run: RunFolder, stage: str):
-    """`run/tensorboard/<stage>` when the optional tensorboardX is installed, else None."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboardX") is None:
-        return None
-    return run.root / "tensorboard" / stage
+def verify_collect(cfg: ExperimentConfig, run: RunFolder) -> list[str]:
+    """The recorded episodes that are missing, corrupt or not this run's (one line each)."""
+    return list(damaged_episodes(cfg.seed, run.path("collect"), cfg.collect).values())
 
 
-def _read_done(folder) -> dict:
-    """A finished model stage's `DONE.json` (written last by `dreamjax.train`)."""
-    import json
-
-    path = folder / "DONE.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; rerun that stage")
-    return json.loads(path.read_text())
+def run_collect(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
+    """Random-policy episodes in the real env (PAPER.md §1.2)."""
+    return collect(cfg.seed, run.path("collect"), cfg.collect,
+                   env_fn=game.env_fn(cfg, cfg.collect.max_steps), workers=num_workers(cfg))
 
 
-def load_vae(run: RunFolder):
-    """(ConvVAE, params, vae_id) of the run's trained V."""
-    from dreamjax.checkpoint import restore_params
-    from dreamjax.models.vae import ConvVAE
-
-    done = _read_done(run.path("vae"))
-    model = ConvVAE(z_dim=done["model"]["z_dim"])
-    return model, restore_params(run.path("vae") / "params"), done["vae_id"]
-
-
-def load_mdnrnn(run: RunFolder):
-    """(MDNRNN, params) of the run's trained M."""
-    from dreamjax.checkpoint import restore_params
-    from dreamjax.models.mdnrnn import MDNRNN
-
-    done = _read_done(run.path("mdnrnn"))
-    return MDNRNN(**done["model"]), restore_params(run.path("mdnrnn") / "params")
-
-
-def _encoder(model):
-    """A jitted uint8 frames -> (mu, logvar) encoder; params are an argument, not a closure."""
-    from dreamjax.models.vae import ConvVAE
-
-    @jax.jit
-    def enc(params, frames):
-        x = frames.astype(jax.numpy.float32) / 255.0
-        return model.apply(params, x, method=ConvVAE.encode)
-
-    return enc
-
-
-def run_vae(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.data.episodes import list_episodes, load_episode
-    from dreamjax.models.vae import ConvVAE
-    from dreamjax.pipeline.viz import recon_grid
-    from dreamjax.train import train_vae
-
-    train_vae(
-        stage_key(cfg, "vae"), run.path("collect"), run.path("vae"), cfg.vae,
-        tensorboard_dir=tensorboard_dir(run, "vae"),
-    )
-    model, params, _ = load_vae(run)
+def run_vae(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
+    """Train V, then draw 8 recorded frames next to their reconstructions."""
+    train_vae(stage_key(cfg, "vae"), run.path("collect"), run.path("vae"), cfg.vae,
+              tensorboard_dir=tensorboard_dir(run, "vae"))
+    vae, params, _ = artifacts.load_vae(run)
     files = list_episodes(run.path("collect"))
     rng = np.random.default_rng(cfg.seed)
     picks = [load_episode(files[i % len(files)])["frames"] for i in range(8)]
     frames = np.stack([f[rng.integers(len(f))] for f in picks])
-    mu, _ = _encoder(model)(params, frames)
-    recon = model.apply(params, mu, method=ConvVAE.decode)
-    recon_grid(frames, np.asarray(recon), run.path("vae") / "recon.png")
-    return _read_done(run.path("vae"))
+    mu, _ = encode_frames(vae, params, frames)
+    recon_grid(frames, render(vae, params, mu), run.path("vae") / "recon.png")
+    return artifacts.read_done(run, "vae")
 
 
-def run_encode(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.data.episodes import encode_series, initial_latents, list_episodes
-
-    model, params, vae_id = load_vae(run)
-    enc = _encoder(model)
+def run_encode(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
+    """Every episode's frames -> V's (mu, logvar) series, and the dream's initial-latents bank."""
+    vae, params, vae_id = artifacts.load_vae(run)
 
     def encode_fn(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = enc(params, frames)
+        mu, logvar = encode_frames(vae, params, frames)
         return np.asarray(mu), np.asarray(logvar)
 
-    summary = encode_series(
-        encode_fn,
-        run.path("collect"),
-        run.path("encode"),
-        batch_size=cfg.encode.batch_size,
-        vae_id=vae_id,
-    )
+    summary = encode_series(encode_fn, run.path("collect"), run.path("encode"),
+                            batch_size=cfg.encode.batch_size, vae_id=vae_id)
     mu, logvar = initial_latents(list_episodes(run.path("encode")), 1000)
-    io.save_npz(run.path("encode") / "initial_latents.npz", mu=mu, logvar=logvar)
+    io.save_npz(artifacts.initial_latents_path(run), mu=mu, logvar=logvar)
     return summary
 
 
-def run_mdnrnn(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.train import train_mdnrnn
-
-    train_mdnrnn(
-        stage_key(cfg, "mdnrnn"),
-        run.path("encode"),
-        run.path("mdnrnn"),
-        cfg.mdnrnn,
-        z_dim=cfg.vae.z_dim, tensorboard_dir=tensorboard_dir(run, "mdnrnn"),
-    )
-    return _read_done(run.path("mdnrnn"))
+def run_mdnrnn(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
+    """Train M on the series."""
+    train_mdnrnn(stage_key(cfg, "mdnrnn"), run.path("encode"), run.path("mdnrnn"), cfg.mdnrnn,
+                 z_dim=cfg.vae.z_dim, action_dim=game.action_dim,
+                 tensorboard_dir=tensorboard_dir(run, "mdnrnn"))
+    return artifacts.read_done(run, "mdnrnn")
 
 
-def _controller_dirs(cfg: ExperimentConfig, run: RunFolder) -> dict[str, object]:
-    """Where each phase of controller training writes (`dream/`, `real/` under `controller/`)."""
-    out = run.path("controller")
-    phases = {"dream": ("dream", "dream-then-real"), "real": ("real", "dream-then-real")}
-    return {p: out / p for p, modes in phases.items() if cfg.train_in in modes}
+def _world_model(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> WorldModel:
+    """The run's V and M with the configured controller's spec, checked against the game."""
+    wm = artifacts.load_world_model(run, cfg.controller)
+    if wm.action_dim != game.action_dim:
+        raise ArtifactError(f"{run.path('mdnrnn') / 'DONE.json'}: M takes {wm.action_dim} "
+                            f"actions, {game.name} has {game.action_dim}; rerun the mdnrnn stage")
+    return wm
 
 
-def final_controller_path(cfg: ExperimentConfig, run: RunFolder):
-    """The controller that is evaluated: the last phase's best evaluated mean."""
-    return list(_controller_dirs(cfg, run).values())[-1] / "best.npz"
+def _one(params: Any) -> Any:
+    """One controller as a population of one (leading axis 1)."""
+    return jax.tree.map(lambda x: x[None], params)
 
 
-def _world_model_policy_factory(cfg: ExperimentConfig, run: RunFolder, controller):
-    from dreamjax.es.evolve import WorldModelPolicy
-    from dreamjax.models.controller import obs_mode
-
-    vae_model, vae_params, _ = load_vae(run)
-    mdn_model, mdn_params = load_mdnrnn(run)
-
-    def factory(ctrl_params_batch):
-        return WorldModelPolicy(
-            vae_model,
-            vae_params,
-            mdn_model,
-            mdn_params,
-            controller,
-            ctrl_params_batch,
-            obs_mode=obs_mode(cfg.controller.kind),
-            seed=cfg.seed,
-        )
-
-    return factory
-
-
-def run_controller(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.dream.env import DreamEnv
-    from dreamjax.es.evolve import load_controller, train_controller_dream, train_controller_real
-    from dreamjax.models.controller import controller_for, obs_mode
-
+def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
+    """CMA-ES in the dream and/or the real env (`--train-in`); dream-then-real starts the real
+    phase from the dream's best mean."""
     key = stage_key(cfg, "controller")
-    dirs = _controller_dirs(cfg, run)
+    dirs = artifacts.controller_dirs(cfg, run)
+    wm = _world_model(cfg, run, game)
     summary: dict = {}
     init_params = None
     if "dream" in dirs:
-        dream_params = DreamEnv.params_from_run(
-            run.root,
-            temperature=cfg.dream.temperature,
-            max_steps=cfg.es.max_steps,
-            obs_mode=obs_mode(cfg.controller.kind),
-        )
-        res = train_controller_dream(
-            jax.random.fold_in(key, 0),
-            dream_params,
-            dirs["dream"],
-            cfg.es,
-            cfg.controller,
-        )
+        dream_params = artifacts.load_dream_params(
+            run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps)
+        res = train_controller_dream(jax.random.fold_in(key, 0), dream_params, dirs["dream"],
+                                     cfg.es, cfg.controller)
         summary["dream"] = {"best_return": res.best_return, "best_generation": res.best_generation}
-        _, init_params, _ = load_controller(dirs["dream"] / "best.npz")
+        init_params = res.params
     if "real" in dirs:
-        mdn_model, _ = load_mdnrnn(run)
-        controller = controller_for(cfg.controller.kind, mdn_model.z_dim, mdn_model.hidden,
-                                    hidden_units=cfg.controller.hidden)
-        factory = _world_model_policy_factory(cfg, run, controller)
-        with real_pool(cfg, cfg.es.max_steps) as pool:
+        factory = functools.partial(WorldModelPolicy, wm, seed=cfg.seed)
+        with real_pool(cfg, cfg.es.max_steps, game) as pool:
             res = train_controller_real(
-                jax.random.fold_in(key, 1),
-                pool,
-                factory,
-                dirs["real"],
-                cfg.es,
-                cfg.controller,
-                z_dim=mdn_model.z_dim,
-                hidden_size=mdn_model.hidden,
+                jax.random.fold_in(key, 1), pool, factory, dirs["real"], cfg.es, cfg.controller,
+                z_dim=wm.z_dim, hidden_size=wm.hidden, action_dim=wm.action_dim,
                 init_params=init_params,
             )
         summary["real"] = {"best_return": res.best_return, "best_generation": res.best_generation}
     return summary
 
 
-def run_evaluate(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    from dreamjax.es.evolve import load_controller
-    from dreamjax.pipeline.evaluate import evaluate
-
-    path = final_controller_path(cfg, run)
-    controller, params, meta = load_controller(path)
-    factory = _world_model_policy_factory(cfg, run, controller)
-    policy = factory(jax.tree.map(lambda x: x[None], params))
+def run_evaluate(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
+    """The final controller on the fixed evaluation episodes of the real env (PAPER.md §1.7)."""
+    wm = _world_model(cfg, run, game)
+    path = artifacts.final_controller_path(cfg, run)
+    params, meta = artifacts.load_controller_params(path, wm.spec)
     info = {
         "controller": cfg.controller.kind,
         "controller_file": str(path.relative_to(run.root)),
         "controller_meta": meta,
         "train_in": cfg.train_in,
-        "vae_id": _read_done(run.path("vae")).get("vae_id"),
-        "mdnrnn_id": _read_done(run.path("mdnrnn")).get("mdnrnn_id"),
+        **artifacts.model_ids(run),
     }
-    with real_pool(cfg, cfg.eval.max_steps) as pool:
+    policy = WorldModelPolicy(wm, _one(params), seed=cfg.seed)
+    with real_pool(cfg, cfg.eval.max_steps, game) as pool:
         res = evaluate(pool, policy, cfg.eval, run.path("evaluate"), meta=info)
     return {k: res[k] for k in ("episodes", "mean", "std", "min", "max", "wall_s")}
 
 
-def dream_latents(key, dream_params, controller, ctrl_params, num_steps: int):
-    """One dream episode under C: z (T, Z) per step and the dream's rewards (T,) and dones (T,)."""
-    from dreamjax.dream.env import DreamEnv
-
-    env = DreamEnv()
-
-    @jax.jit
-    def run(key, dream_params, ctrl_params):
-        k0, k1 = jax.random.split(key)
-        obs, state = env.reset_env(k0, dream_params)
-
-        def body(carry, k):
-            obs, state = carry
-            a = controller.apply(ctrl_params, obs)
-            obs, nstate, r, done, _ = env.step_env(k, state, a, dream_params)
-            return (obs, nstate), (state.z, r, done)
-
-        _, out = jax.lax.scan(body, (obs, state), jax.random.split(k1, num_steps))
-        return out
-
-    return [np.asarray(x) for x in run(key, dream_params, ctrl_params)]
+@functools.partial(jax.jit, static_argnames=("controller", "num_steps"))
+def dream_latents(key: jax.Array, dream_params: Any, ctrl_params: Any, *,
+                  controller: Controller, num_steps: int) -> jax.Array:
+    """z (T, Z) of one dream episode under C (`trajectory`; nothing stops at termination)."""
+    states, _, _ = trajectory(key, DreamEnv(), dream_params, controller.apply, ctrl_params,
+                              num_steps)
+    return states.z
 
 
-def run_report(cfg: ExperimentConfig, run: RunFolder) -> dict:
-    import shutil
+def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: Path) -> None:
+    """A dream under the final C decoded by V, next to a real episode of the same C."""
+    wm = _world_model(cfg, run, game)
+    params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
+                                                 wm.spec)
+    dream_params = artifacts.load_dream_params(
+        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps)
+    z = dream_latents(stage_key(cfg, "report"), dream_params, params,
+                      controller=wm.spec.controller, num_steps=cfg.es.max_steps)
+    dream_frames = render(wm.vae, wm.vae_params, z)
+    policy = WorldModelPolicy(wm, _one(params), seed=cfg.seed)
+    with real_pool(cfg, cfg.es.max_steps, game, workers=1) as pool:
+        real = pool.run(eval_specs(cfg.eval)[:1], policy, record=True)[0]
+    real_frames = np.stack([game.preprocess(f) for f in real.frames])
+    write_video(side_by_side(dream_frames, real_frames), path)
 
-    from dreamjax.dream.env import DreamEnv, render
-    from dreamjax.envs.carracing import preprocess
-    from dreamjax.envs.pool import EnvPool
-    from dreamjax.es.evolve import load_controller
-    from dreamjax.io import read_jsonl
-    from dreamjax.models.controller import obs_mode
-    from dreamjax.pipeline.evaluate import eval_specs
-    from dreamjax.pipeline.report import write_report
-    from dreamjax.pipeline.viz import plot_fitness, side_by_side, write_video
 
+def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
+    """Pictures of every stage and the report (`dreamjax.pipeline.report`)."""
     out = run.root / "report"
     out.mkdir(parents=True, exist_ok=True)
     pics: dict[str, str] = {}
     if (run.path("vae") / "recon.png").exists():
         shutil.copy(run.path("vae") / "recon.png", out / "recon.png")
         pics["V: originals and reconstructions"] = "report/recon.png"
-    for phase, folder in _controller_dirs(cfg, run).items():
-        gens = read_jsonl(folder / "log.jsonl")
-        evals = read_jsonl(folder / "evals.jsonl")
+    for phase, folder in artifacts.controller_dirs(cfg, run).items():
+        gens = io.read_jsonl(folder / "log.jsonl")
+        evals = io.read_jsonl(folder / "evals.jsonl")
         if gens:
             where = "the dream" if phase == "dream" else "the real env"
             plot_fitness(gens, evals, out / f"fitness_{phase}.png", f"CMA-ES in {where}")
             pics[f"CMA-ES fitness in {where}"] = f"report/fitness_{phase}.png"
-    # A dream under the final controller, decoded by V, next to a real episode of the same C.
-    vae_model, vae_params, _ = load_vae(run)
-    controller, ctrl_params, _ = load_controller(final_controller_path(cfg, run))
-    dream_params = DreamEnv.params_from_run(
-        run.root,
-        temperature=cfg.dream.temperature,
-        max_steps=cfg.es.max_steps,
-        obs_mode=obs_mode(cfg.controller.kind),
-    )
-    z, _, _ = dream_latents(
-        stage_key(cfg, "report"), dream_params, controller, ctrl_params, cfg.es.max_steps
-    )
-    dream_frames = render(vae_params, z, vae_model)
-    policy = _world_model_policy_factory(cfg, run, controller)(
-        jax.tree.map(lambda x: x[None], ctrl_params)
-    )
-    with EnvPool(1, fast=cfg.fast_env, max_steps=cfg.es.max_steps) as pool:
-        real = pool.run(eval_specs(cfg.eval)[:1], policy, record=True)[0]
-    real_frames = np.stack([preprocess(f) for f in real.frames])
-    write_video(side_by_side(dream_frames, real_frames), out / "dream_vs_real.mp4")
+    _dream_vs_real(cfg, run, game, out / "dream_vs_real.mp4")
     pics["Dream decoded by V (left) next to a real episode (right), same controller"] = (
         "report/dream_vs_real.mp4"
     )

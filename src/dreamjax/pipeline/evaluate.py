@@ -12,12 +12,14 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
 from dreamjax import io
 from dreamjax.config import EvalConfig
 from dreamjax.envs.pool import BatchPolicy, EnvPool, EpisodeResult, EpisodeSpec
+from dreamjax.pipeline.viz import write_video
 
 PACKAGES = (
     "dreamjax",
@@ -41,8 +43,6 @@ def environment_info() -> dict:
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             versions[p] = None
-    import jax
-
     return {
         "versions": versions,
         "python": platform.python_version(),
@@ -103,8 +103,6 @@ def evaluate(
         **environment_info(),
     }
     if cfg.videos:
-        from dreamjax.pipeline.viz import write_video
-
         picks = {"best": int(returns.argmax()), "worst": int(returns.argmin())}
         replays = pool.run([specs[i] for i in picks.values()], policy, record=True)
         out["videos"] = {}

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import imageio.v2 as imageio
 import matplotlib
 
 matplotlib.use("Agg")
@@ -118,8 +119,6 @@ def plot_histogram(returns: Sequence[float], path: str | Path, title: str) -> Pa
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = 50) -> Path:
     """(T, H, W, 3) uint8 frames -> MP4 (H.264 via imageio-ffmpeg), written atomically."""
-    import imageio.v2 as imageio
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
