@@ -10,28 +10,33 @@
 - `controller_io`: the one controller file format (`save_controller`, `load_controller`).
 """
 
-from dreamjax.es.controller_io import load_controller, save_controller
-from dreamjax.es.dream import train_controller_dream
-from dreamjax.es.loop import ControllerResult, train_controller
-from dreamjax.es.real import train_controller_real
-from dreamjax.es.strategies import (
-    LazyCMA_ES,
-    check_strategy,
-    make_strategy,
-    strategy_names,
-    strategy_params,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ControllerResult",
-    "LazyCMA_ES",
-    "check_strategy",
-    "load_controller",
-    "make_strategy",
-    "save_controller",
-    "strategy_names",
-    "strategy_params",
-    "train_controller",
-    "train_controller_dream",
-    "train_controller_real",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_controller": "dreamjax.es.controller_io",
+    "save_controller": "dreamjax.es.controller_io",
+    "train_controller_dream": "dreamjax.es.dream",
+    "ControllerResult": "dreamjax.es.loop",
+    "train_controller": "dreamjax.es.loop",
+    "train_controller_real": "dreamjax.es.real",
+    "LazyCMA_ES": "dreamjax.es.strategies",
+    "check_strategy": "dreamjax.es.strategies",
+    "make_strategy": "dreamjax.es.strategies",
+    "strategy_names": "dreamjax.es.strategies",
+    "strategy_params": "dreamjax.es.strategies",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The public names load on first use, so `dreamjax.es.strategies` (the CLI's validation)
+    does not import the dream and real-env fitnesses."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dreamjax.es' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -15,7 +15,6 @@ starts with the file's path and names the stage to rerun:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,10 @@ from dreamjax.dream.env import DreamParams, make_dream_params
 from dreamjax.errors import ArtifactError
 from dreamjax.es import load_controller
 from dreamjax.models.controller import ControllerSpec
-from dreamjax.models.mdnrnn import MDNRNN
+from dreamjax.models.mdnrnn import MDNRNN, MDNRNN_FIELDS
 from dreamjax.models.vae import ConvVAE, init_vae
 from dreamjax.pipeline.run import RunFolder
 
-MDNRNN_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(MDNRNN) if f.name not in ("parent", "name")
-)
 INITIAL_LATENTS = "initial_latents.npz"
 
 
