@@ -30,6 +30,10 @@ _EXPORTS = {
     "controller_for": "dreamjax.models.controller",
     "init_controller": "dreamjax.models.controller",
     "obs_dim": "dreamjax.models.controller",
+    "WorldModel": "dreamjax.agent",
+    "make_world_model": "dreamjax.agent",
+    "agent_step": "dreamjax.agent",
+    "WorldModelPolicy": "dreamjax.agent",
     "DreamEnv": "dreamjax.dream.env",
     "DreamParams": "dreamjax.dream.env",
     "make_dream_params": "dreamjax.dream.env",
@@ -39,18 +43,25 @@ _EXPORTS = {
     "EnvPool": "dreamjax.envs.pool",
     "EpisodeSpec": "dreamjax.envs.pool",
     "fit": "dreamjax.train",
+    "train_controller_dream": "dreamjax.es.dream",
+    "train_controller_real": "dreamjax.es.real",
+    "make_strategy": "dreamjax.es.strategies",
 }
 
+
+
+def lazy_exports(namespace: dict, exports: dict[str, str]):
+    """`__getattr__` for a package whose public names (name -> module) load on first use."""
+
+    def getattr_(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(exports[name]), name)
+        namespace[name] = value
+        return value
+
+    return getattr_
+
+
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dreamjax' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__ = lazy_exports(globals(), _EXPORTS)

@@ -116,7 +116,22 @@ def _series_lengths(who: str, series_files: Iterable[str | os.PathLike], batch_s
     return files, np.array([episode_length(f) for f in files], np.int64)
 
 
-class SequenceBatches:
+class _IndexedStream:
+    """A stream whose batch k is `self.batch(k)`; iterating yields batches start_step, ...."""
+
+    start_step: int
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        k = self.start_step
+        while True:
+            yield self.batch(k)
+            k += 1
+
+
+class SequenceBatches(_IndexedStream):
     """Infinite stream of M-training batches of (seq_len + 1)-step windows from series files.
 
     Batch k draws, from (seed, k), `batch_size` distinct episodes (with replacement only when
@@ -169,14 +184,8 @@ class SequenceBatches:
                 out["mask"][b, :m - 1] = 1.0
         return out
 
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        k = self.start_step
-        while True:
-            yield self.batch(k)
-            k += 1
 
-
-class TBPTTBatches:
+class TBPTTBatches(_IndexedStream):
     """Truncated-BPTT batches over series files (PAPER.md §2.4): consecutive chunks of B streams.
 
     Epoch e shuffles the episodes with (seed, e), concatenates them into one stream of N steps
@@ -253,9 +262,3 @@ class TBPTTBatches:
         out["mask"] = 1.0 - restarts[:, 1:]
         out["reset"] = np.full((B,), j == 0)
         return out
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        k = self.start_step
-        while True:
-            yield self.batch(k)
-            k += 1

@@ -12,9 +12,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dreamjax import lazy_exports
 
+# the names load on first use, so the CLI's strategy check imports only `strategies`
 _EXPORTS = {
     "load_controller": "dreamjax.es.controller_io",
     "save_controller": "dreamjax.es.controller_io",
@@ -30,13 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """The public names load on first use, so `dreamjax.es.strategies` (the CLI's validation)
-    does not import the dream and real-env fitnesses."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dreamjax.es' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _EXPORTS)
