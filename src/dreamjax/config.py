@@ -1,14 +1,19 @@
 """Frozen configuration dataclasses, one per pipeline stage, and the named scale profiles.
 
 Every field has a docstring (tyro turns it into `--help`). Numbers for the `paper` profile come
-from `PAPER.md` (section cited next to each).
+from `PAPER.md` (section cited next to each). Each knob lives in exactly one field; values derived
+from several fields are properties of `ExperimentConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+from dreamjax.errors import ConfigError
 
 Profile = Literal["smoke", "laptop", "paper"]
 ControllerKind = Literal["zh", "z", "z-hidden"]
@@ -121,7 +126,8 @@ class ESConfig:
     dream_generations: int = 1800
     """Generations inside the dream (`--train-in dream` or `dream-then-real`)."""
     max_steps: int = 1000
-    """Episode step limit in the dream and the real env during training."""
+    """Episode step limit of every training rollout: in the dream and in the real env (one knob
+    because a controller is trained for one episode length wherever it trains)."""
     eval_every: int = 25
     """Evaluate the distribution mean every this many generations."""
     eval_episodes: int = 1024
@@ -157,7 +163,8 @@ class ExperimentConfig:
     """The whole CarRacing pipeline."""
 
     profile: Profile = "laptop"
-    """Scale preset the other fields default from."""
+    """Scale preset the other fields default from: `--profile NAME` (or NAME as the first
+    argument) picks it; it is not an override of its own."""
     run_dir: str = "runs/carracing"
     """Folder holding every stage's artifacts."""
     seed: int = 0
@@ -183,8 +190,23 @@ class ExperimentConfig:
     dream: DreamConfig = field(default_factory=DreamConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    @property
+    def num_workers(self) -> int:
+        """Real-env worker processes: `workers`, or one per core when it is 0."""
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def controller_phases(self) -> tuple[str, ...]:
+        """Where C trains, in order (`controller/<phase>/` each); the last phase's best
+        controller is the one evaluated."""
+        return {"real": ("real",), "dream": ("dream",), "dream-then-real": ("dream", "real")}[
+            self.train_in
+        ]
+
 
 def _paper() -> ExperimentConfig:
+    """The paper's sizes (PAPER.md): 10,000 random rollouts, V and M at full size, CMA-ES with
+    64 candidates x 16 rollouts for 1,800 generations; for a GPU/TPU host with many CPU cores."""
     return ExperimentConfig(profile="paper")
 
 
@@ -223,6 +245,8 @@ def _laptop() -> ExperimentConfig:
 
 
 def _smoke() -> ExperimentConfig:
+    """Seconds to a few minutes on a 2-core CPU: every stage at toy sizes, C trained in the
+    dream (tests and CI)."""
     return ExperimentConfig(
         profile="smoke",
         run_dir="runs/smoke",
@@ -257,13 +281,22 @@ def _smoke() -> ExperimentConfig:
     )
 
 
-PROFILES = {"smoke": _smoke, "laptop": _laptop, "paper": _paper}
+PROFILES: dict[str, Callable[[], ExperimentConfig]] = {
+    "smoke": _smoke,
+    "laptop": _laptop,
+    "paper": _paper,
+}
+"""Profile name -> its preset; each factory's docstring describes the profile in `--help`."""
+
+DEFAULT_PROFILE = "laptop"
 
 
 def profile_config(name: str) -> ExperimentConfig:
-    """The preset for a profile name; a one-line error for an unknown one."""
+    """The preset for a profile name; a one-line `ConfigError` for an unknown one."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        raise ConfigError(
+            f"--profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}"
+        )
     return PROFILES[name]()
 
 

@@ -1,6 +1,7 @@
-"""The errors a user can cause and fix. The experiment CLIs print their one-line message (the
-file, flag or stage, and what to do) and exit non-zero; any other exception is a bug and keeps
-its traceback."""
+"""The errors a user can cause and fix. The experiment CLIs (`dreamjax.experiments.cli`) print
+their one-line message (the file, flag or stage, and what to do) and exit with code 2 for a
+`ConfigError`, 1 for the others; `--debug` or DREAMJAX_DEBUG=1 shows the traceback instead. Any
+other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ class DreamjaxError(Exception):
 
 
 class ConfigError(DreamjaxError, ValueError):
-    """A bad flag or an incompatible run folder; raised before any work."""
+    """A bad flag, or a run folder that is incompatible or in use; raised before any work."""
 
 
 class ArtifactError(DreamjaxError, ValueError):

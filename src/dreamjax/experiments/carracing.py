@@ -1,53 +1,47 @@
 """World Models on CarRacing-v3, end to end: `python -m dreamjax.experiments.carracing`.
 
 collect -> train V -> encode -> train M -> train C -> evaluate (real episodes) -> report.
-`--profile {smoke,laptop,paper}` picks the sizes; every field can be overridden
-(e.g. `--vae.batch-size 64`). Rerunning skips finished stages and resumes an interrupted one.
+`--profile {smoke,laptop,paper}` (or the profile as the first argument) picks the sizes, laptop
+by default; every field can be overridden (e.g. `--vae.batch-size 64`); `--profile NAME --help`
+shows that profile's defaults. Rerunning skips finished stages and resumes an interrupted one.
+A bad flag or run folder fails before any work with one line (exit code 2), a corrupt artifact,
+a non-finite loss or a failing env worker with one line (exit code 1); `--debug` shows the
+traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-import tyro
+from dreamjax.config import DEFAULT_PROFILE, PROFILES, ExperimentConfig
+from dreamjax.experiments import cli
+from dreamjax.pipeline.run import preflight, run_stages
 
-from dreamjax.config import PROFILES, ExperimentConfig, profile_config
-from dreamjax.pipeline.run import ConfigError, run_stages
+PROG = "python -m dreamjax.experiments.carracing"
 
 
-def parse_args(argv: list[str]) -> ExperimentConfig:
-    """`--profile` picks the preset; tyro parses every other flag on top of it."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--profile", default="laptop")
-    known, rest = pre.parse_known_args(argv)
-    if known.profile not in PROFILES:
-        raise ConfigError(
-            f"--profile: unknown profile {known.profile!r}; choose one of {', '.join(PROFILES)}"
-        )
-    default = profile_config(known.profile)
-    return tyro.cli(
-        ExperimentConfig,
-        default=default,
-        args=[*rest, "--profile", known.profile],
-        description=__doc__,
-        prog="python -m dreamjax.experiments.carracing",
-    )
+def run(cfg: ExperimentConfig) -> int:
+    """Check the config and the run folder, print the banner, run the requested stages.
+
+    The stage runners (and with them the model stack: flax, orbax, gymnasium, matplotlib; about
+    3 s of CPU time to import) are imported only after `preflight`, so that a bad flag or
+    `--stages` subset fails within a few seconds: the one function-local import outside the env
+    workers.
+    """
+    preflight(cfg)
+    from dreamjax.pipeline.carracing import carracing_runners, carracing_verifiers, describe
+
+    print(describe(cfg), flush=True)
+    folder = run_stages(cfg, carracing_runners(), verifiers=carracing_verifiers())
+    print(f"[dreamjax] report: {folder.root / 'report.md'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dreamjax.pipeline.carracing import carracing_runners, describe
-
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        cfg = parse_args(argv)
-        print(describe(cfg), flush=True)
-        run = run_stages(cfg, carracing_runners())
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"[dreamjax] report: {run.root / 'report.md'}")
-    return 0
+    return cli.main(
+        sys.argv[1:] if argv is None else argv, run,
+        profiles=PROFILES, default=DEFAULT_PROFILE, prog=PROG, description=__doc__ or "",
+    )
 
 
 if __name__ == "__main__":
