@@ -261,3 +261,28 @@ def test_render_decodes_latents_with_vae():
     assert frames.shape == (3, 64, 64, 3) and frames.dtype == np.uint8
     ref = vae.apply(vp, z, method=ConvVAE.decode)
     np.testing.assert_allclose(frames, np.round(np.asarray(ref) * 255), atol=1)
+
+
+def test_world_model_policy_slot_results_do_not_depend_on_pool_size():
+    """An episode's actions and state are bit-identical whatever the number of slots beside it
+    (1, 3, 8 or 13): slots are computed in fixed blocks of SLOT_BLOCK, so a result does not
+    depend on --workers or --envs-per-worker."""
+    wm = _tiny_world()
+    c = wm.spec.controller
+    batch = jax.vmap(lambda k: init_controller(k, c, wm.spec.obs_dim))(
+        jax.random.split(jax.random.key(4), 3))
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(5, 13, 64, 64, 3), dtype=np.uint8)
+
+    def play(S):
+        pol = WorldModelPolicy(wm, batch, seed=7)
+        for slot in range(S):
+            pol.reset(slot, EpisodeSpec(seed=100 + slot, tag=slot % 3))
+        acts = np.stack([pol.act(f[:S], np.ones(S, bool)) for f in frames])
+        return acts[:, 0], np.asarray(pol.h[0])
+
+    a1, h1 = play(1)
+    for S in (3, 8, 13):
+        aS, hS = play(S)
+        np.testing.assert_array_equal(aS, a1)
+        np.testing.assert_array_equal(hS, h1)

@@ -35,6 +35,10 @@ from dreamjax.models.controller import ControllerSpec, controller_spec, make_obs
 from dreamjax.models.mdnrnn import MDNRNN, LSTMState, MDNOutput, init_mdnrnn
 
 FRAME_SHAPE = (64, 64, 3)
+SLOT_BLOCK = 8
+"""The batched real-env policy computes slots in fixed blocks of this many: XLA's result for a row
+depends on how many rows a matmul holds (measured: 1, 2-48 and 64+ rows differ), so fixed blocks
+make a slot's actions independent of the pool's size (`--workers`, `--envs-per-worker`)."""
 ACTION_NOISE_TAG = 0xAC7
 """fold_in tag deriving the action-noise key from a step's key (the key itself draws V's z)."""
 
@@ -219,22 +223,37 @@ def _policy_tick(
     base_key, world_model, ctrl_params_batch, c, h, fresh, cand, seeds, tags, steps, frames,
     active, *, action_noise,
 ):
-    """`agent_step` for all S slots; inactive slots keep their state.
+    """`agent_step` for all S slots, in blocks of SLOT_BLOCK (padded); inactive slots keep
+    their state.
 
     c, h (S, H); fresh, active (S,) bool; cand, seeds, tags, steps (S,); frames (S, 64, 64, 3)
     uint8. Slot s's key is fold_in(base_key, seed, tag, step): an episode replays exactly.
     """
 
+    S = frames.shape[0]
+    pad = -S % SLOT_BLOCK
+
+    def blocks(x, fill):  # (S, ...) -> (S_pad / SLOT_BLOCK, SLOT_BLOCK, ...)
+        x = jnp.concatenate([x, jnp.full((pad, *x.shape[1:]), fill, x.dtype)])
+        return x.reshape(-1, SLOT_BLOCK, *x.shape[1:])
+
     def slot_key(s, t, n):
         return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(base_key, s), t), n)
 
-    keys = jax.vmap(slot_key)(seeds, tags, steps)
-    slot_params = jax.tree.map(lambda p: p[cand], ctrl_params_batch)
-    carry = AgentCarry(lstm=LSTMState(c=c, h=h), restart=fresh.astype(jnp.float32))
-    a, new, _ = agent_step(keys, world_model, slot_params, carry, frames,
-                           action_noise=action_noise)
+    def block_tick(xs):
+        c, h, fresh, cand, seeds, tags, steps, frames = xs
+        keys = jax.vmap(slot_key)(seeds, tags, steps)
+        slot_params = jax.tree.map(lambda p: p[cand], ctrl_params_batch)
+        carry = AgentCarry(lstm=LSTMState(c=c, h=h), restart=fresh.astype(jnp.float32))
+        a, new, _ = agent_step(keys, world_model, slot_params, carry, frames,
+                               action_noise=action_noise)
+        return a, new.lstm.c, new.lstm.h
+
+    xs = [blocks(x, f) for x, f in ((c, 0), (h, 0), (fresh, True), (cand, 0), (seeds, 0),
+                                    (tags, 0), (steps, 0), (frames, 0))]
+    a, new_c, new_h = (y.reshape(-1, *y.shape[2:])[:S] for y in jax.lax.map(block_tick, xs))
     on = active[:, None]
-    return a, jnp.where(on, new.lstm.c, c), jnp.where(on, new.lstm.h, h)
+    return a, jnp.where(on, new_c, c), jnp.where(on, new_h, h)
 
 
 class WorldModelPolicy:

@@ -151,9 +151,7 @@ def load_dream_params(
 
 def controller_dirs(cfg: ExperimentConfig, run: RunFolder) -> dict[str, Path]:
     """Where each phase of controller training writes (`dream/`, `real/` under `controller/`)."""
-    out = run.path("controller")
-    phases = {"dream": ("dream", "dream-then-real"), "real": ("real", "dream-then-real")}
-    return {p: out / p for p, modes in phases.items() if cfg.train_in in modes}
+    return {p: run.path("controller") / p for p in cfg.controller_phases}
 
 
 def final_controller_path(cfg: ExperimentConfig, run: RunFolder) -> Path:

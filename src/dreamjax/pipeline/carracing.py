@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import shutil
 import zlib
 from collections.abc import Callable
@@ -80,17 +79,12 @@ CARRACING = GameSpec("CarRacing-v3", carracing.ACTION_DIM, _carracing_env_fn,
                      carracing.preprocess)
 
 
-def num_workers(cfg: ExperimentConfig) -> int:
-    """Real-env worker processes: the flag, or one per core."""
-    return cfg.workers or os.cpu_count() or 1
-
-
 def real_pool(cfg: ExperimentConfig, max_steps: int, game: GameSpec = CARRACING, *,
               workers: int | None = None) -> EnvPool:
     """The real-env worker pool; `workers` overrides the config with that many one-env workers."""
     if workers is not None:
         return EnvPool(game.env_fn(cfg, max_steps), num_workers=workers, envs_per_worker=1)
-    return EnvPool(game.env_fn(cfg, max_steps), num_workers=num_workers(cfg),
+    return EnvPool(game.env_fn(cfg, max_steps), num_workers=cfg.num_workers,
                    envs_per_worker=cfg.envs_per_worker)
 
 
@@ -130,7 +124,7 @@ def describe(cfg: ExperimentConfig) -> str:
     return (
         f"[dreamjax] {CARRACING.name} world model | profile {cfg.profile} | run folder "
         f"{cfg.run_dir}\n[dreamjax] controller {cfg.controller.kind}, trained in {cfg.train_in} | "
-        f"JAX backend {jax.default_backend()} | {num_workers(cfg)} env workers\n"
+        f"JAX backend {jax.default_backend()} | {cfg.num_workers} env workers\n"
         f"[dreamjax] estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
     )
 
@@ -175,7 +169,7 @@ def verify_collect(cfg: ExperimentConfig, run: RunFolder) -> list[str]:
 def run_collect(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
     """Random-policy episodes in the real env (PAPER.md §1.2)."""
     return collect(cfg.seed, run.path("collect"), cfg.collect,
-                   env_fn=game.env_fn(cfg, cfg.collect.max_steps), workers=num_workers(cfg))
+                   env_fn=game.env_fn(cfg, cfg.collect.max_steps), workers=cfg.num_workers)
 
 
 def run_vae(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:

@@ -92,6 +92,7 @@ def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
             "dream": to_dict(cfg.dream),
             "train_in": cfg.train_in,
             "es": to_dict(cfg.es),
+            "fast_env": cfg.fast_env,  # real-env CMA-ES runs in it
         }
     if stage == "evaluate":
         return {"eval": to_dict(cfg.eval), "fast_env": cfg.fast_env}
