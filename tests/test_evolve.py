@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from evosax.algorithms import CMA_ES
+from test_train import _read_scalars
 
 from dreamjax.agent import WorldModelPolicy, make_world_model
 from dreamjax.config import ControllerConfig, ESConfig
@@ -25,10 +26,13 @@ from dreamjax.es import (
     train_controller_dream,
     train_controller_real,
 )
+from dreamjax.es.dream import DreamFitness
 from dreamjax.es.generation import es_generation, make_chunk_fn
+from dreamjax.es.loop import train_controller
 from dreamjax.io import save_npz
 from dreamjax.models.controller import (
     controller_for,
+    controller_spec,
     init_controller,
     make_obs,
     obs_dim,
@@ -458,3 +462,29 @@ def test_real_zero_generations_evaluates_the_initial_mean(tmp_path):
     np.testing.assert_array_equal(ravel_params(r.params), 0.0)
     assert r.best_return == 0.0  # the zero controller's action (and reward) is 0
     assert [s.seed for s in pool.calls[0]] == [0, 1]
+
+
+def test_es_tensorboard_scalars_equal_the_logs(tmp_path):
+    """The ES loop's TensorBoard scalars equal its JSONL logs; without a folder, same result."""
+
+    dp = known_reward_dream()
+    spec = controller_spec("zh", dp.model.z_dim, dp.model.hidden, action_dim=dp.model.action_dim)
+    r = train_controller(jax.random.key(0), lambda: DreamFitness.build(dp, ES_SMALL, spec),
+                         tmp_path / "es", ES_SMALL, generations=ES_SMALL.dream_generations,
+                         progress=False, tensorboard_dir=tmp_path / "tb")
+    scalars = _read_scalars(tmp_path / "tb")
+    for key in ("best_return", "mean_return", "sigma", "mean_length"):
+        steps, values = zip(*scalars[f"controller/{key}"], strict=True)
+        assert list(steps) == [h["generation"] for h in r.history]
+        np.testing.assert_allclose(values, [h[key] for h in r.history], rtol=1e-6)
+    for key, name in (("eval_return", "eval_return"), ("eval_std", "eval_std"),
+                      ("best_return", "best_eval_return")):
+        steps, values = zip(*scalars[f"controller/{name}"], strict=True)
+        assert list(steps) == [e["generation"] for e in r.evals] == [3, 6]
+        np.testing.assert_allclose(values, [e[key] for e in r.evals], rtol=1e-6)
+    # no TensorBoard folder: no scalars, same result
+    same = train_controller(jax.random.key(0), lambda: DreamFitness.build(dp, ES_SMALL, spec),
+                            tmp_path / "es2", ES_SMALL, generations=ES_SMALL.dream_generations,
+                            progress=False)
+    assert same.best_return == r.best_return
+    np.testing.assert_array_equal(jax.tree.leaves(same.params)[0], jax.tree.leaves(r.params)[0])

@@ -244,16 +244,23 @@ def _policy_tick(
         c, h, fresh, cand, seeds, tags, steps, frames = xs
         keys = jax.vmap(slot_key)(seeds, tags, steps)
         slot_params = jax.tree.map(lambda p: p[cand], ctrl_params_batch)
-        carry = AgentCarry(lstm=LSTMState(c=c, h=h), restart=fresh.astype(jnp.float32))
+        # a fresh slot starts from the zero state; as a multiply, not a select, which is also
+        # what keeps the rounding of every run before this module's (the pipeline's numbers)
+        keep = (~fresh)[:, None].astype(jnp.float32)
+        lstm = LSTMState(c=c * keep, h=h * keep)
+        restart = (fresh.astype(jnp.float32) if world_model.mdn.restart_input
+                   else jnp.zeros(fresh.shape, jnp.float32))
+        carry = AgentCarry(lstm=lstm, restart=restart)
         a, new, _ = agent_step(keys, world_model, slot_params, carry, frames,
                                action_noise=action_noise)
-        return a, new.lstm.c, new.lstm.h
+        return a, new.lstm.c, new.lstm.h, lstm.c, lstm.h
 
     xs = [blocks(x, f) for x, f in ((c, 0), (h, 0), (fresh, True), (cand, 0), (seeds, 0),
                                     (tags, 0), (steps, 0), (frames, 0))]
-    a, new_c, new_h = (y.reshape(-1, *y.shape[2:])[:S] for y in jax.lax.map(block_tick, xs))
+    a, new_c, new_h, c0, h0 = (y.reshape(-1, *y.shape[2:])[:S]
+                               for y in jax.lax.map(block_tick, xs))
     on = active[:, None]
-    return a, jnp.where(on, new_c, c), jnp.where(on, new_h, h)
+    return a, jnp.where(on, new_c, c0), jnp.where(on, new_h, h0)
 
 
 class WorldModelPolicy:

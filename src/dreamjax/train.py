@@ -114,7 +114,7 @@ def _batch_items(batch: PyTree) -> int:
     raise ValueError("fit: a batch must be a pytree of arrays with a leading batch dimension")
 
 
-def _tensorboard_writer(logdir: str | Path | None):
+def tensorboard_writer(logdir: str | Path | None):
     if logdir is None:
         return None
     try:
@@ -210,7 +210,7 @@ def fit(
     if metrics_file is not None:
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         history = io.truncate_jsonl(metrics_file, "step", start)
-    writer = _tensorboard_writer(tensorboard_dir)
+    writer = tensorboard_writer(tensorboard_dir)
 
     def save(step: int, last: dict) -> None:
         if ckpt_dir is None or checkpoint.latest_step(ckpt_dir) == step:

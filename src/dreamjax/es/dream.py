@@ -138,6 +138,7 @@ def train_controller_dream(
     *,
     generations: int | None = None,
     callback: Callable[[list[dict]], None] | None = None,
+    tensorboard_dir: str | Path | None = None,
     progress: bool = True,
 ) -> ControllerResult:
     """Train C by CMA-ES entirely inside the dream (PAPER.md §2.6); resumable.
@@ -147,7 +148,8 @@ def train_controller_dream(
     `es_cfg.dream_generations`. Files, resume and the evaluation schedule are the ES loop's
     (`dreamjax.es.loop`): a finished folder is returned as is, an unfinished one resumes from
     its last checkpoint (same result as an uninterrupted run). `callback(records)` is called
-    after each chunk with that chunk's log records.
+    after each chunk with that chunk's log records; `tensorboard_dir`: the loop's TensorBoard
+    scalars (None: none).
     """
 
     def make_fitness() -> DreamFitness:
@@ -160,4 +162,5 @@ def train_controller_dream(
 
     generations = es_cfg.dream_generations if generations is None else int(generations)
     return train_controller(key, make_fitness, out_dir, es_cfg, generations=generations,
-                            callback=callback, progress=progress)
+                            callback=callback, tensorboard_dir=tensorboard_dir,
+                            progress=progress)

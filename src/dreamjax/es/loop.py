@@ -14,7 +14,12 @@ reference's `es.current_param()` on fixed seeds), the best mean so far, and the 
 - `evals.jsonl`: one record per evaluation of the mean (`eval_return`, `eval_std`,
   `eval_length`, `best_return`);
 - `best.npz`: the best evaluated mean (`dreamjax.es.controller_io`);
-- `DONE.json`: written last; a folder with it is returned as is.
+- `DONE.json`: written last; a folder with it is returned as is;
+- with `tensorboard_dir` (optional tensorboardX): TensorBoard scalars `controller/<key>` of every
+  generation's record (best, mean and worst return, σ, ...) at step = generation, and
+  `controller/eval_return`, `eval_std`, `eval_length`, `best_eval_return` at each evaluation of
+  the mean. The pipeline writes each phase to `run/tensorboard/controller_<phase>`, so the
+  dream's and the real env's curves overlay under the same tags.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dreamjax.es.controller_io import load_controller, save_controller
 from dreamjax.es.strategies import check_strategy
 from dreamjax.io import append_jsonl, read_json, read_jsonl, truncate_jsonl, write_json
 from dreamjax.models.controller import Controller, ControllerSpec
+from dreamjax.train import tensorboard_writer
 
 EVAL_KEY_TAG = 0x5EED
 """fold_in tag of the fixed key behind every evaluation of the mean (the same episodes each time,
@@ -137,8 +143,10 @@ class _Best:
 def _record_eval_and_checkpoint(
     out_dir: Path, gen: int, rets: Any, lens: Any, es_state: Any, key: jax.Array, best: _Best,
     controller: Controller, mean_params: Any, meta: dict,
-) -> None:
-    """Log one evaluation of the mean (None to skip), keep the best, checkpoint the ES state."""
+) -> dict | None:
+    """Log one evaluation of the mean (None to skip), keep the best, checkpoint the ES state;
+    returns the evaluation's record (None if skipped)."""
+    ev = None
     if rets is not None:
         ev = {"generation": gen, "eval_return": float(np.mean(rets)),
               "eval_std": float(np.std(rets)), "eval_length": float(np.mean(lens))}
@@ -153,6 +161,25 @@ def _record_eval_and_checkpoint(
         {"es_state": es_state, "key": jax.random.key_data(key), "best_flat": best.flat},
         {"generation": gen, "best_return": best.ret, "best_gen": best.gen},
     )
+    return ev
+
+
+EVAL_SCALARS = {"eval_return": "eval_return", "eval_std": "eval_std",
+                "eval_length": "eval_length", "best_return": "best_eval_return"}
+"""An evaluation record's entries -> their TensorBoard names (`controller/<name>`)."""
+
+
+def _write_scalars(writer: Any, records: list[dict], ev: dict | None) -> None:
+    """TensorBoard scalars of one `run` call: each record's numbers at its generation, and the
+    evaluation of the mean `ev` (if any) at its generation."""
+    for r in records:
+        for k, v in r.items():
+            if k != "generation" and isinstance(v, int | float) and not isinstance(v, bool):
+                writer.add_scalar(f"controller/{k}", float(v), int(r["generation"]))
+    if ev is not None:
+        for k, name in EVAL_SCALARS.items():
+            writer.add_scalar(f"controller/{name}", float(ev[k]), int(ev["generation"]))
+    writer.flush()
 
 
 def _resume(out_dir: Path, key: jax.Array, init_state: Any, n_params: int
@@ -184,6 +211,7 @@ def train_controller(
     init_mean: Any = None,
     callback: Callable[[list[dict]], None] | None = None,
     progress: bool = True,
+    tensorboard_dir: str | Path | None = None,
 ) -> ControllerResult:
     """Run (or resume) ES training in `out_dir` for `generations` generations; see the module
     docstring. A finished folder is returned as is; else the settings are checked
@@ -191,7 +219,8 @@ def train_controller(
 
     `init_mean` (a param pytree) is the initial mean, zeros by default (PAPER.md §1.6). With zero
     generations the initial mean is evaluated and is the result. `callback(records)` is called
-    after each `fitness.run` call with its log records.
+    after each `fitness.run` call with its log records. `tensorboard_dir`: where the TensorBoard
+    scalars go (module docstring; needs tensorboardX), None for none.
     """
     out_dir = Path(out_dir)
     if (out_dir / "DONE.json").is_file():
@@ -210,6 +239,7 @@ def train_controller(
                                        fitness.es_params)
     gen, es_state, best = _resume(out_dir, key, init_state, n_params)
     points = eval_points(generations, es_cfg.eval_every)
+    writer = tensorboard_writer(tensorboard_dir)
     bar = tqdm(total=generations, initial=gen, desc=f"{fitness.name} CMA-ES", unit="gen",
                disable=not progress)
     try:
@@ -221,8 +251,10 @@ def train_controller(
             mean_params, rets, lens = spec.unravel(es_state.mean), None, None
             if gen in points:
                 rets, lens = fitness.evaluate_mean(eval_key, mean_params)
-            _record_eval_and_checkpoint(out_dir, gen, rets, lens, es_state, key, best,
-                                        spec.controller, mean_params, meta)
+            ev = _record_eval_and_checkpoint(out_dir, gen, rets, lens, es_state, key, best,
+                                             spec.controller, mean_params, meta)
+            if writer is not None:
+                _write_scalars(writer, records, ev)
             bar.update(len(records))
             bar.set_postfix(gen=gen, best=f"{records[-1]['best_return']:.1f}",
                             mean=f"{records[-1]['mean_return']:.1f}")
@@ -230,6 +262,8 @@ def train_controller(
                 callback(records)
     finally:
         bar.close()
+        if writer is not None:
+            writer.close()
 
     if best.gen < 0:  # zero generations: the initial mean is the result
         mean_params = spec.unravel(es_state.mean)

@@ -108,6 +108,7 @@ def train_controller_real(
     eval_seed_start: int = 0,
     init_params: Any = None,
     callback: Callable[[list[dict]], None] | None = None,
+    tensorboard_dir: str | Path | None = None,
     progress: bool = True,
 ) -> ControllerResult:
     """CMA-ES in the real env (PAPER.md §1.6); resumable, same files as
@@ -118,7 +119,7 @@ def train_controller_real(
     end) the mean plays `eval_episodes` episodes on seeds eval_seed_start.. and the best is
     kept. `init_params` (a param pytree, e.g. the dream-trained controller) is the initial
     CMA-ES mean; zeros by default (PAPER.md §1.6). `callback(records)` is called after each
-    generation with its log record.
+    generation with its log record; `tensorboard_dir`: the loop's TensorBoard scalars.
     """
 
     def make_fitness() -> RealFitness:
@@ -133,4 +134,5 @@ def train_controller_real(
 
     generations = es_cfg.generations if generations is None else int(generations)
     return train_controller(key, make_fitness, out_dir, es_cfg, generations=generations,
-                            init_mean=init_params, callback=callback, progress=progress)
+                            init_mean=init_params, callback=callback,
+                            tensorboard_dir=tensorboard_dir, progress=progress)

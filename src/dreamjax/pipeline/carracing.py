@@ -235,7 +235,8 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dic
         dream_params = artifacts.load_dream_params(
             run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps)
         res = train_controller_dream(jax.random.fold_in(key, 0), dream_params, dirs["dream"],
-                                     cfg.es, cfg.controller)
+                                     cfg.es, cfg.controller,
+                                     tensorboard_dir=tensorboard_dir(run, "controller_dream"))
         summary["dream"] = {"best_return": res.best_return, "best_generation": res.best_generation}
         init_params = res.params
     if "real" in dirs:
@@ -245,6 +246,7 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dic
                 jax.random.fold_in(key, 1), pool, factory, dirs["real"], cfg.es, cfg.controller,
                 z_dim=wm.z_dim, hidden_size=wm.hidden, action_dim=wm.action_dim,
                 init_params=init_params,
+                tensorboard_dir=tensorboard_dir(run, "controller_real"),
             )
         summary["real"] = {"best_return": res.best_return, "best_generation": res.best_generation}
     return summary
