@@ -37,7 +37,7 @@ from dreamjax.agent_io import (
     load_agent,
     save_agent,
 )
-from dreamjax.errors import ConfigError, DreamjaxError
+from dreamjax.errors import ConfigError
 from dreamjax.experiments import cli
 from dreamjax.pipeline.evaluate import environment_info
 from dreamjax.playback import GAMES, check_reference, pick_game, play_real, score
@@ -262,17 +262,12 @@ def export(args: ExportArgs, command_line: str = PROG) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI: a dreamjax error is one line `error: ...` and a non-zero exit code."""
-    debug = cli.debug_from_env()
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = tyro.cli(ExportArgs, args=argv, prog=PROG, description=__doc__)
-        debug = debug or args.debug
+
+    def body(args: ExportArgs, argv: list[str]) -> int:
         export(args, shlex.join([*PROG.split(), *argv]))
         return 0
-    except DreamjaxError as e:
-        if debug:
-            raise
-        return cli.report_error(e)
+
+    return cli.tool_main(ExportArgs, body, argv, prog=PROG, description=__doc__)
 
 
 if __name__ == "__main__":

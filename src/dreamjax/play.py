@@ -35,7 +35,7 @@ import tyro
 from dreamjax import io
 from dreamjax.agent_io import Agent, load_any
 from dreamjax.envs.pool import EpisodeResult, EpisodeSpec
-from dreamjax.errors import ConfigError, DreamjaxError
+from dreamjax.errors import ConfigError
 from dreamjax.experiments import cli
 from dreamjax.panels import Window, check_display, compose
 from dreamjax.pipeline.viz import write_video
@@ -227,16 +227,8 @@ def run(args: PlayArgs) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI: a dreamjax error is one line `error: ...` and a non-zero exit code."""
-    debug = cli.debug_from_env()
-    try:
-        args = tyro.cli(PlayArgs, args=sys.argv[1:] if argv is None else argv, prog=PROG,
-                        description=__doc__)
-        debug = debug or args.debug
-        return run(args)
-    except DreamjaxError as e:
-        if debug:
-            raise
-        return cli.report_error(e)
+    return cli.tool_main(PlayArgs, lambda args, _: run(args), argv, prog=PROG,
+                         description=__doc__)
 
 
 if __name__ == "__main__":

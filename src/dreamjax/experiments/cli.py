@@ -152,3 +152,21 @@ def main(
         if debug:
             raise
         return report_error(e)
+
+
+def tool_main(args_type: type, body: Callable[[Any, list[str]], int],
+              argv: Sequence[str] | None, *, prog: str, description: str | None) -> int:
+    """A tool's CLI (`play`, `export`): tyro parses `args_type` (with a `debug` field), then
+    `body(args, argv)` runs; a dreamjax error is one line `error: ...` and a non-zero exit code
+    (its traceback with `--debug` or DREAMJAX_DEBUG=1)."""
+    debug = debug_from_env()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = tyro.cli(args_type, args=argv, prog=prog, description=description)
+        debug = debug or args.debug
+        return body(args, argv)
+    except DreamjaxError as e:
+        if debug:
+            raise
+        return report_error(e)
+
