@@ -241,7 +241,7 @@ def _policy_tick(
         return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(base_key, s), t), n)
 
     def block_tick(xs):
-        c, h, fresh, cand, seeds, tags, steps, frames = xs
+        c, h, fresh, cand, seeds, tags, steps, frames, on = xs
         keys = jax.vmap(slot_key)(seeds, tags, steps)
         slot_params = jax.tree.map(lambda p: p[cand], ctrl_params_batch)
         # a fresh slot starts from the zero state; as a multiply, not a select, which is also
@@ -253,14 +253,12 @@ def _policy_tick(
         carry = AgentCarry(lstm=lstm, restart=restart)
         a, new, _ = agent_step(keys, world_model, slot_params, carry, frames,
                                action_noise=action_noise)
-        return a, new.lstm.c, new.lstm.h, lstm.c, lstm.h
+        on = on[:, None]
+        return a, jnp.where(on, new.lstm.c, lstm.c), jnp.where(on, new.lstm.h, lstm.h)
 
     xs = [blocks(x, f) for x, f in ((c, 0), (h, 0), (fresh, True), (cand, 0), (seeds, 0),
-                                    (tags, 0), (steps, 0), (frames, 0))]
-    a, new_c, new_h, c0, h0 = (y.reshape(-1, *y.shape[2:])[:S]
-                               for y in jax.lax.map(block_tick, xs))
-    on = active[:, None]
-    return a, jnp.where(on, new_c, c0), jnp.where(on, new_h, h0)
+                                    (tags, 0), (steps, 0), (frames, 0), (active, False))]
+    return tuple(y.reshape(-1, *y.shape[2:])[:S] for y in jax.lax.map(block_tick, xs))
 
 
 class WorldModelPolicy:
