@@ -270,8 +270,8 @@ def test_dream_params_from_a_run_folder(tmp_path):
               "done_head": True}
     done = {"model": fields, "checkpoint": "ckpt", "mdnrnn_id": "m0"}
     io.write_json(tmp_path / "mdnrnn" / "DONE.json", done)
-    mdn, params, mdn_id = artifacts.load_mdnrnn(run)
-    assert mdn == SMALL and mdn_id == "m0"
+    mdn, params, mdn_id, members = artifacts.load_mdnrnn(run)
+    assert mdn == SMALL and mdn_id == "m0" and members == 1
     jax.tree.map(np.testing.assert_array_equal, params, mp)
     wm = make_world_model(None, None, mdn, params, "zh")
     with pytest.raises(ArtifactError, match=r"initial_latents.npz.*rerun the encode stage"):

@@ -47,10 +47,13 @@ ACTION_NOISE_TAG = 0xAC7
 class WorldModel:
     """V, M and C's spec. vae_params, mdn_params: leaves; vae, mdn, spec: static.
 
-    `vae` may be None for an agent that is only ever fed z (the dream)."""
+    `vae` may be None for an agent that is only ever fed z (the dream). `mdn_members`: for an
+    ensemble of Ms, all K members' params stacked (K, ...), member 0 being `mdn_params` (the M
+    the agent runs); the dream's worlds (`dreamjax.dream.ensemble`). None for one M."""
 
     vae_params: Any
     mdn_params: Any
+    mdn_members: Any = None
     vae: Any = struct.field(pytree_node=False, default=None)
     mdn: MDNRNN = struct.field(pytree_node=False, default=MDNRNN())
     spec: ControllerSpec = struct.field(pytree_node=False, default=None)
@@ -103,17 +106,26 @@ def check_mdn_params(model: MDNRNN, mdn_params: Any, where: str) -> None:
 
 def make_world_model(
     vae: Any, vae_params: Any, mdn: MDNRNN, mdn_params: Any, kind: str = "zh", *,
-    hidden_units: int = 40,
+    hidden_units: int = 40, ensemble: int = 1,
 ) -> WorldModel:
     """A validated `WorldModel` whose controller of `kind` acts on M's features with M's
-    action size (`hidden_units`: width of the `z-hidden` layer)."""
+    action size (`hidden_units`: width of the `z-hidden` layer). With `ensemble` = K > 1,
+    `mdn_params` are K members stacked (K, ...) and the agent runs member 0."""
+    members = None
+    if ensemble > 1:
+        members = mdn_params
+        if {int(np.shape(x)[0]) for x in jax.tree.leaves(members)} != {ensemble}:
+            raise ValueError(f"make_world_model: an ensemble of {ensemble} Ms needs params "
+                             f"stacked ({ensemble}, ...)")
+        mdn_params = jax.tree.map(lambda x: x[0], members)
     check_mdn_params(mdn, mdn_params, "make_world_model")
     if vae is not None and getattr(vae, "z_dim", mdn.z_dim) != mdn.z_dim:
         raise ValueError(f"make_world_model: V has z_dim={vae.z_dim} but M has "
                          f"z_dim={mdn.z_dim}")
     spec = controller_spec(kind, mdn.z_dim, mdn.hidden, action_dim=mdn.action_dim,
                            hidden_units=hidden_units)
-    return WorldModel(vae_params=vae_params, mdn_params=mdn_params, vae=vae, mdn=mdn, spec=spec)
+    return WorldModel(vae_params=vae_params, mdn_params=mdn_params, mdn_members=members, vae=vae,
+                      mdn=mdn, spec=spec)
 
 
 def initial_carry(world_model: WorldModel, batch_shape: tuple[int, ...] = ()) -> AgentCarry:

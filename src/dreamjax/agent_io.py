@@ -192,7 +192,7 @@ def agent_from_run(root: str | Path) -> Agent:
     """The agent a run folder trained: V, M, the evaluated C and the latent bank."""
     run = RunFolder(root)
     cfg, notes = run_config(run.root)
-    wm = artifacts.load_world_model(run, cfg.controller)
+    wm = artifacts.final_world_model(cfg, run)
     path = artifacts.final_controller_path(cfg, run)
     ctrl_params, ctrl_meta = artifacts.load_controller_params(path, wm.spec)
     mu, logvar = artifacts.load_initial_latents(run)
@@ -201,7 +201,7 @@ def agent_from_run(root: str | Path) -> Agent:
         "run": str(run.root.resolve()),
         "profile": cfg.profile,
         "train_in": cfg.train_in,
-        **artifacts.model_ids(run),
+        **artifacts.model_ids(run, artifacts.final_mdnrnn_dir(cfg, run)),
         "controller_file": str(path.relative_to(run.root)),
         "controller_meta": ctrl_meta,
         "stage_fingerprints": {s: r.get("fingerprint") for s, r in stages.items()},

@@ -16,8 +16,8 @@ from typing import Literal
 from dreamjax.errors import ConfigError
 
 Profile = Literal["smoke", "laptop", "paper"]
-ControllerKind = Literal["zh", "z", "z-hidden"]
-TrainIn = Literal["real", "dream", "dream-then-real"]
+ControllerKind = Literal["zh", "z", "z-hidden", "zch"]
+TrainIn = Literal["real", "dream", "dream-then-real", "iterative"]
 Stage = Literal["collect", "vae", "encode", "mdnrnn", "controller", "evaluate", "report"]
 STAGES: tuple[str, ...] = ("collect", "vae", "encode", "mdnrnn", "controller", "evaluate", "report")
 
@@ -30,9 +30,10 @@ class CollectConfig:
     """Number of episodes to record."""
     max_steps: int = 1000
     """Steps per episode; the paper records every episode to exactly 1000 frames."""
-    policy: Literal["paper", "brownian"] = "paper"
+    policy: Literal["paper", "brownian", "doom_random"] = "paper"
     """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
-    `brownian`: actions follow a clipped random walk."""
+    `brownian`: actions follow a clipped random walk; `doom_random` (Doom, PAPER.md §2.2): a
+    uniform action held for 1-10 steps."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class MDNRNNConfig:
     """Input steps per sequence (targets are the next step)."""
     steps: int = 4000
     """Optimizer steps."""
+    ensemble: int = 1
+    """Ms trained together (one vmapped program, each from its own initialisation and noise);
+    in the dream each episode's world is one member while C's memory h is always member 0's,
+    as in the real env (`dreamjax.dream.ensemble`). 1: a single M."""
     tbptt: bool = False
     """Carry the LSTM state across consecutive chunks of the same episodes (PAPER.md §2.4)."""
     checkpoint_every: int = 500
@@ -103,7 +108,7 @@ class ControllerConfig:
 
     kind: ControllerKind = "zh"
     """`zh`: linear on [z, h] (paper, 867 params); `z`: linear on z (99); `z-hidden`: z with a
-    40-unit tanh hidden layer (1,443)."""
+    40-unit tanh hidden layer (1,443); `zch`: linear on [z, c, h] without bias (Doom, 1,088)."""
     hidden: int = 40
     """Hidden units of the `z-hidden` ablation."""
 
@@ -142,6 +147,31 @@ class DreamConfig:
 
     temperature: float = 1.0
     """Temperature τ: mixture logits divided by τ, σ scaled by √τ (PAPER.md §2.5)."""
+    ensemble_fitness: Literal["mean", "min"] = "mean"
+    """With an ensemble of Ms: a candidate's fitness is the mean of its returns over all
+    members' dreams (`mean`) or the worst member's mean return (`min`, pessimistic)."""
+
+
+@dataclass(frozen=True)
+class IterateConfig:
+    """The iterative world-model loop (`--train-in iterative`, PAPER.md §1.8): round 0 trains C
+    in the dream of the run's M; each later round records real episodes with the previous
+    round's C, fine-tunes M on all data so far and retrains C in the dream."""
+
+    rounds: int = 3
+    """Rounds, round 0 included."""
+    episodes: int = 24
+    """Real episodes recorded with the previous round's C per round (its check episodes
+    included)."""
+    check_episodes: int = 8
+    """Of those, noise-free episodes on training seeds: each round's real return (the
+    dream-vs-real gap) and the selection of the final C; never the evaluation seeds."""
+    action_noise: float = 0.1
+    """Std of the Gaussian noise on C's actions in the other recorded episodes."""
+    mdnrnn_steps: int = 300
+    """Optimizer steps fine-tuning M (from the previous round's) on all series per round."""
+    dream_generations: int = 50
+    """Dream CMA-ES generations per round after round 0, from the previous round's mean."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +202,9 @@ class ExperimentConfig:
     stages: tuple[Stage, ...] = STAGES  # type: ignore[assignment]
     """Stages to run (finished ones are skipped)."""
     train_in: TrainIn = "real"
-    """Where C is trained: `real` (paper), `dream` (needs M's reward and done heads), or
-    `dream-then-real`."""
+    """Where C is trained: `real` (paper), `dream` (needs M's reward and done heads),
+    `dream-then-real`, or `iterative` (rounds of real data from C, M fine-tuned, C retrained
+    in the dream; `--iterate.*`)."""
     workers: int = 0
     """Real-env worker processes for collection, training and evaluation; 0: one per core."""
     fast_env: bool = True
@@ -188,6 +219,7 @@ class ExperimentConfig:
     mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
     es: ESConfig = field(default_factory=ESConfig)
     dream: DreamConfig = field(default_factory=DreamConfig)
+    iterate: IterateConfig = field(default_factory=IterateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
@@ -199,9 +231,8 @@ class ExperimentConfig:
     def controller_phases(self) -> tuple[str, ...]:
         """Where C trains, in order (`controller/<phase>/` each); the last phase's best
         controller is the one evaluated."""
-        return {"real": ("real",), "dream": ("dream",), "dream-then-real": ("dream", "real")}[
-            self.train_in
-        ]
+        return {"real": ("real",), "dream": ("dream",), "dream-then-real": ("dream", "real"),
+                "iterative": ("iterative",)}[self.train_in]
 
 
 def _paper() -> ExperimentConfig:
@@ -303,3 +334,79 @@ def profile_config(name: str) -> ExperimentConfig:
 def to_dict(cfg: object) -> dict:
     """A JSON-able dict of a config dataclass."""
     return dataclasses.asdict(cfg)  # type: ignore[arg-type]
+
+
+def _doom_paper() -> ExperimentConfig:
+    """Doom TakeCover at the paper's sizes (PAPER.md §2): 10,000 random-policy episodes of more
+    than 100 frames, V with z = 64, M with 512 units, the restart input and the done head
+    (weight 10) trained by truncated BPTT over chunks of 100 streams (24,400 steps, the
+    reference's 400 epochs; constant lr 1e-3 where the reference decays it to 1e-5), C on
+    [z, c, h] without bias trained by CMA-ES (64 x 16, 1,800 generations) only in the dream at
+    tau 1.15 with a 2100-step cap; for a GPU/TPU host with many CPU cores."""
+    return ExperimentConfig(
+        profile="paper",
+        run_dir="runs/doom",
+        train_in="dream",
+        controller=ControllerConfig(kind="zch"),
+        collect=CollectConfig(episodes=10_000, max_steps=2100, policy="doom_random"),
+        vae=VAEConfig(z_dim=64),
+        mdnrnn=MDNRNNConfig(hidden=512, done_head=True, batch_size=100, seq_len=499,
+                            steps=24_400, tbptt=True),
+        es=ESConfig(generations=0, dream_generations=1800, max_steps=2100),
+        dream=DreamConfig(temperature=1.15),
+        eval=EvalConfig(max_steps=2100),
+    )
+
+
+def _doom_laptop() -> ExperimentConfig:
+    """About an hour on a 2-core CPU: 200 random-policy episodes (about 60k frames), V with
+    z = 64 for 2 epochs at Adam 1e-3 (paper: 10 epochs of ~3M frames at 1e-4), M with the
+    paper's 512 units, restart input and done head for 400 truncated-BPTT steps of 32 streams x
+    100, C (1,088 weights, no bias) trained only in the dream at tau 1.15 with the 2100-step
+    cap: 40 generations of 16 candidates x 4 dreams; then 100 real episodes."""
+    return ExperimentConfig(
+        profile="laptop",
+        run_dir="runs/doom",
+        train_in="dream",
+        controller=ControllerConfig(kind="zch"),
+        collect=CollectConfig(episodes=200, max_steps=2100, policy="doom_random"),
+        vae=VAEConfig(z_dim=64, epochs=2.0, learning_rate=1e-3, checkpoint_every=250),
+        mdnrnn=MDNRNNConfig(hidden=512, done_head=True, batch_size=32, seq_len=100, steps=400,
+                            tbptt=True, checkpoint_every=100),
+        es=ESConfig(popsize=16, rollouts=4, generations=0, dream_generations=40,
+                    max_steps=2100, eval_every=10, eval_episodes=16, chunk=5),
+        dream=DreamConfig(temperature=1.15),
+        eval=EvalConfig(max_steps=2100),
+    )
+
+
+def _doom_smoke() -> ExperimentConfig:
+    """Doom in well under a minute on a 2-core CPU: every stage at toy sizes (3 episodes of
+    101-120 frames, a 32-unit M, 2 dream generations, 2 real episodes of at most 100 steps);
+    the paper's V (z = 64) and C (zch) shapes. For tests and CI."""
+    return ExperimentConfig(
+        profile="smoke",
+        run_dir="runs/doom-smoke",
+        train_in="dream",
+        workers=2,
+        envs_per_worker=1,
+        controller=ControllerConfig(kind="zch"),
+        collect=CollectConfig(episodes=3, max_steps=120, policy="doom_random"),
+        vae=VAEConfig(z_dim=64, epochs=1.0, batch_size=32, checkpoint_every=6, log_every=2,
+                      shuffle_episodes=3),
+        encode=EncodeConfig(batch_size=64),
+        mdnrnn=MDNRNNConfig(hidden=32, done_head=True, batch_size=2, seq_len=20, steps=4,
+                            tbptt=True, checkpoint_every=2, log_every=2),
+        es=ESConfig(popsize=4, rollouts=2, generations=0, dream_generations=2, max_steps=50,
+                    eval_every=2, eval_episodes=2, chunk=2),
+        dream=DreamConfig(temperature=1.15),
+        eval=EvalConfig(episodes=2, max_steps=100, videos=False),
+    )
+
+
+DOOM_PROFILES: dict[str, Callable[[], ExperimentConfig]] = {
+    "smoke": _doom_smoke,
+    "laptop": _doom_laptop,
+    "paper": _doom_paper,
+}
+"""The Doom TakeCover experiment's presets (`python -m dreamjax.experiments.doom`), by name."""

@@ -14,6 +14,12 @@ artifacts are loaded by `dreamjax.pipeline.artifacts.load_dream_params`.
   alone. Timing follows §1.5: reset returns [z_0, h_0 = 0], the action a_t is chosen from
   [z_t, h_t] where h_t has consumed (z_<t, a_<t), and the step returns [z_{t+1}, h_{t+1}].
 
+With `agent_params` (an ensemble of Ms, `dreamjax.dream.ensemble`), the world and C's memory
+are two Ms, as in the real env: z_{t+1}, reward and done come from the world M (`mdn_params`,
+one member per episode), while the h that C sees is that of the agent's own M (`agent_params`,
+member 0, the M the real-env agent runs), fed the same z and a. So C cannot read the world's
+hidden state, and an exploit of one member's errors does not carry over to the others.
+
 Everything that varies between runs (M's weights, the latent bank, τ, the step limit) lives in the
 `DreamParams` pytree; M's architecture and the observation/reward modes are static fields. So one
 compiled step serves every checkpoint, and a population of dreams is a `vmap` away.
@@ -41,11 +47,13 @@ REWARD_MODES: tuple[str, ...] = ("head", "survival")
 
 @struct.dataclass
 class DreamState(environment.EnvState):
-    """z (Z,) the current latent; lstm c, h (H,); restart () 1.0 until the first step."""
+    """z (Z,) the current latent; lstm c, h (H,) the world M's state; restart () 1.0 until the
+    first step; agent c, h (H,) the agent's M's state (None without `agent_params`)."""
 
     z: jax.Array
     lstm: LSTMState
     restart: jax.Array
+    agent: LSTMState | None = None
 
 
 @struct.dataclass
@@ -54,7 +62,8 @@ class DreamParams(environment.EnvParams):
     static (part of the compiled program).
 
     mdn_params: M's variables ({"params": ...}); init_mu, init_logvar: (N, Z) bank of first-frame
-    latents; temperature: τ; max_steps_in_episode: truncation limit.
+    latents; temperature: τ; max_steps_in_episode: truncation limit; agent_params: the variables
+    of the M whose h C sees, when it is not the world's (None: the world's own h).
     """
 
     mdn_params: Any = None
@@ -62,6 +71,7 @@ class DreamParams(environment.EnvParams):
     init_logvar: Any = None
     temperature: Any = 1.0
     max_steps_in_episode: Any = 1000
+    agent_params: Any = None
     model: MDNRNN = struct.field(pytree_node=False, default=MDNRNN())
     obs_mode: str = struct.field(pytree_node=False, default="zh")
     reward_mode: str = struct.field(pytree_node=False, default="head")
@@ -96,8 +106,14 @@ def make_dream_params(
     max_steps: int = 1000,
     obs_mode: str = "zh",
     reward_mode: str = "head",
+    members: Any = None,
 ) -> DreamParams:
-    """Validated `DreamParams`; init_mu, init_logvar (N, Z) with N >= 1."""
+    """Validated `DreamParams`; init_mu, init_logvar (N, Z) with N >= 1.
+
+    members: an ensemble's variables stacked on a leading axis (K, ...): the dream's worlds
+    are the members (one per episode, through `dreamjax.dream.ensemble.dream_rollouts`) and
+    `mdn_params` becomes the agent's M (`agent_params`). None: one M is world and memory.
+    """
     check_dream_config(model, obs_mode, reward_mode)
     init_mu = jnp.asarray(init_mu, jnp.float32)
     init_logvar = jnp.asarray(init_logvar, jnp.float32)
@@ -112,8 +128,16 @@ def make_dream_params(
     if int(max_steps) < 1:
         raise ValueError(f"dream: max_steps must be >= 1, got {max_steps}")
     check_mdn_params(model, mdn_params, "dream")
+    agent_params = None
+    if members is not None:
+        k = {int(np.shape(x)[0]) for x in jax.tree.leaves(members)}
+        if len(k) != 1:
+            raise ValueError("dream: ensemble members must share one leading axis (K, ...)")
+        check_mdn_params(model, jax.tree.map(lambda x: x[0], members), "dream ensemble")
+        agent_params, mdn_params = mdn_params, members
     return DreamParams(
         mdn_params=mdn_params,
+        agent_params=agent_params,
         init_mu=init_mu,
         init_logvar=init_logvar,
         temperature=jnp.float32(temperature),
@@ -151,11 +175,13 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         i = jax.random.randint(k_idx, (), 0, n)
         eps = jax.random.normal(k_eps, (z_dim,), jnp.float32)
         z = params.init_mu[i] + jnp.exp(params.init_logvar[i] / 2.0) * eps
+        zero = params.model.initial_state(())
         state = DreamState(
             time=jnp.int32(0),
             z=z,
-            lstm=params.model.initial_state(()),
+            lstm=zero,
             restart=jnp.float32(1.0),
+            agent=None if params.agent_params is None else zero,
         )
         return self.get_obs(state, params), state
 
@@ -169,17 +195,24 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         if action.shape != (model.action_dim,):
             raise ValueError(f"dream: action must be ({model.action_dim},), got {action.shape}")
         lstm, out = m_step(model, params.mdn_params, state.lstm, state.z, action, state.restart)
+        agent = None
+        if params.agent_params is not None:
+            agent, _ = m_step(model, params.agent_params, state.agent, state.z, action,
+                              state.restart)
         z = sample_next_z(key, out, params.temperature)
         reward = out.reward if params.reward_mode == "head" else jnp.float32(1.0)
         terminated = out.done_logit > 0.0 if model.done_head else jnp.bool_(False)
-        state = DreamState(time=state.time + 1, z=z, lstm=lstm, restart=jnp.float32(0.0))
+        state = DreamState(time=state.time + 1, z=z, lstm=lstm, restart=jnp.float32(0.0),
+                           agent=agent)
         info = {"done_logit": out.done_logit if model.done_head else jnp.float32(-jnp.inf)}
         return self.get_obs(state, params), state, reward.astype(jnp.float32), terminated, info
 
     def get_obs(self, state: DreamState, params=None, key=None) -> jax.Array:
-        """What C sees: [z, h], [z, c, h] or z, per `params.obs_mode`."""
+        """What C sees: [z, h], [z, c, h] or z, per `params.obs_mode`; c, h are the agent's M's
+        (the world's without `agent_params`)."""
         mode = (params or self.default_params).obs_mode
-        return make_obs(mode, state.z, state.lstm.c, state.lstm.h)
+        mem = state.lstm if state.agent is None else state.agent
+        return make_obs(mode, state.z, mem.c, mem.h)
 
     def is_terminated(self, state: DreamState, params: DreamParams) -> jax.Array:
         """Termination is decided by M's done head inside `step_env`."""

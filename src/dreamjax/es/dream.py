@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dreamjax.config import ControllerConfig, ESConfig
+from dreamjax.dream.ensemble import dream_rollouts, ensemble_fitness, ensemble_size
 from dreamjax.dream.env import DreamEnv, DreamParams, check_dream_config
-from dreamjax.dream.rollout import fitness_from_returns, population_rollouts
+from dreamjax.errors import ConfigError
 from dreamjax.es.generation import Evaluate, make_chunk_fn
 from dreamjax.es.loop import ControllerResult, train_controller
 from dreamjax.es.strategies import make_strategy, strategy_params
@@ -32,15 +33,17 @@ from dreamjax.models.mdnrnn import MDNRNN_FIELDS
 
 
 def dream_evaluate(
-    env: DreamEnv, policy: Callable, num_rollouts: int, num_steps: int, antithetic: bool = True
+    env: DreamEnv, policy: Callable, num_rollouts: int, num_steps: int, antithetic: bool = True,
+    fitness_mode: str = "mean",
 ) -> Evaluate:
-    """Fitness of a population in the dream: -mean return of `num_rollouts` rollouts each;
-    args = DreamParams. aux: mean_return, mean_length per candidate (P,)."""
+    """Fitness of a population in the dream: -mean return of `num_rollouts` rollouts each (for
+    an ensemble, `fitness_mode` "min": the worst member's); args = DreamParams. aux:
+    mean_return, mean_length per candidate (P,)."""
 
     def evaluate(key, population, dream_params):
-        res = population_rollouts(key, env, dream_params, policy, population, num_rollouts,
-                                  num_steps, antithetic=antithetic)
-        fitness = fitness_from_returns(res)
+        res = dream_rollouts(key, env, dream_params, policy, population, num_rollouts,
+                             num_steps, antithetic=antithetic)
+        fitness = ensemble_fitness(res.returns, ensemble_size(dream_params), fitness_mode)
         mean_ret = jnp.mean(res.returns, axis=-1)
         aux = {"mean_return": mean_ret, "mean_length": jnp.mean(res.lengths, axis=-1)}
         return fitness, aux
@@ -53,8 +56,8 @@ def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_st
 
     def eval_fn(key, params, dream_params):
         pop = jax.tree.map(lambda x: x[None], params)
-        res = population_rollouts(key, env, dream_params, policy, pop, num_episodes, num_steps,
-                                  antithetic=False)
+        res = dream_rollouts(key, env, dream_params, policy, pop, num_episodes, num_steps,
+                             antithetic=False)
         return res.returns[0], res.lengths[0]
 
     return jax.jit(eval_fn)
@@ -63,13 +66,14 @@ def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_st
 @functools.lru_cache(maxsize=8)
 def _dream_programs(
     strategy_name: str, popsize: int, spec: ControllerSpec, rollouts: int, num_steps: int,
-    chunk: int, eval_episodes: int,
+    chunk: int, eval_episodes: int, fitness_mode: str = "mean",
 ) -> tuple[Any, Callable, Callable]:
     """(strategy, jitted chunk_fn, jitted mean eval_fn), cached so that a resumed or repeated
     run in the same process reuses the compiled programs."""
     env = DreamEnv()
     strategy = make_strategy(strategy_name, popsize, spec.zeros())
-    evaluate = dream_evaluate(env, spec.controller.apply, rollouts, num_steps)
+    evaluate = dream_evaluate(env, spec.controller.apply, rollouts, num_steps,
+                              fitness_mode=fitness_mode)
     chunk_fn = make_chunk_fn(strategy, evaluate, chunk)
     eval_fn = make_mean_eval_fn(env, spec.controller.apply, eval_episodes, num_steps)
     return strategy, chunk_fn, eval_fn
@@ -91,13 +95,19 @@ class DreamFitness:
     name: str = "dream"
 
     @classmethod
-    def build(cls, dream_params: DreamParams, es_cfg: ESConfig, spec: ControllerSpec
-              ) -> DreamFitness:
+    def build(cls, dream_params: DreamParams, es_cfg: ESConfig, spec: ControllerSpec,
+              fitness_mode: str = "mean") -> DreamFitness:
         """The (cached) programs for this shape; rollouts last `max_steps_in_episode` steps."""
         num_steps = int(dream_params.max_steps_in_episode)
+        K = ensemble_size(dream_params)
+        for flag, n in (("--es.rollouts", es_cfg.rollouts),
+                        ("--es.eval-episodes", es_cfg.eval_episodes)):
+            if n % K:
+                raise ConfigError(f"{flag} ({n}) must be a multiple of the ensemble's {K} "
+                                  "members (each dreams as many of a candidate's episodes)")
         strategy, chunk_fn, eval_fn = _dream_programs(
             es_cfg.strategy, es_cfg.popsize, spec, es_cfg.rollouts, num_steps, es_cfg.chunk,
-            es_cfg.eval_episodes,
+            es_cfg.eval_episodes, fitness_mode,
         )
         return cls(spec, strategy, strategy_params(strategy, es_cfg.sigma_init), es_cfg.chunk,
                    chunk_fn, eval_fn, dream_params,
@@ -123,7 +133,7 @@ class DreamFitness:
 
     def done_info(self) -> dict:
         dp = self.dream_params
-        return {"dream": {"temperature": float(dp.temperature),
+        return {"dream": {"temperature": float(dp.temperature), "ensemble": ensemble_size(dp),
                           "max_steps": int(dp.max_steps_in_episode),
                           "obs_mode": dp.obs_mode, "reward_mode": dp.reward_mode,
                           "model": {f: getattr(dp.model, f) for f in MDNRNN_FIELDS}}}
@@ -137,11 +147,16 @@ def train_controller_dream(
     ctrl_cfg: ControllerConfig,
     *,
     generations: int | None = None,
+    init_params: Any = None,
+    fitness_mode: str = "mean",
     callback: Callable[[list[dict]], None] | None = None,
     tensorboard_dir: str | Path | None = None,
     progress: bool = True,
 ) -> ControllerResult:
     """Train C by CMA-ES entirely inside the dream (PAPER.md §2.6); resumable.
+
+    `init_params` (a param pytree, e.g. the previous round's C) is the initial mean (zeros by
+    default); `fitness_mode` is an ensemble dream's "mean" or "min" (`dreamjax.dream.ensemble`).
 
     `dream_params` gives M, the latent bank and τ; its step limit `max_steps_in_episode` is also
     the rollout length. Its obs mode is set from `ctrl_cfg.kind`. `generations` defaults to
@@ -158,9 +173,9 @@ def train_controller_dream(
                                action_dim=model.action_dim, hidden_units=ctrl_cfg.hidden)
         params = dream_params.replace(obs_mode=spec.obs_mode)
         check_dream_config(model, params.obs_mode, params.reward_mode)
-        return DreamFitness.build(params, es_cfg, spec)
+        return DreamFitness.build(params, es_cfg, spec, fitness_mode)
 
     generations = es_cfg.dream_generations if generations is None else int(generations)
     return train_controller(key, make_fitness, out_dir, es_cfg, generations=generations,
-                            callback=callback, tensorboard_dir=tensorboard_dir,
-                            progress=progress)
+                            init_mean=init_params, callback=callback,
+                            tensorboard_dir=tensorboard_dir, progress=progress)

@@ -41,19 +41,20 @@ from dreamjax.pipeline.run import RunFolder
 INITIAL_LATENTS = "initial_latents.npz"
 
 
-def read_done(run: RunFolder, stage: str) -> dict:
-    """A finished model stage's `DONE.json` (written last by its training)."""
-    path = run.path(stage) / "DONE.json"
+def read_done(run: RunFolder, stage: str, folder: Path | None = None) -> dict:
+    """A finished model stage's `DONE.json` (written last by its training), in the stage's
+    folder or in `folder` (e.g. an iterative round's M)."""
+    path = (folder or run.path(stage)) / "DONE.json"
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; rerun the {stage} stage")
     return io.read_json(path)
 
 
-def _restore(run: RunFolder, stage: str, done: dict) -> Any:
+def _restore(run: RunFolder, stage: str, done: dict, folder: Path | None = None) -> Any:
     """The params checkpoint a DONE.json points to ("checkpoint", relative to the stage)."""
-    folder = run.path(stage) / done.get("checkpoint", "params")
+    path = (folder or run.path(stage)) / done.get("checkpoint", "params")
     try:
-        return checkpoint.restore_params(folder)
+        return checkpoint.restore_params(path)
     except (ArtifactError, FileNotFoundError) as e:
         raise ArtifactError(f"{e} (rerun the {stage} stage)") from None
 
@@ -86,22 +87,32 @@ def load_vae(run: RunFolder) -> tuple[ConvVAE, Any, str | None]:
     return model, params, done.get("vae_id")
 
 
-def load_mdnrnn(run: RunFolder) -> tuple[MDNRNN, Any, str | None]:
-    """(M, its params, mdnrnn_id) of the run's trained M."""
-    done = read_done(run, "mdnrnn")
-    model = mdnrnn_from_meta(done, str(run.path("mdnrnn") / "DONE.json"))
-    params = _restore(run, "mdnrnn", done)
+def load_mdnrnn(run: RunFolder, folder: Path | None = None
+                ) -> tuple[MDNRNN, Any, str | None, int]:
+    """(M, its params, mdnrnn_id, K) of the run's trained M (or the one in `folder`); for an
+    ensemble of K > 1 the params are stacked (K, ...)."""
+    done = read_done(run, "mdnrnn", folder)
+    where = str((folder or run.path("mdnrnn")) / "DONE.json")
+    model = mdnrnn_from_meta(done, where)
+    K = int(done.get("ensemble", 1))
+    params = _restore(run, "mdnrnn", done, folder)
     try:
-        check_mdn_params(model, params, str(run.path("mdnrnn") / "DONE.json"))
+        if K > 1:
+            if {int(np.shape(x)[0]) for x in jax.tree.leaves(params)} != {K}:
+                raise ValueError(f"{where}: params are not {K} stacked ensemble members")
+            check_mdn_params(model, jax.tree.map(lambda x: x[0], params), where)
+        else:
+            check_mdn_params(model, params, where)
     except ValueError as e:
         raise ArtifactError(f"{e} (rerun the mdnrnn stage)") from None
-    return model, params, done.get("mdnrnn_id")
+    return model, params, done.get("mdnrnn_id"), K
 
 
-def model_ids(run: RunFolder) -> dict[str, str | None]:
-    """Provenance: the hashes of the run's V and M (`vae_id`, `mdnrnn_id`)."""
+def model_ids(run: RunFolder, mdnrnn_dir: Path | None = None) -> dict[str, str | None]:
+    """Provenance: the hashes of the run's V and M (`vae_id`, `mdnrnn_id`; M in `mdnrnn_dir`
+    if given)."""
     return {"vae_id": read_done(run, "vae").get("vae_id"),
-            "mdnrnn_id": read_done(run, "mdnrnn").get("mdnrnn_id")}
+            "mdnrnn_id": read_done(run, "mdnrnn", mdnrnn_dir).get("mdnrnn_id")}
 
 
 def initial_latents_path(run: RunFolder) -> Path:
@@ -123,15 +134,17 @@ def load_initial_latents(run: RunFolder) -> tuple[np.ndarray, np.ndarray]:
     return mu, logvar
 
 
-def load_world_model(run: RunFolder, ctrl: ControllerConfig) -> WorldModel:
-    """The run's V and M (each restored once) with the spec of controller `ctrl`."""
+def load_world_model(run: RunFolder, ctrl: ControllerConfig, mdnrnn_dir: Path | None = None
+                     ) -> WorldModel:
+    """The run's V and M (each restored once; M from `mdnrnn_dir` if given, e.g. an iterative
+    round's) with the spec of controller `ctrl`."""
     vae, vae_params, _ = load_vae(run)
-    mdn, mdn_params, _ = load_mdnrnn(run)
+    mdn, mdn_params, _, K = load_mdnrnn(run, mdnrnn_dir)
     if vae.z_dim != mdn.z_dim:
         raise ArtifactError(f"{run.path('mdnrnn') / 'DONE.json'}: M has z_dim={mdn.z_dim} but V "
                             f"has {vae.z_dim}; rerun the encode and mdnrnn stages")
     return make_world_model(vae, vae_params, mdn, mdn_params, ctrl.kind,
-                            hidden_units=ctrl.hidden)
+                            hidden_units=ctrl.hidden, ensemble=K)
 
 
 def load_dream_params(
@@ -146,6 +159,7 @@ def load_dream_params(
     return make_dream_params(
         world_model.mdn, world_model.mdn_params, mu, logvar, temperature=temperature,
         max_steps=max_steps, obs_mode=world_model.spec.obs_mode, reward_mode=reward_mode,
+        members=world_model.mdn_members,
     )
 
 
@@ -157,6 +171,22 @@ def controller_dirs(cfg: ExperimentConfig, run: RunFolder) -> dict[str, Path]:
 def final_controller_path(cfg: ExperimentConfig, run: RunFolder) -> Path:
     """The controller that is evaluated: the last phase's best evaluated mean."""
     return list(controller_dirs(cfg, run).values())[-1] / "best.npz"
+
+
+def final_mdnrnn_dir(cfg: ExperimentConfig, run: RunFolder) -> Path | None:
+    """The M the final C was trained with, when it is not the run's: an iterative run's selected
+    round's (`controller/iterative/DONE.json` "mdnrnn"); None for the mdnrnn stage's M."""
+    if cfg.train_in != "iterative":
+        return None
+    done = run.path("controller") / "iterative" / "DONE.json"
+    if not done.is_file():
+        raise ArtifactError(f"{done}: missing; rerun the controller stage")
+    return run.root / io.read_json(done)["mdnrnn"]
+
+
+def final_world_model(cfg: ExperimentConfig, run: RunFolder) -> WorldModel:
+    """V and the M the final controller runs with (`final_mdnrnn_dir`), with its spec."""
+    return load_world_model(run, cfg.controller, final_mdnrnn_dir(cfg, run))
 
 
 def load_controller_params(path: Path, spec: ControllerSpec) -> tuple[Any, dict]:

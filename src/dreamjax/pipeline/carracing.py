@@ -7,9 +7,10 @@ evaluate (`evaluate/`: real episodes, `results.json`, videos) -> report (`report
 `results.json`). Each runner reads the artifacts before it through `dreamjax.pipeline.artifacts`,
 once per stage.
 
-What is CarRacing's own is one `GameSpec` (the real env's factory, the action size, the raw
-frame preprocessing); every runner takes it, so another game's pipeline (Doom) reuses the runners
-with its own spec.
+What is CarRacing's own is one `GameSpec` (the real env's factory, the action size, M's restart
+input, the data's minimum episode length, the paper's score, the stage throughputs of the time
+estimate); every runner takes it, so another game's pipeline (Doom, `dreamjax.pipeline.doom`)
+reuses the runners with its own spec.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import functools
 import importlib.util
 import shutil
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from dreamjax.config import ExperimentConfig
 from dreamjax.data.collect import collect, damaged_episodes
 from dreamjax.data.episodes import list_episodes, load_episode
 from dreamjax.data.series import encode_series, initial_latents
+from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv
 from dreamjax.dream.rollout import trajectory
 from dreamjax.envs import carracing
@@ -41,13 +43,16 @@ from dreamjax.es import train_controller_dream, train_controller_real
 from dreamjax.models.controller import Controller
 from dreamjax.pipeline import artifacts
 from dreamjax.pipeline.evaluate import eval_specs, evaluate
+from dreamjax.pipeline.iterate import run_iterative
 from dreamjax.pipeline.report import write_report
 from dreamjax.pipeline.run import RunFolder
 from dreamjax.pipeline.training import train_mdnrnn, train_vae
 from dreamjax.pipeline.viz import plot_fitness, recon_grid, side_by_side, write_video
 
 # Throughputs of the laptop pipeline's stages on a 2-core CPU (the 2026-11-25 fresh run in
-# experiments/results/carracing-laptop), used only for the printed time estimate.
+# experiments/results/carracing-laptop), used only for the printed time estimate. Optional keys
+# (a game's `GameSpec.rates`): "collect_episode_steps", env steps per kept episode (default:
+# the step limit), and "real_episode_frac", an evaluated episode's length over the limit (0.8).
 _RATE = {
     "collect_frames_s": 280.0,
     "vae_frames_s": 370.0,
@@ -60,23 +65,34 @@ _RATE = {
 
 @dataclass(frozen=True)
 class GameSpec:
-    """What the stage runners need to know about the real game."""
+    """What the stage runners need to know about the real game (the defaults are CarRacing's)."""
 
     name: str
     action_dim: int
     """The size of C's output and of M's action input."""
     env_fn: Callable[[ExperimentConfig, int], Callable[[], Any]]
     """(cfg, max_steps) -> the picklable factory of the env the pool's workers build."""
-    preprocess: Callable[[np.ndarray], np.ndarray]
-    """A recorded raw frame -> the (64, 64, 3) uint8 frame V sees."""
+    restart_input: bool = False
+    """M reads a restart flag (1 on an episode's first step) and zeroes its state there
+    (Doom, PAPER.md §2.4; needs `--mdnrnn.tbptt`)."""
+    min_frames: int = 0
+    """Collection keeps an episode only if it lasts more than this many steps (Doom: 100,
+    PAPER.md §2.2); 0 keeps every episode."""
+    paper_score: str = "906 ± 21"
+    """The paper's score of the full World Model over 100 real episodes (PAPER.md §1.7)."""
+    paper_method: str = "full World Model, z and h (PAPER.md §1.7)"
+    """What `paper_score` is the score of (the report's table)."""
+    video_fps: int = 50
+    """Frames per second of the report's dream-vs-real video (the env's own rate)."""
+    rates: Mapping[str, float] = field(default_factory=lambda: dict(_RATE))
+    """Stage throughputs on a 2-core CPU for the printed time estimate (`_RATE`'s keys)."""
 
 
 def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
     return functools.partial(carracing.make_env, fast=cfg.fast_env, max_episode_steps=max_steps)
 
 
-CARRACING = GameSpec("CarRacing-v3", carracing.ACTION_DIM, _carracing_env_fn,
-                     carracing.preprocess)
+CARRACING = GameSpec("CarRacing-v3", carracing.ACTION_DIM, _carracing_env_fn)
 
 
 def real_pool(cfg: ExperimentConfig, max_steps: int, game: GameSpec = CARRACING, *,
@@ -88,41 +104,44 @@ def real_pool(cfg: ExperimentConfig, max_steps: int, game: GameSpec = CARRACING,
                    envs_per_worker=cfg.envs_per_worker)
 
 
-def estimate_seconds(cfg: ExperimentConfig) -> dict[str, float]:
-    """Rough wall time per stage on a 2-core CPU, from the sizes in `cfg`."""
+def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[str, float]:
+    """Rough wall time per stage on a 2-core CPU, from the sizes in `cfg` and the game's
+    throughputs (`GameSpec.rates`)."""
     c, v, m, e = cfg.collect, cfg.vae, cfg.mdnrnn, cfg.es
-    frames = c.episodes * c.max_steps
+    rate = game.rates
+    frames = c.episodes * rate.get("collect_episode_steps", c.max_steps)
+    frac = rate.get("real_episode_frac", 0.8)
     est = {
-        "collect": frames / _RATE["collect_frames_s"],
-        "vae": v.epochs * frames / _RATE["vae_frames_s"],
-        "encode": frames / _RATE["encode_frames_s"],
-        "mdnrnn": m.steps * m.batch_size * m.seq_len / _RATE["mdn_seq_steps_s"],
+        "collect": frames / rate["collect_frames_s"],
+        "vae": v.epochs * frames / rate["vae_frames_s"],
+        "encode": frames / rate["encode_frames_s"],
+        "mdnrnn": m.steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"],
         "controller": 0.0,
-        "evaluate": cfg.eval.episodes * cfg.eval.max_steps * 0.8 / _RATE["real_steps_s"],
+        "evaluate": cfg.eval.episodes * cfg.eval.max_steps * frac / rate["real_steps_s"],
         "report": 30.0,
     }
     per_gen = e.popsize * e.rollouts * e.max_steps
     evals = e.eval_episodes * e.max_steps
     if cfg.train_in in ("dream", "dream-then-real"):
         n_eval = e.dream_generations // max(e.eval_every, 1)
-        est["controller"] += (e.dream_generations * per_gen + n_eval * evals) / _RATE[
+        est["controller"] += (e.dream_generations * per_gen + n_eval * evals) / rate[
             "dream_steps_s"
         ]
     if cfg.train_in in ("real", "dream-then-real"):
         n_eval = e.generations // max(e.eval_every, 1)
         est["controller"] += (
-            (e.generations * per_gen + n_eval * evals) * 0.8 / _RATE["real_steps_s"]
+            (e.generations * per_gen + n_eval * evals) * frac / rate["real_steps_s"]
         )
     return est
 
 
-def describe(cfg: ExperimentConfig) -> str:
+def describe(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> str:
     """The banner printed before any work: run folder, profile, time estimate."""
-    est = estimate_seconds(cfg)
+    est = estimate_seconds(cfg, game)
     total = sum(est[s] for s in cfg.stages if s in est)
     parts = ", ".join(f"{s} {est[s] / 60:.0f}m" for s in cfg.stages if s in est)
     return (
-        f"[dreamjax] {CARRACING.name} world model | profile {cfg.profile} | run folder "
+        f"[dreamjax] {game.name} world model | profile {cfg.profile} | run folder "
         f"{cfg.run_dir}\n[dreamjax] controller {cfg.controller.kind}, trained in {cfg.train_in} | "
         f"JAX backend {jax.default_backend()} | {cfg.num_workers} env workers\n"
         f"[dreamjax] estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
@@ -155,21 +174,26 @@ def carracing_runners(game: GameSpec = CARRACING) -> dict[str, Callable]:
     return {stage: functools.partial(fn, game=game) for stage, fn in runners.items()}
 
 
-def carracing_verifiers() -> dict[str, Callable]:
+def carracing_verifiers(game: GameSpec = CARRACING) -> dict[str, Callable]:
     """The stage name -> verify(cfg, run) mapping for `run_stages(..., verifiers=)`: a finished
     stage whose files are damaged is redone."""
-    return {"collect": verify_collect}
+    return {"collect": functools.partial(verify_collect, game=game)}
 
 
-def verify_collect(cfg: ExperimentConfig, run: RunFolder) -> list[str]:
-    """The recorded episodes that are missing, corrupt or not this run's (one line each)."""
-    return list(damaged_episodes(cfg.seed, run.path("collect"), cfg.collect).values())
+def verify_collect(cfg: ExperimentConfig, run: RunFolder, game: GameSpec = CARRACING
+                   ) -> list[str]:
+    """The recorded episodes that are missing, corrupt, too short or not this run's (one line
+    each)."""
+    return list(damaged_episodes(cfg.seed, run.path("collect"), cfg.collect,
+                                 min_frames=game.min_frames).values())
 
 
 def run_collect(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
-    """Random-policy episodes in the real env (PAPER.md §1.2)."""
+    """Random-policy episodes in the real env (PAPER.md §1.2), longer than `game.min_frames`
+    steps (§2.2)."""
     return collect(cfg.seed, run.path("collect"), cfg.collect,
-                   env_fn=game.env_fn(cfg, cfg.collect.max_steps), workers=cfg.num_workers)
+                   env_fn=game.env_fn(cfg, cfg.collect.max_steps), workers=cfg.num_workers,
+                   min_frames=game.min_frames)
 
 
 def run_vae(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
@@ -205,13 +229,16 @@ def run_mdnrnn(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
     """Train M on the series."""
     train_mdnrnn(stage_key(cfg, "mdnrnn"), run.path("encode"), run.path("mdnrnn"), cfg.mdnrnn,
                  z_dim=cfg.vae.z_dim, action_dim=game.action_dim,
+                 restart_input=game.restart_input,
                  tensorboard_dir=tensorboard_dir(run, "mdnrnn"))
     return artifacts.read_done(run, "mdnrnn")
 
 
 def _world_model(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> WorldModel:
-    """The run's V and M with the configured controller's spec, checked against the game."""
-    wm = artifacts.load_world_model(run, cfg.controller)
+    """V and the M the final controller runs with (`artifacts.final_world_model`: the run's,
+    or an iterative run's selected round's) with the configured controller's spec, checked
+    against the game."""
+    wm = artifacts.final_world_model(cfg, run)
     if wm.action_dim != game.action_dim:
         raise ArtifactError(f"{run.path('mdnrnn') / 'DONE.json'}: M takes {wm.action_dim} "
                             f"actions, {game.name} has {game.action_dim}; rerun the mdnrnn stage")
@@ -227,6 +254,8 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dic
     """CMA-ES in the dream and/or the real env (`--train-in`); dream-then-real starts the real
     phase from the dream's best mean."""
     key = stage_key(cfg, "controller")
+    if cfg.train_in == "iterative":
+        return run_iterative(cfg, run, game, key)
     dirs = artifacts.controller_dirs(cfg, run)
     wm = _world_model(cfg, run, game)
     summary: dict = {}
@@ -262,7 +291,7 @@ def run_evaluate(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
         "controller_file": str(path.relative_to(run.root)),
         "controller_meta": meta,
         "train_in": cfg.train_in,
-        **artifacts.model_ids(run),
+        **artifacts.model_ids(run, artifacts.final_mdnrnn_dir(cfg, run)),
     }
     policy = WorldModelPolicy(wm, _one(params), seed=cfg.seed)
     with real_pool(cfg, cfg.eval.max_steps, game) as pool:
@@ -272,11 +301,12 @@ def run_evaluate(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("controller", "num_steps"))
 def dream_latents(key: jax.Array, dream_params: Any, ctrl_params: Any, *,
-                  controller: Controller, num_steps: int) -> jax.Array:
-    """z (T, Z) of one dream episode under C (`trajectory`; nothing stops at termination)."""
-    states, _, _ = trajectory(key, DreamEnv(), dream_params, controller.apply, ctrl_params,
-                              num_steps)
-    return states.z
+                  controller: Controller, num_steps: int) -> tuple[jax.Array, jax.Array]:
+    """z (T, Z) and terminated (T,) of one dream episode under C (`trajectory`; nothing stops
+    at termination: the steps after the first are M's continued predictions)."""
+    states, _, terminated = trajectory(key, DreamEnv(), dream_params, controller.apply,
+                                       ctrl_params, num_steps)
+    return states.z, terminated
 
 
 def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: Path) -> None:
@@ -284,16 +314,17 @@ def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: 
     wm = _world_model(cfg, run, game)
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
-    dream_params = artifacts.load_dream_params(
-        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps)
-    z = dream_latents(stage_key(cfg, "report"), dream_params, params,
-                      controller=wm.spec.controller, num_steps=cfg.es.max_steps)
-    dream_frames = render(wm.vae, wm.vae_params, z)
+    dream_params = member(artifacts.load_dream_params(
+        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps), 0)
+    z, terminated = dream_latents(stage_key(cfg, "report"), dream_params, params,
+                                  controller=wm.spec.controller, num_steps=cfg.es.max_steps)
+    ended = np.flatnonzero(np.asarray(terminated))
+    length = int(ended[0]) + 1 if ended.size else len(z)  # the dream episode, up to M's done
+    dream_frames = render(wm.vae, wm.vae_params, z[:length])
     policy = WorldModelPolicy(wm, _one(params), seed=cfg.seed)
     with real_pool(cfg, cfg.es.max_steps, game, workers=1) as pool:
-        real = pool.run(eval_specs(cfg.eval)[:1], policy, record=True)[0]
-    real_frames = np.stack([game.preprocess(f) for f in real.frames])
-    write_video(side_by_side(dream_frames, real_frames), path)
+        real = pool.run(eval_specs(cfg.eval)[:1], policy, steps=True)[0]
+    write_video(side_by_side(dream_frames, real.obs), path, fps=game.video_fps)
 
 
 def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
@@ -315,5 +346,6 @@ def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
     pics["Dream decoded by V (left) next to a real episode (right), same controller"] = (
         "report/dream_vs_real.mp4"
     )
-    res = write_report(cfg, run.root, pics)
+    res = write_report(cfg, run.root, pics, game=game.name, paper_score=game.paper_score,
+                       paper_method=game.paper_method)
     return {"score": res["score"]}

@@ -75,6 +75,20 @@ Verifier = Callable[[ExperimentConfig, "RunFolder"], "list[str]"]
 file's path (empty: intact)."""
 
 
+_ADDED_FIELDS = {"mdnrnn": {"ensemble": 1}, "dream": {"ensemble_fitness": "mean"}}
+"""Fields added after run folders existed, with their defaults: at the default they stay out of
+the fingerprint, so an older run folder keeps its fingerprints."""
+
+
+def _section(cfg: ExperimentConfig, name: str) -> dict:
+    """`to_dict` of one config section without the `_ADDED_FIELDS` left at their defaults."""
+    d = to_dict(getattr(cfg, name))
+    for k, default in _ADDED_FIELDS.get(name, {}).items():
+        if d.get(k) == default:
+            d.pop(k)
+    return d
+
+
 def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
     """The part of the config a stage's output depends on."""
     if stage == "collect":
@@ -84,16 +98,19 @@ def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
     if stage == "encode":
         return {"encode": to_dict(cfg.encode)}
     if stage == "mdnrnn":
-        return {"seed": cfg.seed, "mdnrnn": to_dict(cfg.mdnrnn)}
+        return {"seed": cfg.seed, "mdnrnn": _section(cfg, "mdnrnn")}
     if stage == "controller":
-        return {
+        out = {
             "seed": cfg.seed,
             "controller": to_dict(cfg.controller),
-            "dream": to_dict(cfg.dream),
+            "dream": _section(cfg, "dream"),
             "train_in": cfg.train_in,
             "es": to_dict(cfg.es),
             "fast_env": cfg.fast_env,  # real-env CMA-ES runs in it
         }
+        if cfg.train_in == "iterative":
+            out["iterate"] = to_dict(cfg.iterate)
+        return out
     if stage == "evaluate":
         return {"eval": to_dict(cfg.eval), "fast_env": cfg.fast_env}
     if stage == "report":
@@ -144,7 +161,8 @@ def _literal_choices(tp: object) -> tuple | None:
     return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
 
 
-_MAY_BE_ZERO = {"workers", "generations", "dream_generations", "seed", "seed_start", "epochs"}
+_MAY_BE_ZERO = {"workers", "generations", "dream_generations", "seed", "seed_start", "epochs",
+                "action_noise"}
 
 
 def _check_field(flag: str, name: str, value: object, tp: object) -> None:
@@ -176,7 +194,7 @@ def validate(cfg: ExperimentConfig) -> None:
             f"--es.popsize must be even (candidate pairs share seeds), got {cfg.es.popsize}"
         )
     check_strategy(cfg.es.strategy, cfg.es.sigma_init)
-    if "dream" in cfg.controller_phases:
+    if cfg.train_in != "real":
         if not (cfg.mdnrnn.reward_head and cfg.mdnrnn.done_head):
             raise ConfigError(
                 f"--train-in {cfg.train_in} needs M's reward and done heads: "
@@ -186,6 +204,17 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"--train-in {cfg.train_in} needs --es.dream-generations > 0")
     if "real" in cfg.controller_phases and cfg.es.generations == 0:
         raise ConfigError(f"--train-in {cfg.train_in} needs --es.generations > 0")
+    if cfg.train_in == "iterative":
+        it = cfg.iterate
+        if it.rounds < 1:
+            raise ConfigError(f"--iterate.rounds must be >= 1, got {it.rounds}")
+        if it.rounds > 1 and not 1 <= it.check_episodes <= it.episodes:
+            raise ConfigError(f"--iterate.check-episodes must be in [1, --iterate.episodes = "
+                              f"{it.episodes}], got {it.check_episodes}")
+    if cfg.es.rollouts % cfg.mdnrnn.ensemble:
+        raise ConfigError(f"--es.rollouts ({cfg.es.rollouts}) must be a multiple of "
+                          f"--mdnrnn.ensemble ({cfg.mdnrnn.ensemble}): each member dreams "
+                          "the same number of a candidate's episodes")
     if not cfg.stages:
         raise ConfigError(f"--stages: name at least one of {', '.join(STAGES)}")
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from dreamjax import checkpoint, io
+from dreamjax.agent import check_shapes
 from dreamjax.config import MDNRNNConfig, VAEConfig
 from dreamjax.data.batches import FrameBatches, SequenceBatches, TBPTTBatches
 from dreamjax.data.episodes import list_episodes, load_series
@@ -117,31 +120,65 @@ def train_vae(
     return result
 
 
+def ensemble_loss(loss_fn: Callable, num_members: int, with_carry: bool) -> Callable:
+    """K independent Ms as one loss: `loss_fn` vmapped over params (and carry) stacked on a
+    leading K axis, every member on the same batch with its own key `split(key, K)[k]`.
+
+    The loss is the members' sum, so each member's gradient (and, with elementwise clipping
+    and Adam, its update) is the one it would get alone; metrics are the members' means.
+    """
+
+    def reduce(loss, metrics):
+        return jnp.sum(loss), jax.tree.map(jnp.mean, metrics)
+
+    if with_carry:
+        def carry_loss(params, carry, batch, key):
+            keys = jax.random.split(key, num_members)
+            loss, (metrics, carry) = jax.vmap(loss_fn, in_axes=(0, 0, None, 0))(
+                params, carry, batch, keys)
+            loss, metrics = reduce(loss, metrics)
+            return loss, (metrics, carry)
+
+        return carry_loss
+
+    def window_loss(params, batch, key):
+        keys = jax.random.split(key, num_members)
+        return reduce(*jax.vmap(loss_fn, in_axes=(0, None, 0))(params, batch, keys))
+
+    return window_loss
+
+
 def train_mdnrnn(
     key: jax.Array,
-    series_dir: str | Path,
+    series_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     cfg: MDNRNNConfig,
     z_dim: int,
     *,
     action_dim: int = 3,
     restart_input: bool = False,
+    init_params: Any = None,
     progress: bool = True,
     tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train M on the latent series in `series_dir` (PAPER.md §1.4; §2.4 with `cfg.tbptt`).
+    """Train M on the latent series in `series_dir` (one folder or several, whose episodes are
+    pooled) (PAPER.md §1.4; §2.4 with `cfg.tbptt`).
 
     optax.chain(clip(grad_clip) by value, adam(lr)), `cfg.steps` steps, one loss
     (`mdnrnn.mdnrnn_carry_loss_fn`). Without `tbptt`, batches are `data.SequenceBatches`
     windows starting from the zero state (`mdnrnn_loss_fn`); with it, `TBPTTBatches` chunks
     with the LSTM state carried across chunks and reset where an episode starts.
-    `restart_input` (Doom) needs `tbptt`. Writes `out_dir/ckpt`, `out_dir/metrics.jsonl`,
+    `restart_input` (Doom) needs `tbptt`. With `cfg.ensemble` = K > 1, K Ms train as one
+    program (`ensemble_loss`) from K initialisations; their params are stacked (K, ...).
+    `init_params` (e.g. the previous round's M, stacked for an ensemble) replaces the
+    initialisation: fine-tuning. Writes `out_dir/ckpt`, `out_dir/metrics.jsonl`,
     `out_dir/params` and, last, `out_dir/DONE.json` with the model's MDNRNN fields under
-    "model", `mdnrnn_id` and the series' `vae_id`.
+    "model", "ensemble", `mdnrnn_id` and the series' `vae_id`.
     """
-    files = list_episodes(series_dir)
+    dirs = [series_dir] if isinstance(series_dir, str | Path) else list(series_dir)
+    files = [f for d in dirs for f in list_episodes(d)]
     if not files:
-        raise ArtifactError(f"{series_dir}: no ep_XXXXXX.npz series to train M on; rerun the "
+        raise ArtifactError(f"{dirs[0]}: no ep_XXXXXX.npz series to train M on; rerun the "
                             "encode stage")
     z_found = load_series(files[0])["mu"].shape[1]
     if z_found != z_dim:
@@ -171,11 +208,22 @@ def train_mdnrnn(
 
         loss_fn = functools.partial(mdnrnn_loss_fn, model=model, done_weight=cfg.done_weight)
         carry = None
+    K = cfg.ensemble
+    init = jax.jit(init_mdnrnn, static_argnums=1)  # one compile
+    if K > 1:
+        loss_fn = ensemble_loss(loss_fn, K, carry is not None)
+        carry = None if carry is None else jax.tree.map(lambda x: jnp.stack([x] * K), carry)
+        params = jax.vmap(init, in_axes=(0, None))(jax.random.split(k_init, K), model)
+    else:
+        params = init(k_init, model)
+    if init_params is not None:
+        check_shapes(init_params, params, "train_mdnrnn: init_params", f"M x {K}")
+        params = init_params
     out = Path(out_dir)
     result = _fit_stage(
         k_fit, out, cfg, "mdnrnn",
         loss_fn=loss_fn,
-        params=jax.jit(init_mdnrnn, static_argnums=1)(k_init, model),  # one compile
+        params=params,
         tx=optax.chain(optax.clip(cfg.grad_clip), optax.adam(cfg.learning_rate)),
         batches=batches,
         num_steps=cfg.steps,
@@ -184,13 +232,14 @@ def train_mdnrnn(
         tensorboard_dir=tensorboard_dir,
         carry=carry,
     )
-    manifest = Path(series_dir) / "series.json"
+    manifest = Path(dirs[0]) / "series.json"
     vae_id = io.read_json(manifest).get("vae_id") if manifest.is_file() else None
     _finish(out, result, {
         "stage": "mdnrnn",
         "mdnrnn_id": checkpoint.tree_hash(result.params),
         "vae_id": vae_id,
         "model": {f: getattr(model, f) for f in MDNRNN_FIELDS},
+        "ensemble": K,
         "tbptt": cfg.tbptt,
         "episodes": len(files),
     })

@@ -1,0 +1,121 @@
+"""How well M predicts real episodes it has not seen: the dream-vs-real gap's model side.
+
+Two measurements on an encoded real episode (V's mu (T, Z), the real actions (T, A) and
+rewards (T,)):
+
+- `teacher_forced`: M reads the real (mu_t, a_t) and predicts r_t (the reward that followed
+  a_t): predicted vs true return, the per-step reward error, and whether it calls the "new
+  tile" steps (r > 0) right.
+- `open_loop`: from the real mu_0, M is fed its own predictions (the mixture mean
+  E[z_{t+1}] = Σ_k π_k μ_k) and the real actions, as a dream with τ -> 0 would be; the squared
+  distance of its z from V's mu after k steps (relative to the per-dimension variance of the
+  real mu, so 1.0 is "no better than the episode's mean frame") and its predicted return over
+  the horizon against the real one.
+
+Pure functions of M's params and arrays; `episode_fidelity` wraps both for one episode.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamjax.agent import m_step
+from dreamjax.models.mdnrnn import MDNRNN
+
+HORIZONS: tuple[int, ...] = (1, 10, 30, 100)
+"""Open-loop steps after which the drift of M's z from V's is reported."""
+
+
+def _mixture_mean(out: Any) -> jax.Array:
+    """E[z_{t+1}] (..., Z) of M's per-dimension mixture."""
+    return jnp.sum(jnp.exp(out.logpi) * out.mu, axis=-1)
+
+
+@partial(jax.jit, static_argnums=0)
+def teacher_forced(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+    """M on the real sequence: mu (T, Z), actions (T, A) -> (predicted reward (T,), predicted
+    z mean (T, Z)); entry t is M's prediction after reading (mu_t, a_t)."""
+    restart = jnp.zeros((mu.shape[0],), jnp.float32).at[0].set(1.0)
+
+    def body(lstm, xs):
+        z, a, rs = xs
+        lstm, out = m_step(model, params, lstm, z, a, rs)
+        return lstm, (out.reward, _mixture_mean(out))
+
+    _, (r, z) = jax.lax.scan(body, model.initial_state(()), (mu, actions, restart))
+    return r, z
+
+
+@partial(jax.jit, static_argnums=0)
+def open_loop(model: MDNRNN, params: Any, z0: jax.Array, actions: jax.Array
+              ) -> tuple[jax.Array, jax.Array]:
+    """M fed its own mean predictions from z0 (Z,) and the real actions (T, A) -> (z (T, Z),
+    rewards (T,)); z[t] is its prediction of the latent after a_t."""
+    restart = jnp.zeros((actions.shape[0],), jnp.float32).at[0].set(1.0)
+
+    def body(carry, xs):
+        lstm, z = carry
+        a, rs = xs
+        lstm, out = m_step(model, params, lstm, z, a, rs)
+        z = _mixture_mean(out)
+        return (lstm, z), (z, out.reward)
+
+    _, (zs, r) = jax.lax.scan(body, (model.initial_state(()), z0), (actions, restart))
+    return zs, r
+
+
+def episode_fidelity(model: MDNRNN, params: Any, mu: np.ndarray, actions: np.ndarray,
+                     rewards: np.ndarray, horizon: int = 300) -> dict:
+    """Both measurements for one real episode (mu (T, Z), actions (T, A), rewards (T,))."""
+    mu = np.asarray(mu, np.float32)
+    actions = np.asarray(actions, np.float32)
+    rewards = np.asarray(rewards, np.float32)
+    T = len(rewards)
+    if mu.shape[0] != T or actions.shape[0] != T:
+        raise ValueError(f"fidelity: mu {mu.shape}, actions {actions.shape} and rewards "
+                         f"{rewards.shape} must share T")
+    r_pred, _ = (np.asarray(x) for x in teacher_forced(model, params, mu, actions))
+    pos = rewards > 0
+    out = {
+        "steps": T,
+        "real_return": float(rewards.sum()),
+        "predicted_return": float(r_pred.sum()),
+        "reward_mae": float(np.mean(np.abs(r_pred - rewards))),
+        "new_tile_recall": float(np.mean(r_pred[pos] > 0)) if pos.any() else None,
+        "new_tile_precision": (float(np.mean(pos[r_pred > 0])) if (r_pred > 0).any()
+                               else None),
+    }
+    h = min(horizon, T - 1)
+    if h >= 1:
+        zs, r_open = (np.asarray(x) for x in open_loop(model, params, mu[0], actions[:h]))
+        var = np.maximum(mu.var(axis=0), 1e-6)  # (Z,)
+        drift = np.mean((zs - mu[1:h + 1]) ** 2 / var, axis=-1)  # (h,)
+        out["open_loop_drift"] = {str(k): float(drift[k - 1]) for k in HORIZONS if k <= h}
+        out["open_loop_horizon"] = h
+        out["open_loop_predicted_return"] = float(r_open.sum())
+        out["open_loop_real_return"] = float(rewards[:h].sum())
+    return out
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Means over episodes of `episode_fidelity` rows (None entries skipped)."""
+    if not rows:
+        return {}
+
+    def mean(key: str, sub: str | None = None) -> float | None:
+        vals = [r[key] if sub is None else r.get(key, {}).get(sub) for r in rows]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+    out = {k: mean(k) for k in ("real_return", "predicted_return", "reward_mae",
+                                "new_tile_recall", "new_tile_precision",
+                                "open_loop_predicted_return", "open_loop_real_return")}
+    out["open_loop_drift"] = {str(k): mean("open_loop_drift", str(k)) for k in HORIZONS}
+    out["episodes"] = len(rows)
+    return out
