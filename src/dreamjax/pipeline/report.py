@@ -17,6 +17,8 @@ from dreamjax.pipeline import viz
 
 PAPER_SCORE = "906 ± 21"
 """Full World Model (z and h) on 100 random tracks, PAPER.md §1.7."""
+PAPER_METHOD = "full World Model, z and h (PAPER.md §1.7)"
+"""What `PAPER_SCORE` scores (CarRacing's); another game passes its own to `write_report`."""
 
 
 def _curves(run_root: Path, out: Path) -> dict[str, str]:
@@ -35,11 +37,20 @@ def _curves(run_root: Path, out: Path) -> dict[str, str]:
     return pics
 
 
-def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: dict) -> dict:
+def _iterative_rounds(run_root: Path) -> list[dict]:
+    """The iterative loop's per-round rows (`controller/iterative/DONE.json`), if any."""
+    path = run_root / "controller" / "iterative" / "DONE.json"
+    return io.read_json(path)["rounds"] if path.is_file() else []
+
+
+def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: dict, *,
+                 game: str = "CarRacing-v3", paper_score: str = PAPER_SCORE,
+                 paper_method: str = PAPER_METHOD) -> dict:
     """Write `report.md`, `results.json` and `report/*.png`; returns the results dict.
 
     extra_pictures: caption -> path relative to the run folder, made by the stages (e.g. the
-    reconstruction grid, the fitness curve, the dream-vs-real video).
+    reconstruction grid, the fitness curve, the dream-vs-real video). game: the real env's name
+    (titles); paper_score, paper_method: the paper's row of the score table.
     """
     run_root = Path(run_root)
     out = run_root / "report"
@@ -52,7 +63,7 @@ def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: di
         viz.plot_histogram(
             ev["returns"],
             out / "returns_hist.png",
-            f"{ev['episodes']} real CarRacing-v3 episodes (fixed seeds)",
+            f"{ev['episodes']} real {game} episodes (fixed seeds)",
         )
         pics["Returns of the evaluation episodes"] = "report/returns_hist.png"
         for name, v in ev.get("videos", {}).items():
@@ -62,18 +73,26 @@ def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: di
                 pics[f"{name} real episode (seed {v['seed']}, return {v['return']:.0f})"] = (
                     f"report/{v['file']}"
                 )
+    rounds = _iterative_rounds(run_root)
+    if rounds:
+        viz.plot_gap(rounds, out / "dream_vs_real_gap.png",
+                     f"Iterative rounds: the same C in the dream and in the real {game}")
+        pics["Dream vs real return per iterative round"] = "report/dream_vs_real_gap.png"
     wall = {s: stages.get(s, {}).get("wall_s") for s in STAGES}
     results = {
+        "game": game,
         "profile": cfg.profile,
         "controller": cfg.controller.kind,
         "train_in": cfg.train_in,
         "score": None if ev is None else {"mean": ev["mean"], "std": ev["std"]},
         "episodes": None if ev is None else ev["episodes"],
-        "paper_score": PAPER_SCORE,
+        "paper_score": paper_score,
+        "paper_method": paper_method,
         "stage_wall_s": wall,
         "total_wall_s": round(sum(v for v in wall.values() if v), 1),
         "stage_summaries": {s: stages.get(s, {}).get("summary") for s in STAGES},
         "evaluation": ev,
+        "dream_vs_real": rounds,
         "config": to_dict(cfg),
         "pictures": pics,
     }
@@ -82,21 +101,38 @@ def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: di
     return results
 
 
+def _num(v: float | None, digits: int = 1) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
 def render_markdown(r: dict) -> str:
     """The human-readable report."""
     score = r["score"]
     lines = [
-        f"# dreamjax CarRacing-v3 report ({r['profile']} profile)",
+        f"# dreamjax {r['game']} report ({r['profile']} profile)",
         "",
         "| | score over real episodes |",
         "|---|---|",
-        f"| paper: full World Model, z and h (PAPER.md §1.7) | {r['paper_score']} (100 episodes) |",
+        f"| paper: {r['paper_method']} | {r['paper_score']} (100 episodes) |",
     ]
     if score is not None:
         lines.append(
             f"| this run: controller `{r['controller']}`, trained in `{r['train_in']}` | "
             f"**{score['mean']:.1f} ± {score['std']:.1f}** ({r['episodes']} episodes) |"
         )
+    if r.get("dream_vs_real"):
+        lines += ["", "## Dream vs real, per iterative round", "",
+                  "| round | episodes so far | dream return | real return (training seeds) | "
+                  "M's predicted return of those | open-loop z drift at 10 / 100 steps |",
+                  "|---|---|---|---|---|---|"]
+        for row in r["dream_vs_real"]:
+            fid = row.get("fidelity", {})
+            drift = fid.get("open_loop_drift", {})
+            d10, d100 = (drift.get(k) for k in ("10", "100"))
+            lines.append(
+                f"| {row['round']} | {row['episodes_so_far']} | {row['dream_return']:.1f} | "
+                f"{row['real_return']:.1f} ± {row['real_std']:.1f} | "
+                f"{_num(fid.get('predicted_return'))} | {_num(d10, 2)} / {_num(d100, 2)} |")
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     for s, w in r["stage_wall_s"].items():
         lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")

@@ -104,6 +104,31 @@ def plot_fitness(
     return _save_fig(fig, path)
 
 
+def plot_gap(rounds: Sequence[dict], path: str | Path, title: str) -> Path:
+    """The iterative loop's dream-vs-real gap: per round, C's dream return, its real return
+    (± std over the check episodes) and M's teacher-forced predicted return of those episodes.
+
+    rounds: records with `round`, `dream_return`, `real_return`, `real_std` and optionally
+    `fidelity.predicted_return`.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    r = [row["round"] for row in rounds]
+    ax.plot(r, [row["dream_return"] for row in rounds], "o-", label="in the dream")
+    ax.errorbar(r, [row["real_return"] for row in rounds],
+                yerr=[row.get("real_std", 0.0) for row in rounds], fmt="s-", capsize=3,
+                label="in the real game (training seeds)")
+    pred = [row.get("fidelity", {}).get("predicted_return") for row in rounds]
+    if all(v is not None for v in pred):
+        ax.plot(r, pred, "^--", label="M's predicted return of those real episodes")
+    ax.set_xlabel("round")
+    ax.set_ylabel("return")
+    ax.set_xticks(r)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save_fig(fig, path)
+
+
 def plot_histogram(returns: Sequence[float], path: str | Path, title: str) -> Path:
     """Histogram of episode returns with the mean marked."""
     fig, ax = plt.subplots(figsize=(6, 3.5))

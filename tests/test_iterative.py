@@ -1,0 +1,254 @@
+"""The iterative loop's pieces: ensembles of Ms (training as one vmapped program, dreams with one
+member per episode and C's memory from member 0), the ensemble fitness, M's fidelity on real
+episodes, and the `--train-in iterative` controller stage end to end on `smoke` (a round's data
+includes the previous round's controller episodes; resume in the middle of a round; the
+dream-vs-real numbers are written)."""
+
+import dataclasses
+import functools
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dreamjax import io
+from dreamjax.agent import m_step
+from dreamjax.config import profile_config
+from dreamjax.data.episodes import list_episodes, load_episode
+from dreamjax.dream.ensemble import dream_rollouts, ensemble_fitness, ensemble_size, member
+from dreamjax.dream.env import DreamEnv, make_dream_params
+from dreamjax.dream.fidelity import episode_fidelity, open_loop, teacher_forced
+from dreamjax.dream.rollout import population_rollouts
+from dreamjax.errors import ConfigError
+from dreamjax.models.controller import controller_for, init_controller, obs_dim
+from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
+from dreamjax.pipeline import artifacts, iterate
+from dreamjax.pipeline.carracing import CARRACING, carracing_runners, stage_key
+from dreamjax.pipeline.run import RunFolder, run_stages, validate
+from dreamjax.pipeline.training import ensemble_loss
+
+SMALL = MDNRNN(z_dim=4, action_dim=3, hidden=8, n_mix=3, reward_head=True, done_head=True)
+ENV = DreamEnv()
+
+
+def _members(k, n=3):
+    return jax.vmap(init_mdnrnn, in_axes=(0, None))(jax.random.split(jax.random.key(k), n),
+                                                    SMALL)
+
+
+def _bank():
+    mu = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    return mu, np.full_like(mu, -2.0)
+
+
+def _pop():
+    c = controller_for("zh")
+    pop = jax.vmap(lambda k: init_controller(k, c, obs_dim("zh", 4, 8)))(
+        jax.random.split(jax.random.key(7), 4))
+    return c, pop
+
+
+def _batch(B=3, T=6):
+    rng = np.random.default_rng(1)
+    return {"mu": rng.normal(size=(B, T + 1, 4)).astype(np.float32),
+            "logvar": np.full((B, T + 1, 4), -3.0, np.float32),
+            "actions": rng.uniform(-1, 1, size=(B, T + 1, 3)).astype(np.float32),
+            "rewards": rng.choice([-0.1, 3.0], size=(B, T + 1)).astype(np.float32),
+            "dones": np.zeros((B, T + 1), bool)}
+
+
+def test_ensemble_loss_gives_each_member_its_own_gradient():
+    """The ensemble's loss is the members' sum, so member k's gradient is exactly the one its own
+    loss (on the same batch, with key split(key, K)[k]) gives it alone."""
+    K, batch, key = 3, _batch(), jax.random.key(4)
+    params = _members(0, K)
+    loss_fn = functools.partial(mdnrnn_loss_fn, model=SMALL)
+    grads = jax.grad(lambda p: ensemble_loss(loss_fn, K, False)(p, batch, key)[0])(params)
+    keys = jax.random.split(key, K)
+    for k in range(K):
+        alone = jax.grad(lambda p, k=k: loss_fn(p, batch, keys[k])[0])(
+            jax.tree.map(lambda x, k=k: x[k], params))
+        jax.tree.map(lambda a, b, k=k: np.testing.assert_allclose(a[k], b, rtol=1e-5,
+                                                                  atol=1e-7), grads, alone)
+    loss, metrics = ensemble_loss(loss_fn, K, False)(params, batch, key)
+    singles = [loss_fn(jax.tree.map(lambda x, k=k: x[k], params), batch, keys[k])
+               for k in range(K)]
+    np.testing.assert_allclose(loss, sum(s[0] for s in singles), rtol=1e-5)
+    np.testing.assert_allclose(metrics["z_nll"], np.mean([s[1]["z_nll"] for s in singles]),
+                               rtol=1e-5)
+
+
+def _ensemble_dream(K=3, max_steps=7):
+    members = _members(0, K)
+    mu, lv = _bank()
+    agent = jax.tree.map(lambda x: x[0], members)
+    return make_dream_params(SMALL, agent, mu, lv, temperature=1.1, max_steps=max_steps,
+                             members=members)
+
+
+def test_ensemble_dream_one_member_per_episode():
+    """Rollout columns [k R/K, (k+1) R/K) are member k's dream alone (keys fold_in(key, k)); the
+    members' dreams differ; with the world equal to C's memory the two-M dream is the one-M
+    dream."""
+    K, R, T = 3, 6, 7
+    dp = _ensemble_dream(K, T)
+    assert ensemble_size(dp) == K
+    c, pop = _pop()
+    key = jax.random.key(5)
+    res = jax.jit(lambda k, d, p: dream_rollouts(k, ENV, d, c.apply, p, R, T))(key, dp, pop)
+    assert res.returns.shape == (4, R)
+    per = R // K
+    for k in range(K):
+        alone = population_rollouts(jax.random.fold_in(key, k), ENV, member(dp, k), c.apply,
+                                    pop, per, T)
+        np.testing.assert_allclose(res.returns[:, k * per:(k + 1) * per], alone.returns,
+                                   rtol=1e-5, atol=1e-6)
+    assert not np.allclose(res.returns[:, :per], res.returns[:, per:2 * per])
+    one = make_dream_params(SMALL, dp.agent_params, dp.init_mu, dp.init_logvar,
+                            temperature=1.1, max_steps=T)
+    same = population_rollouts(key, ENV, member(dp, 0), c.apply, pop, 2, T)
+    plain = population_rollouts(key, ENV, one, c.apply, pop, 2, T)
+    np.testing.assert_allclose(same.returns, plain.returns, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="do not split evenly"):
+        dream_rollouts(key, ENV, dp, c.apply, pop, 4, T)
+
+
+def test_two_m_dream_shows_c_the_agents_memory():
+    """In member 1's world, C sees [z, h] with h from the agent's M (member 0) fed the same z
+    and a, as in the real env, while z, reward and done follow member 1."""
+    dp = member(_ensemble_dream(2), 1)
+    world = dp.mdn_params
+    obs, s = ENV.reset_env(jax.random.key(0), dp)
+    agent = world_lstm = SMALL.initial_state(())
+    restart = jnp.float32(1.0)
+    for k in jax.random.split(jax.random.key(1), 4):
+        a = jnp.tanh(obs[:3])
+        agent, _ = m_step(SMALL, dp.agent_params, agent, s.z, a, restart)
+        world_lstm, out = m_step(SMALL, world, world_lstm, s.z, a, restart)
+        obs, s, r, _, _ = ENV.step_env(k, s, a, dp)
+        restart = jnp.float32(0.0)
+        np.testing.assert_allclose(obs[4:], agent.h, rtol=1e-6)
+        np.testing.assert_allclose(s.lstm.h, world_lstm.h, rtol=1e-6)
+        np.testing.assert_allclose(r, out.reward, rtol=1e-6)
+    assert not np.allclose(agent.h, world_lstm.h)
+
+
+def test_ensemble_fitness_mean_and_worst_member():
+    returns = jnp.array([[1.0, 3.0, 10.0, 20.0], [5.0, 5.0, 4.0, 6.0]])  # (P=2, R=4), K=2
+    np.testing.assert_allclose(ensemble_fitness(returns, 2, "mean"), [-8.5, -5.0])
+    np.testing.assert_allclose(ensemble_fitness(returns, 2, "min"), [-2.0, -5.0])
+    np.testing.assert_allclose(ensemble_fitness(returns, 1, "min"), [-8.5, -5.0])
+    with pytest.raises(ValueError, match="unknown ensemble fitness"):
+        ensemble_fitness(returns, 2, "max")
+
+
+def test_fidelity_teacher_forced_and_open_loop_follow_m_step():
+    """teacher_forced is M read along the real z; open_loop feeds M its own mixture means; both
+    equal a loop of m_step; a perfect-memory episode (z fixed to M's own means) has zero
+    drift."""
+    params = init_mdnrnn(jax.random.key(2), SMALL)
+    rng = np.random.default_rng(3)
+    T = 12
+    mu = rng.normal(size=(T, 4)).astype(np.float32)
+    acts = rng.uniform(-1, 1, size=(T, 3)).astype(np.float32)
+    r, _ = teacher_forced(SMALL, params, mu, acts)
+    lstm = SMALL.initial_state(())
+    for t in range(T):
+        lstm, out = m_step(SMALL, params, lstm, mu[t], acts[t], jnp.float32(t == 0))
+        np.testing.assert_allclose(r[t], out.reward, rtol=1e-5, atol=1e-6)
+    zs, r_open = open_loop(SMALL, params, mu[0], acts)
+    own = np.concatenate([mu[:1], np.asarray(zs)])  # M's own trajectory as "V's" latents
+    rewards = np.asarray(r_open) * 0 + 1.0
+    f = episode_fidelity(SMALL, params, own[:T], acts, rewards, horizon=T - 1)
+    assert max(f["open_loop_drift"].values()) < 1e-8
+    assert f["real_return"] == pytest.approx(T) and f["steps"] == T
+
+
+def test_iterative_config_is_checked():
+    cfg = profile_config("smoke")
+    bad = dataclasses.replace(cfg, train_in="iterative",
+                              iterate=dataclasses.replace(cfg.iterate, rounds=2,
+                                                          check_episodes=9, episodes=3))
+    with pytest.raises(ConfigError, match="--iterate.check-episodes"):
+        validate(bad)
+    bad = dataclasses.replace(cfg, mdnrnn=dataclasses.replace(cfg.mdnrnn, ensemble=3))
+    with pytest.raises(ConfigError, match="--es.rollouts"):
+        validate(bad)
+
+
+def _smoke_iterative(run_dir):
+    cfg = profile_config("smoke")
+    return dataclasses.replace(
+        cfg, run_dir=str(run_dir), train_in="iterative",
+        stages=("collect", "vae", "encode", "mdnrnn", "controller"),
+        mdnrnn=dataclasses.replace(cfg.mdnrnn, ensemble=2),
+        es=dataclasses.replace(cfg.es, dream_generations=2, max_steps=20),
+        iterate=dataclasses.replace(cfg.iterate, rounds=2, episodes=2, check_episodes=1,
+                                    mdnrnn_steps=2, dream_generations=2))
+
+
+@pytest.fixture(scope="module")
+def iterative_run(tmp_path_factory):
+    """A finished smoke pipeline up to the iterative controller stage (ensemble of 2)."""
+    cfg = _smoke_iterative(tmp_path_factory.mktemp("iter") / "run")
+    run_stages(cfg, carracing_runners())
+    return cfg
+
+
+def test_iterative_rounds_write_their_data_and_gap(iterative_run):
+    cfg = iterative_run
+    run = RunFolder(cfg.run_dir)
+    r0, r1 = (iterate.round_dir(run, r) for r in (0, 1))
+    check0 = list_episodes(r0 / "check")
+    noisy1 = list_episodes(r1 / "episodes")
+    assert len(check0) == 1 and len(noisy1) == 1
+    assert load_episode(noisy1[0])["policy"] == iterate.CONTROLLER_POLICY
+    # round 1's M trained on the random data and round 0's controller episodes
+    done1 = io.read_json(r1 / "mdnrnn" / "DONE.json")
+    n_random = len(list_episodes(run.path("encode")))
+    assert done1["episodes"] == n_random + 2 and done1["ensemble"] == 2
+    assert [p.name for p in iterate._series_dirs(run, 1)] == ["series", "check_series", "series"]
+    summary = io.read_json(iterate.iterative_dir(run) / "DONE.json")
+    rows = summary["rounds"]
+    assert [r["round"] for r in rows] == [0, 1]
+    for row in rows:
+        for k in ("dream_return", "real_return", "real_std", "gap"):
+            assert np.isfinite(row[k])
+        assert row["gap"] == pytest.approx(row["dream_return"] - row["real_return"])
+        assert row["fidelity"]["episodes"] == 1
+        assert np.isfinite(row["fidelity"]["predicted_return"])
+    best = max(rows, key=lambda r: r["real_return"])
+    assert summary["selected_round"] == best["round"]
+    assert (iterate.iterative_dir(run) / "best.npz").read_bytes() == (
+        iterate.round_dir(run, best["round"]) / "dream" / "best.npz").read_bytes()
+    wm = artifacts.final_world_model(cfg, run)
+    assert wm.mdn_members is not None and ensemble_size(
+        artifacts.load_dream_params(run, wm)) == 2
+    assert str(artifacts.final_mdnrnn_dir(cfg, run).relative_to(run.root)) == best["mdnrnn"]
+
+
+def test_iterative_resumes_inside_a_round(iterative_run, tmp_path):
+    """Round 1 cut after its collection and M (its dream ES, check and row deleted) is finished
+    by a rerun with nothing before it redone; the rerun's row equals the uninterrupted one."""
+    src = RunFolder(iterative_run.run_dir)
+    dst = tmp_path / "run"
+    shutil.copytree(src.root, dst)
+    run = RunFolder(dst)
+    r1 = iterate.round_dir(run, 1)
+    want = json.loads((r1 / "round.json").read_text())
+    kept = {p: p.stat().st_mtime_ns for p in list_episodes(r1 / "episodes")}
+    kept[r1 / "mdnrnn" / "DONE.json"] = (r1 / "mdnrnn" / "DONE.json").stat().st_mtime_ns
+    for name in ("dream", "check", "check_series"):
+        shutil.rmtree(r1 / name)
+    (r1 / "round.json").unlink()
+    cfg = dataclasses.replace(iterative_run, run_dir=str(dst))
+    rows = [io.read_json(iterate.round_dir(run, 0) / "round.json")]
+    vae = artifacts.load_vae(run)
+
+    key = jax.random.fold_in(stage_key(cfg, "controller"), 1)
+    got = iterate.run_round(cfg, run, CARRACING, 1, rows[0], vae, key)
+    assert got == want
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
