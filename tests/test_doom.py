@@ -1,5 +1,7 @@
 """The real Doom TakeCover env (ViZDoom): action map, frame preprocessing, seeding, rewards and
-time limit, the worker pool with the Doom factory, and the Doom random data policy."""
+time limit, the worker pool with the Doom factory, the Doom random data policy, collection of
+episodes longer than a minimum (PAPER.md §2.2), and one step of the Doom dream (§2.5) against a
+hand computation."""
 
 from __future__ import annotations
 
@@ -8,15 +10,32 @@ import math
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import vizdoom
 
-from dreamjax.data.policies import POLICIES, DoomRandomPolicy, episode_seed
+from dreamjax import io
+from dreamjax.config import CollectConfig
+from dreamjax.data.batches import SequenceBatches, TBPTTBatches
+from dreamjax.data.collect import collect, damaged_episodes
+from dreamjax.data.episodes import episode_path, list_episodes, load_episode, save_episode
+from dreamjax.data.policies import (
+    POLICIES,
+    DoomRandomPolicy,
+    collection_tag,
+    episode_rng,
+    episode_seed,
+    split_tag,
+)
+from dreamjax.dream.env import DreamEnv, random_dream_params
 from dreamjax.envs import doom
 from dreamjax.envs.doom import LEFT, NOOP, RIGHT, make_env, make_raw_env, preprocess, to_env_action
 from dreamjax.envs.pool import EnvPool
 from dreamjax.envs.protocol import EnvInfo, EpisodeSpec, probe_env
+from dreamjax.errors import ConfigError
+from dreamjax.models.mdnrnn import MDNRNN
 
 SHORT = 40
 """A time limit shorter than any episode of the seeds used below (the player survives > 100
@@ -277,3 +296,215 @@ def test_random_policy_seeded_per_episode():
     other = DoomRandomPolicy(7, 1)
     other.reset(0, EpisodeSpec(seed=0, tag=3))
     assert not np.array_equal(_drive(other, 0, 200)[0], expect)
+
+
+# ----- collection: episodes of more than 100 frames (PAPER.md §2.2)
+
+
+COLLECT_STEPS, MIN_FRAMES, MASTER = 130, 120, 1
+"""A time limit just above a minimum length that some random-policy episodes miss: with master
+seed 1, the first try of episode 2 dies after 113 steps, so collection retries it."""
+
+
+def _doom_collect(folder, workers: int, n: int = 4, master: int = MASTER) -> dict:
+    cfg = CollectConfig(episodes=n, max_steps=COLLECT_STEPS, policy="doom_random")
+    return collect(master, folder, cfg, workers=workers, progress=False, min_frames=MIN_FRAMES,
+                   env_fn=functools.partial(make_env, max_episode_steps=COLLECT_STEPS))
+
+
+@pytest.fixture(scope="module")
+def doom_collected(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("doom_episodes") / "two"
+    return folder, _doom_collect(folder, workers=2)
+
+
+def test_collect_keeps_only_long_episodes_and_retries_with_the_next_seed(doom_collected):
+    """Every kept episode has more than min_frames steps and is try k of its index (env seed
+    `episode_seed(master, i, k)`, policy stream of tag `collection_tag(i, k)`): exactly what the
+    env and policy give for that seed and tag in a plain loop; the discarded tries are the
+    earlier ones."""
+    folder, stats = doom_collected
+    files = list_episodes(folder)
+    assert len(files) == 4 and stats["new_episodes"] == 4
+    eps = [load_episode(f) for f in files]
+    attempts = [ep["attempt"] for ep in eps]
+    assert stats["discarded"] == sum(attempts) > 0  # the seeds were chosen to need retries
+    assert io.read_json(folder / "collect.json")["min_frames"] == MIN_FRAMES
+    for i, ep in enumerate(eps):
+        assert MIN_FRAMES < len(ep["actions"]) <= COLLECT_STEPS
+        assert ep["seed"] == episode_seed(MASTER, i, ep["attempt"])
+        spec = EpisodeSpec(seed=ep["seed"], tag=collection_tag(i, ep["attempt"]))
+        obs, acts, rewards, terms, truncs = _direct(spec, MASTER, COLLECT_STEPS)
+        np.testing.assert_array_equal(ep["frames"], obs)
+        np.testing.assert_array_equal(ep["actions"], acts)
+        np.testing.assert_array_equal(ep["terminated"], terms)
+        for k in range(ep["attempt"]):  # the earlier tries died within MIN_FRAMES steps
+            short = EpisodeSpec(seed=episode_seed(MASTER, i, k), tag=collection_tag(i, k))
+            assert len(_direct(short, MASTER, COLLECT_STEPS)[2]) <= MIN_FRAMES
+
+
+def test_collect_with_retries_is_independent_of_the_number_of_workers(doom_collected, tmp_path):
+    folder, _ = doom_collected
+    _doom_collect(tmp_path / "one", workers=1)
+    for f in list_episodes(folder):
+        a, b = load_episode(f), load_episode(tmp_path / "one" / f.name)
+        assert (a["seed"], a["attempt"]) == (b["seed"], b["attempt"])
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+
+
+def test_short_or_foreign_episode_files_are_damaged(tmp_path):
+    """A file of at most min_frames steps, or whose seed is not its recorded try's, is redone."""
+    cfg = CollectConfig(episodes=2, max_steps=COLLECT_STEPS, policy="doom_random")
+
+    def episode(T: int, seed: int, attempt: int) -> dict:
+        ends = np.zeros(T, bool)
+        ends[-1] = True
+        return {"frames": np.zeros((T, 64, 64, 3), np.uint8),
+                "actions": np.zeros((T, 1), np.float32), "rewards": np.ones(T, np.float32),
+                "terminated": ends, "truncated": np.zeros(T, bool), "seed": seed,
+                "policy": "doom_random", "attempt": attempt}
+
+    save_episode(episode_path(tmp_path, 0), episode(MIN_FRAMES, episode_seed(5, 0, 1), 1))
+    save_episode(episode_path(tmp_path, 1), episode(MIN_FRAMES + 1, episode_seed(5, 1, 0), 2))
+    bad = damaged_episodes(5, tmp_path, cfg, min_frames=MIN_FRAMES)
+    assert set(bad) == {0, 1}
+    assert f"not more than min_frames={MIN_FRAMES}" in bad[0] and "not try 2" in bad[1]
+    assert damaged_episodes(5, tmp_path, cfg).keys() == {1}  # no minimum: 0 is fine
+
+
+def test_collect_refuses_a_policy_of_another_game_and_an_unreachable_minimum(tmp_path):
+    env_fn = functools.partial(make_env, max_episode_steps=COLLECT_STEPS)
+    with pytest.raises(ConfigError, match="acts with 3 actions.*takes 1"):
+        collect(0, tmp_path / "a", CollectConfig(episodes=1, max_steps=COLLECT_STEPS,
+                                                 policy="brownian"), env_fn=env_fn)
+    with pytest.raises(ConfigError, match="must exceed min_frames"):
+        collect(0, tmp_path / "b", CollectConfig(episodes=1, max_steps=COLLECT_STEPS,
+                                                 policy="doom_random"),
+                env_fn=env_fn, min_frames=COLLECT_STEPS)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_collection_tags_split_back_and_try_zero_is_the_plain_index():
+    assert collection_tag(7) == 7 and split_tag(collection_tag(7, 3)) == (7, 3)
+    first = episode_rng(4, collection_tag(9, 0)).uniform(size=3)
+    np.testing.assert_array_equal(first, episode_rng(4, 9).uniform(size=3))
+    assert not np.array_equal(first, episode_rng(4, collection_tag(9, 1)).uniform(size=3))
+    assert episode_seed(4, 9) == episode_seed(4, 9, 0) != episode_seed(4, 9, 1)
+
+
+# ----- the dream of PAPER.md §2.5, one step by hand
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _hand_dream_step(p: dict, z, a, restart, c, h, u, eps, tau: float):
+    """§2.4-2.5 in float64 NumPy from M's raw weights: zero the state where restart > 0.5,
+    LSTM on [z, a, restart] (TF cell, forget bias 1), head [done logit, then per dimension
+    logπ | μ | logσ], component by inverse CDF of softmax(logπ / τ) at the uniform u,
+    z' = μ_k + e^{logσ_k}·ε·√τ. Returns (z', c', h', done logit)."""
+    w = {k: np.asarray(v, np.float64) for k, v in p["params"].items()}
+    if restart > 0.5:
+        c, h = np.zeros_like(c), np.zeros_like(h)
+    gates = np.concatenate([z, a, [restart], h]) @ w["lstm_kernel"] + w["lstm_bias"]
+    i, j, f, o = np.split(gates, 4)
+    c = c * _sigmoid(f + 1.0) + _sigmoid(i) * np.tanh(j)
+    h = np.tanh(c) * _sigmoid(o)
+    y = h @ w["output_w"] + w["output_b"]
+    logit, mdn = y[0], y[1:].reshape(len(z), -1)
+    logpi, mu, logsigma = np.split(mdn, 3, axis=1)  # (Z, K) each
+    logpi = logpi - np.log(np.exp(logpi).sum(axis=1, keepdims=True))
+    weights = np.exp(logpi / tau) / np.exp(logpi / tau).sum(axis=1, keepdims=True)
+    k = (u[:, None] >= np.cumsum(weights, axis=1)[:, :-1]).sum(axis=1)
+    rows = np.arange(len(z))
+    z_next = mu[rows, k] + np.exp(logsigma[rows, k]) * eps * np.sqrt(tau)
+    return z_next, c, h, logit
+
+
+@pytest.mark.parametrize("done_bias", [None, 30.0])
+def test_one_dream_step_equals_the_hand_computation(done_bias):
+    """A Doom-shaped dream (restart input, done head, no reward head, [z, c, h] observation,
+    +1 per step): the first step from a state that restart must zero, then a second step;
+    obs, reward, done and the state equal `_hand_dream_step` with the step's own draws."""
+    Z, H, tau = 3, 5, 1.15
+    model = MDNRNN(z_dim=Z, action_dim=1, hidden=H, n_mix=4, restart_input=True,
+                   done_head=True)
+    dp = random_dream_params(jax.random.key(1), model, temperature=tau, obs_mode="zch",
+                             reward_mode="survival", done_bias=done_bias, max_steps=2100)
+    env = DreamEnv()
+    _, state = env.reset_env(jax.random.key(2), dp)
+    junk = jax.random.normal(jax.random.key(3), (2, H))
+    state = state.replace(lstm=state.lstm.replace(c=junk[0], h=junk[1]))  # restart zeroes it
+    c, h = np.asarray(junk[0], np.float64), np.asarray(junk[1], np.float64)
+    z = np.asarray(state.z, np.float64)
+    restart = 1.0
+    for t, a in enumerate((0.7, -0.4)):
+        key = jax.random.key(10 + t)
+        obs, state, reward, done, info = jax.jit(env.step_env)(
+            key, state, jnp.array([a], jnp.float32), dp)
+        k_u, k_e = jax.random.split(key)
+        u = np.asarray(jax.random.uniform(k_u, (Z,)), np.float64)
+        eps = np.asarray(jax.random.normal(k_e, (Z,)), np.float64)
+        z, c, h, logit = _hand_dream_step(jax.device_get(dp.mdn_params), z, np.array([a]),
+                                          restart, c, h, u, eps, tau)
+        np.testing.assert_allclose(obs, np.concatenate([z, c, h]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(info["done_logit"], logit, rtol=1e-4, atol=1e-5)
+        assert float(reward) == 1.0 and bool(done) == (logit > 0.0)
+        assert int(state.time) == t + 1 and float(state.restart) == 0.0
+        restart = 0.0
+    if done_bias is not None:
+        assert bool(done)  # a large done bias ends the dream: done is logit > 0, no sampling
+
+
+# ----- M's training data: deaths are labels (PAPER.md §2.4)
+
+
+def _series(folder, lengths, z_dim: int = 2) -> list:
+    """Synthetic Doom-like series files: episode e of T steps has mu[:, 0] = e, mu[:, 1] = t,
+    actions (T, 1), +1 rewards and `terminated` on its last step."""
+    files = []
+    for e, T in enumerate(lengths):
+        mu = np.zeros((T, z_dim), np.float16)
+        mu[:, 0], mu[:, 1] = e, np.arange(T)
+        ends = np.zeros(T, bool)
+        ends[-1] = True
+        path = episode_path(folder, e)
+        io.save_npz(path, mu=mu, logvar=np.zeros_like(mu),
+                    actions=np.linspace(-1, 1, T, dtype=np.float32)[:, None],
+                    rewards=np.ones(T, np.float32), terminated=ends, truncated=np.zeros(T, bool),
+                    seed=np.asarray(e, np.int64), vae_id=np.asarray("v"))
+        files.append(path)
+    return files
+
+
+def test_tbptt_batches_label_every_death_with_the_step_mask(tmp_path):
+    """In the truncated-BPTT chunks, each episode's last step is an input step whose done label
+    is 1: `step_mask` keeps it (every input step is real), while `mask` drops its z target (the
+    next episode's first frame); actions keep Doom's size 1."""
+    files = _series(tmp_path, [9, 14, 7, 11, 12, 9])
+    tb = TBPTTBatches(files, batch_size=2, seq_len=5, seed=3)
+    deaths = 0
+    for k in range(tb.steps_per_epoch):
+        b = tb.batch(k)
+        assert b["actions"].shape == (2, 6, 1)
+        np.testing.assert_array_equal(b["step_mask"], np.ones((2, 5), np.float32))
+        ends = b["restarts"][:, 1:] == 1  # the next step starts another episode
+        same = b["mu"][:, 1:, 1] == b["mu"][:, :-1, 1] + 1  # the next step continues this one
+        np.testing.assert_array_equal(same, ~ends)
+        np.testing.assert_array_equal(b["dones"][:, :-1], ends)
+        np.testing.assert_array_equal(b["mask"], 1.0 - ends)
+        deaths += int((b["dones"][:, :-1] * b["step_mask"]).sum())
+    assert deaths >= 4
+
+
+def test_sequence_batches_step_mask_covers_a_short_episodes_last_step(tmp_path):
+    """A window cut by an episode's end: its last step (done) is a step_mask input, its missing
+    target is not a mask target."""
+    files = _series(tmp_path, [4, 4])
+    b = SequenceBatches(files, batch_size=2, seq_len=6, seed=0).batch(0)
+    assert b["actions"].shape == (2, 7, 1)
+    np.testing.assert_array_equal(b["mask"], np.tile([1, 1, 1, 0, 0, 0], (2, 1)))
+    np.testing.assert_array_equal(b["step_mask"], np.tile([1, 1, 1, 1, 0, 0], (2, 1)))
+    assert (b["dones"][:, 3] & (b["step_mask"][:, 3] == 1)).all()

@@ -154,16 +154,18 @@ def test_fidelity_teacher_forced_and_open_loop_follow_m_step():
     T = 12
     mu = rng.normal(size=(T, 4)).astype(np.float32)
     acts = rng.uniform(-1, 1, size=(T, 3)).astype(np.float32)
-    r, _ = teacher_forced(SMALL, params, mu, acts)
+    r, logit, _ = teacher_forced(SMALL, params, mu, acts)
     lstm = SMALL.initial_state(())
     for t in range(T):
         lstm, out = m_step(SMALL, params, lstm, mu[t], acts[t], jnp.float32(t == 0))
         np.testing.assert_allclose(r[t], out.reward, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(logit[t], out.reward_parts[0], rtol=1e-5, atol=1e-6)
     zs, r_open = open_loop(SMALL, params, mu[0], acts)
     own = np.concatenate([mu[:1], np.asarray(zs)])  # M's own trajectory as "V's" latents
     rewards = np.asarray(r_open) * 0 + 1.0
     f = episode_fidelity(SMALL, params, own[:T], acts, rewards, horizon=T - 1)
     assert max(f["open_loop_drift"].values()) < 1e-8
+    assert f["one_step_z_error"] < 1e-8  # teacher forcing on M's own path: the same means
     assert f["real_return"] == pytest.approx(T) and f["steps"] == T
 
 

@@ -251,7 +251,7 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
         ({"es": {"sigma_init": 0.0}}, "--es.sigma-init must be > 0"),
         ({"dream": {"temperature": 0.0}}, "--dream.temperature must be > 0"),
         ({"dream": {"temperature": float("nan")}}, "--dream.temperature must be > 0"),
-        ({"controller": {"kind": "zch"}}, "--controller.kind: unknown value 'zch'"),
+        ({"controller": {"kind": "zc"}}, "--controller.kind: unknown value 'zc'"),
         ({"collect": {"policy": "random"}}, "--collect.policy: unknown value 'random'"),
     ],
 )

@@ -337,6 +337,7 @@ def _reference_tbptt_loss_fn(params, carry, batch, key, *, model, done_weight=10
     actions = jnp.asarray(batch["actions"], jnp.float32)
     restarts = jnp.asarray(batch["restarts"], jnp.float32)
     mask = jnp.asarray(batch["mask"], jnp.float32)
+    head_mask = jnp.asarray(batch.get("step_mask", batch["mask"]), jnp.float32)
     keep0 = (~jnp.asarray(batch["reset"], bool))[:, None].astype(jnp.float32)
     state = LSTMState(c=carry.c * keep0, h=carry.h * keep0)
 
@@ -355,10 +356,12 @@ def _reference_tbptt_loss_fn(params, carry, batch, key, *, model, done_weight=10
         jnp.maximum(jnp.sum(mask), 1.0) * Z)
     loss, metrics = z_nll, {"z_nll": z_nll}
     if model.reward_head:
-        r_loss = reward_loss(out.reward_parts, jnp.asarray(batch["rewards"])[:, :T], mask)
+        r_loss = reward_loss(out.reward_parts, jnp.asarray(batch["rewards"])[:, :T],
+                             head_mask)
         loss, metrics["reward_loss"] = loss + reward_weight * r_loss, r_loss
     if model.done_head:
-        d_loss = done_loss(out.done_logit, jnp.asarray(batch["dones"])[:, :T], mask, done_weight)
+        d_loss = done_loss(out.done_logit, jnp.asarray(batch["dones"])[:, :T], head_mask,
+                           done_weight)
         loss, metrics["done_loss"] = loss + d_loss, d_loss
     return loss, (metrics, state)
 

@@ -147,6 +147,9 @@ class DreamConfig:
 
     temperature: float = 1.0
     """Temperature τ: mixture logits divided by τ, σ scaled by √τ (PAPER.md §2.5)."""
+    reward_mode: Literal["head", "survival"] = "head"
+    """The dream's reward: M's reward head (`head`), or +1 per step until M's done head ends
+    the dream (`survival`, Doom's rule, PAPER.md §2.5; M needs no reward head)."""
     ensemble_fitness: Literal["mean", "min"] = "mean"
     """With an ensemble of Ms: a candidate's fitness is the mean of its returns over all
     members' dreams (`mean`) or the worst member's mean return (`min`, pessimistic)."""
@@ -353,7 +356,7 @@ def _doom_paper() -> ExperimentConfig:
         mdnrnn=MDNRNNConfig(hidden=512, done_head=True, batch_size=100, seq_len=499,
                             steps=24_400, tbptt=True),
         es=ESConfig(generations=0, dream_generations=1800, max_steps=2100),
-        dream=DreamConfig(temperature=1.15),
+        dream=DreamConfig(temperature=1.15, reward_mode="survival"),
         eval=EvalConfig(max_steps=2100),
     )
 
@@ -375,7 +378,7 @@ def _doom_laptop() -> ExperimentConfig:
                             tbptt=True, checkpoint_every=100),
         es=ESConfig(popsize=16, rollouts=4, generations=0, dream_generations=40,
                     max_steps=2100, eval_every=10, eval_episodes=16, chunk=5),
-        dream=DreamConfig(temperature=1.15),
+        dream=DreamConfig(temperature=1.15, reward_mode="survival"),
         eval=EvalConfig(max_steps=2100),
     )
 
@@ -392,14 +395,14 @@ def _doom_smoke() -> ExperimentConfig:
         envs_per_worker=1,
         controller=ControllerConfig(kind="zch"),
         collect=CollectConfig(episodes=3, max_steps=120, policy="doom_random"),
-        vae=VAEConfig(z_dim=64, epochs=1.0, batch_size=32, checkpoint_every=6, log_every=2,
+        vae=VAEConfig(z_dim=64, epochs=1.0, batch_size=32, checkpoint_every=100, log_every=2,
                       shuffle_episodes=3),
         encode=EncodeConfig(batch_size=64),
         mdnrnn=MDNRNNConfig(hidden=32, done_head=True, batch_size=2, seq_len=20, steps=4,
-                            tbptt=True, checkpoint_every=2, log_every=2),
+                            tbptt=True, checkpoint_every=100, log_every=2),
         es=ESConfig(popsize=4, rollouts=2, generations=0, dream_generations=2, max_steps=50,
                     eval_every=2, eval_episodes=2, chunk=2),
-        dream=DreamConfig(temperature=1.15),
+        dream=DreamConfig(temperature=1.15, reward_mode="survival"),
         eval=EvalConfig(episodes=2, max_steps=100, videos=False),
     )
 

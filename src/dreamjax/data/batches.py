@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from dreamjax.data.episodes import (
-    ACTION_DIM,
     FRAME_SHAPE,
     EpisodeError,
     episode_length,
@@ -139,11 +138,14 @@ class SequenceBatches(_IndexedStream):
     episodes are loaded. Yields dicts:
 
         mu, logvar  (B, L+1, Z) float32     L = seq_len; inputs are [:, :-1], targets [:, 1:]
-        actions     (B, L+1, 3) float32
+        actions     (B, L+1, A) float32     A: the series' action size
         rewards     (B, L+1) float32
         dones       (B, L+1) bool           `terminated` (the env ended the episode); a time-limit
                                             truncation is not a done (M cannot predict it)
         mask        (B, L) float32          1 where the target step t+1 exists in the episode
+        step_mask   (B, L) float32          1 where the input step t exists: the steps whose
+                                            reward and done (which follow step t) are labels,
+                                            an episode's last step included
 
     Episodes shorter than L+1 steps start at 0 and are zero-padded; `mask` drops the padding.
     `batch(k)` gives batch k directly; iterating from `start_step=k` yields batches k, k+1, ...
@@ -155,23 +157,26 @@ class SequenceBatches(_IndexedStream):
                                                    seq_len, start_step)
         self.batch_size, self.seq_len = batch_size, seq_len
         self.seed, self.start_step = int(seed), start_step
-        self.z_dim = load_series(self.files[0])["mu"].shape[1]
+        first = load_series(self.files[0])
+        self.z_dim, self.action_dim = first["mu"].shape[1], first["actions"].shape[1]
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """Batch number `step` of the stream."""
-        B, L1, Z = self.batch_size, self.seq_len + 1, self.z_dim
+        B, L1, Z, A = self.batch_size, self.seq_len + 1, self.z_dim, self.action_dim
         rng = np.random.default_rng([self.seed, int(step)])
         n = len(self.files)
         eps = rng.choice(n, size=B, replace=n < B)
         starts = [int(rng.integers(0, max(int(self.lengths[i]) - L1, 0) + 1)) for i in eps]
         out = {"mu": np.zeros((B, L1, Z), np.float32), "logvar": np.zeros((B, L1, Z), np.float32),
-               "actions": np.zeros((B, L1, ACTION_DIM), np.float32),
+               "actions": np.zeros((B, L1, A), np.float32),
                "rewards": np.zeros((B, L1), np.float32), "dones": np.zeros((B, L1), bool),
-               "mask": np.zeros((B, L1 - 1), np.float32)}
+               "mask": np.zeros((B, L1 - 1), np.float32),
+               "step_mask": np.zeros((B, L1 - 1), np.float32)}
         for i in np.unique(eps):
             d = load_series(self.files[i])
-            if d["mu"].shape[1] != Z:
-                raise EpisodeError(f"{self.files[i]}: Z = {d['mu'].shape[1]}, expected {Z}")
+            if d["mu"].shape[1] != Z or d["actions"].shape[1] != A:
+                raise EpisodeError(f"{self.files[i]}: Z = {d['mu'].shape[1]}, A = "
+                                   f"{d['actions'].shape[1]}, expected {Z} and {A}")
             for b in np.flatnonzero(eps == i):
                 s = starts[b]
                 w = slice(s, s + L1)
@@ -182,6 +187,7 @@ class SequenceBatches(_IndexedStream):
                 out["rewards"][b, :m] = d["rewards"][w]
                 out["dones"][b, :m] = d["terminated"][w]
                 out["mask"][b, :m - 1] = 1.0
+                out["step_mask"][b, :min(m, L1 - 1)] = 1.0
         return out
 
 
@@ -202,6 +208,9 @@ class TBPTTBatches(_IndexedStream):
         dones       (B, L+1) bool       the episode's `terminated`
         restarts    (B, L+1) float32    1 on the first step of an episode (state is zeroed there)
         mask        (B, L) float32      0 where the target is the first step of another episode
+        step_mask   (B, L) float32      1: every input step is a real step, whose reward and
+                                        done are labels (an episode's last step, where done is
+                                        1 and `mask` is 0, included)
         reset       (B,) bool           zero the carried state before this chunk (epoch start)
 
     Deterministic in (files, seed, step); only the episodes a batch touches are loaded (those of
@@ -260,5 +269,6 @@ class TBPTTBatches(_IndexedStream):
         restarts = (offset == 0).astype(np.float32)
         out["restarts"] = restarts
         out["mask"] = 1.0 - restarts[:, 1:]
+        out["step_mask"] = np.ones((B, L), np.float32)
         out["reset"] = np.full((B,), j == 0)
         return out

@@ -4,12 +4,15 @@ Episodes on disk: one `ep_{index:06d}.npz` per episode in an episodes folder, wr
 (`dreamjax.io`), holding
 
     frames      (T, 64, 64, 3) uint8    frames[t] is the observation at which actions[t] was taken
-    actions     (T, 3) float32          raw controller outputs in [-1, 1]
+    actions     (T, A) float32          raw controller outputs in [-1, 1] (A: the game's action
+                                        size, 3 for CarRacing, 1 for Doom)
     rewards     (T,) float32            reward that followed actions[t]
     terminated  (T,) bool               the env terminated after actions[t]
     truncated   (T,) bool               the time limit ended the episode after actions[t]
     seed        int                     env reset seed
     policy      str                     collection policy name
+    attempt     int (optional, 0)       which try of this episode index it is: collection with a
+                                        minimum length discards shorter tries (PAPER.md §2.2)
 
 Series (the output of `dreamjax.data.series.encode_series`): one `ep_{index:06d}.npz` per episode
 with `mu`, `logvar` (T, Z) float16, the same `actions`, `rewards`, `terminated`, `truncated`,
@@ -32,7 +35,6 @@ from dreamjax import io
 from dreamjax.errors import ArtifactError
 
 FRAME_SHAPE = (64, 64, 3)
-ACTION_DIM = 3
 STEP_KEYS = ("actions", "rewards", "terminated", "truncated")
 """The per-step arrays episodes and series share."""
 _EP_RE = re.compile(r"^ep_(\d{6})\.npz$")
@@ -88,8 +90,8 @@ def _check(path: Path, ok: bool, what: str) -> None:
 def _check_steps(path: Path, d: dict, T: int) -> None:
     """Validate actions/rewards/terminated/truncated for T steps."""
     a, r = d["actions"], d["rewards"]
-    _check(path, a.shape == (T, ACTION_DIM) and a.dtype == np.float32,
-           f"actions must be ({T}, 3) float32, got {a.shape} {a.dtype}")
+    _check(path, a.ndim == 2 and a.shape[0] == T and a.shape[1] >= 1 and a.dtype == np.float32,
+           f"actions must be ({T}, A) float32, got {a.shape} {a.dtype}")
     _check(path, r.shape == (T,) and r.dtype == np.float32,
            f"rewards must be ({T},) float32, got {r.shape} {r.dtype}")
     for k in ("terminated", "truncated"):
@@ -112,20 +114,27 @@ def _validate_episode(path: Path, d: dict) -> dict:
            f"seed must be an integer scalar, got {d['seed'].shape} {d['seed'].dtype}")
     _check(path, d["policy"].shape == () and d["policy"].dtype.kind == "U",
            "policy must be a string")
+    attempt = d.get("attempt", np.asarray(0))
+    _check(path, attempt.shape == () and np.issubdtype(attempt.dtype, np.integer)
+           and int(attempt) >= 0, f"attempt must be an integer scalar >= 0, got {attempt}")
     out = {k: d[k] for k in ("frames", *STEP_KEYS)}
     out["seed"] = np.asarray(int(d["seed"]), np.int64)
     out["policy"] = np.asarray(str(d["policy"]))
+    if "attempt" in d:
+        out["attempt"] = np.asarray(int(attempt), np.int64)
     return out
 
 
 def load_episode(path: str | os.PathLike) -> dict:
-    """A validated episode: arrays as in the module docstring, `seed` int, `policy` str.
+    """A validated episode: arrays as in the module docstring, `seed` int, `policy` str,
+    `attempt` int (0 when the file has none).
 
     Raises `EpisodeError("<path>: <problem>")` for missing, truncated, corrupt or malformed files.
     """
     path = Path(path)
     d = _validate_episode(path, _open_npz(path))
     d["seed"], d["policy"] = int(d["seed"]), str(d["policy"])
+    d["attempt"] = int(d.get("attempt", 0))
     return d
 
 

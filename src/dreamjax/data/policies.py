@@ -1,7 +1,11 @@
 """Random data-collection policies (CarRacing: PAPER.md §0 "random policy", §1.2; Doom: §2.2)
 and the per-episode seeding collection uses: episode i of a master seed has env seed
 `episode_seed(master, i)` and policy stream `episode_rng(master, i)`, whatever worker or slot
-runs it.
+runs it. A collection that discards short episodes (Doom, §2.2) tries index i again: try k has
+env seed `episode_seed(master, i, k)` and runs under the tag `collection_tag(i, k)`, whose
+policy stream `episode_rng(master, tag)` is try k's own (try 0 is the plain index).
+
+Each policy class names its action size (`action_dim`): collection checks it against the env's.
 
 The policies are `dreamjax.envs.protocol.BatchPolicy`s; they run in the main process (this module
 imports JAX for V's random encoder, so env worker processes never import it).
@@ -13,23 +17,52 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamjax.data.episodes import ACTION_DIM
 from dreamjax.envs.protocol import EpisodeSpec
 
+ATTEMPT_STRIDE = 2**32
+"""`collection_tag(index, attempt) = index + attempt * ATTEMPT_STRIDE` (indices stay below it)."""
+CARRACING_ACTION_DIM = 3
+"""(steer, gas, brake): the action size of the CarRacing policies."""
 
-def episode_seed(master_seed: int, index: int) -> int:
-    """Env reset seed of collection episode `index`: a hash of (master seed, index) in [0, 2^31).
 
-    Distinct indices give independent seeds, so a rerun that adds episodes never repeats one.
+def collection_tag(index: int, attempt: int = 0) -> int:
+    """The `EpisodeSpec.tag` of try `attempt` of collection episode `index` (try 0: `index`)."""
+    if not 0 <= index < ATTEMPT_STRIDE or attempt < 0:
+        raise ValueError(f"collection_tag: need 0 <= index < 2^32 and attempt >= 0, got "
+                         f"{index}, {attempt}")
+    return int(index) + int(attempt) * ATTEMPT_STRIDE
+
+
+def split_tag(tag: int) -> tuple[int, int]:
+    """(index, attempt) of a `collection_tag`."""
+    attempt, index = divmod(int(tag), ATTEMPT_STRIDE)
+    return index, attempt
+
+
+def _spawn_key(index: int, stream: int, attempt: int) -> tuple[int, ...]:
+    """SeedSequence spawn key of one stream of one try; try 0 keeps the two-part key of a
+    collection without tries, so its episodes are unchanged."""
+    return (int(index), stream) if attempt == 0 else (int(index), stream, int(attempt))
+
+
+def episode_seed(master_seed: int, index: int, attempt: int = 0) -> int:
+    """Env reset seed of try `attempt` of collection episode `index`: a hash of (master seed,
+    index, attempt) in [0, 2^31).
+
+    Distinct indices (and tries) give independent seeds, so a rerun that adds episodes never
+    repeats one.
     """
-    ss = np.random.SeedSequence(entropy=int(master_seed), spawn_key=(int(index), 0))
+    ss = np.random.SeedSequence(entropy=int(master_seed), spawn_key=_spawn_key(index, 0, attempt))
     return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def episode_rng(master_seed: int, index: int) -> np.random.Generator:
-    """The collection policy's per-episode random stream (independent of the env seed)."""
+def episode_rng(master_seed: int, tag: int) -> np.random.Generator:
+    """The collection policy's random stream for the episode with `EpisodeSpec.tag` = `tag`
+    (a `collection_tag`: the index, or a later try of it), independent of the env seed."""
+    index, attempt = split_tag(tag)
     return np.random.default_rng(
-        np.random.SeedSequence(entropy=int(master_seed), spawn_key=(int(index), 1)))
+        np.random.SeedSequence(entropy=int(master_seed),
+                               spawn_key=_spawn_key(index, 1, attempt)))
 
 
 class RandomModelPolicy:
@@ -58,6 +91,7 @@ class RandomModelPolicy:
     """
 
     name = "paper"
+    action_dim = CARRACING_ACTION_DIM
     Z, H = 32, 256
     CONVS = ((3, 32), (32, 64), (64, 128), (128, 256))  # 4x4 stride 2 valid (PAPER.md §1.3)
 
@@ -77,13 +111,14 @@ class RandomModelPolicy:
         def cauchy(*shape):
             return rng.standard_cauchy(shape) * s
 
-        ctrl_b, ctrl_w = cauchy(ACTION_DIM), cauchy(self.Z + self.H, ACTION_DIM)
+        A = self.action_dim
+        ctrl_b, ctrl_w = cauchy(A), cauchy(self.Z + self.H, A)
         convs = [(jnp.asarray(cauchy(4, 4, ci, co), jnp.float32),
                   jnp.asarray(cauchy(co), jnp.float32)) for ci, co in self.CONVS]
         dense = [(jnp.asarray(cauchy(1024, self.Z), jnp.float32),
                   jnp.asarray(cauchy(self.Z), jnp.float32)) for _ in range(2)]
         self.params[slot] = (convs, dense)
-        self.lstm[slot] = (ctrl_w, ctrl_b, cauchy(self.Z + ACTION_DIM + self.H, 4 * self.H),
+        self.lstm[slot] = (ctrl_w, ctrl_b, cauchy(self.Z + A + self.H, 4 * self.H),
                            cauchy(4 * self.H))
         self.rngs[slot] = rng
         self.h[slot] = 0.0
@@ -91,7 +126,7 @@ class RandomModelPolicy:
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
         """frames (S, 64, 64, 3) uint8, active (S,) bool -> (S, 3) float32 actions in [-1, 1]."""
-        out = np.zeros((len(frames), ACTION_DIM), np.float32)
+        out = np.zeros((len(frames), self.action_dim), np.float32)
         for s in np.flatnonzero(active):
             mu, logvar = (np.asarray(v, np.float64) for v in
                           self.enc(self.params[s], frames[s].astype(np.float32) / 255.0))
@@ -129,22 +164,23 @@ class BrownianPolicy:
     a_{t+1} = clip(a_t + N(0, 0.1^2 I), -1, 1); seeded per episode by `episode_rng`."""
 
     name = "brownian"
+    action_dim = CARRACING_ACTION_DIM
     step_std = 0.1
 
     def __init__(self, master_seed: int, num_slots: int):
         self.master_seed = int(master_seed)
         self.rngs: list[np.random.Generator | None] = [None] * num_slots
-        self.a = np.zeros((num_slots, ACTION_DIM), np.float32)
+        self.a = np.zeros((num_slots, self.action_dim), np.float32)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
         self.rngs[slot] = episode_rng(self.master_seed, spec.tag)
-        self.a[slot] = self.rngs[slot].uniform(-1.0, 1.0, ACTION_DIM)
+        self.a[slot] = self.rngs[slot].uniform(-1.0, 1.0, self.action_dim)
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
         """frames (S, 64, 64, 3), active (S,) bool -> (S, 3) float32 actions in [-1, 1]."""
         out = self.a.copy()
         for s in np.flatnonzero(active):
-            step = self.rngs[s].normal(0.0, self.step_std, ACTION_DIM)
+            step = self.rngs[s].normal(0.0, self.step_std, self.action_dim)
             self.a[s] = np.clip(self.a[s] + step, -1.0, 1.0)
         return out
 

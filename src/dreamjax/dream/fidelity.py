@@ -4,8 +4,9 @@ Two measurements on an encoded real episode (V's mu (T, Z), the real actions (T,
 rewards (T,)):
 
 - `teacher_forced`: M reads the real (mu_t, a_t) and predicts r_t (the reward that followed
-  a_t): predicted vs true return, the per-step reward error, and whether it calls the "new
-  tile" steps (r > 0) right.
+  a_t) and z_{t+1}: predicted vs true return, the per-step reward error, whether its reward
+  head's P(r > 0) > 1/2 calls the "new tile" steps right (recall, precision), and the
+  one-step z error (relative, as below).
 - `open_loop`: from the real mu_0, M is fed its own predictions (the mixture mean
   E[z_{t+1}] = Σ_k π_k μ_k) and the real actions, as a dream with τ -> 0 would be; the squared
   distance of its z from V's mu after k steps (relative to the per-dimension variance of the
@@ -38,18 +39,19 @@ def _mixture_mean(out: Any) -> jax.Array:
 
 @partial(jax.jit, static_argnums=0)
 def teacher_forced(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array
-                   ) -> tuple[jax.Array, jax.Array]:
-    """M on the real sequence: mu (T, Z), actions (T, A) -> (predicted reward (T,), predicted
-    z mean (T, Z)); entry t is M's prediction after reading (mu_t, a_t)."""
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """M on the real sequence: mu (T, Z), actions (T, A) -> (predicted reward (T,), logit of
+    P(r > 0) (T,), predicted z mean (T, Z)); entry t is M's prediction after reading
+    (mu_t, a_t). Needs M's reward head."""
     restart = jnp.zeros((mu.shape[0],), jnp.float32).at[0].set(1.0)
 
     def body(lstm, xs):
         z, a, rs = xs
         lstm, out = m_step(model, params, lstm, z, a, rs)
-        return lstm, (out.reward, _mixture_mean(out))
+        return lstm, (out.reward, out.reward_parts[..., 0], _mixture_mean(out))
 
-    _, (r, z) = jax.lax.scan(body, model.initial_state(()), (mu, actions, restart))
-    return r, z
+    _, (r, logit, z) = jax.lax.scan(body, model.initial_state(()), (mu, actions, restart))
+    return r, logit, z
 
 
 @partial(jax.jit, static_argnums=0)
@@ -80,21 +82,22 @@ def episode_fidelity(model: MDNRNN, params: Any, mu: np.ndarray, actions: np.nda
     if mu.shape[0] != T or actions.shape[0] != T:
         raise ValueError(f"fidelity: mu {mu.shape}, actions {actions.shape} and rewards "
                          f"{rewards.shape} must share T")
-    r_pred, _ = (np.asarray(x) for x in teacher_forced(model, params, mu, actions))
-    pos = rewards > 0
+    r_pred, logit, z_pred = (np.asarray(x) for x in teacher_forced(model, params, mu, actions))
+    pos, called = rewards > 0, logit > 0
+    var = np.maximum(mu.var(axis=0), 1e-6)  # (Z,)
     out = {
         "steps": T,
         "real_return": float(rewards.sum()),
         "predicted_return": float(r_pred.sum()),
         "reward_mae": float(np.mean(np.abs(r_pred - rewards))),
-        "new_tile_recall": float(np.mean(r_pred[pos] > 0)) if pos.any() else None,
-        "new_tile_precision": (float(np.mean(pos[r_pred > 0])) if (r_pred > 0).any()
-                               else None),
+        "new_tile_recall": float(np.mean(called[pos])) if pos.any() else None,
+        "new_tile_precision": float(np.mean(pos[called])) if called.any() else None,
+        "one_step_z_error": (float(np.mean((z_pred[:-1] - mu[1:]) ** 2 / var)) if T > 1
+                             else None),
     }
     h = min(horizon, T - 1)
     if h >= 1:
         zs, r_open = (np.asarray(x) for x in open_loop(model, params, mu[0], actions[:h]))
-        var = np.maximum(mu.var(axis=0), 1e-6)  # (Z,)
         drift = np.mean((zs - mu[1:h + 1]) ** 2 / var, axis=-1)  # (h,)
         out["open_loop_drift"] = {str(k): float(drift[k - 1]) for k in HORIZONS if k <= h}
         out["open_loop_horizon"] = h
@@ -114,7 +117,7 @@ def summarize(rows: list[dict]) -> dict:
         return float(np.mean(vals)) if vals else None
 
     out = {k: mean(k) for k in ("real_return", "predicted_return", "reward_mae",
-                                "new_tile_recall", "new_tile_precision",
+                                "new_tile_recall", "new_tile_precision", "one_step_z_error",
                                 "open_loop_predicted_return", "open_loop_real_return")}
     out["open_loop_drift"] = {str(k): mean("open_loop_drift", str(k)) for k in HORIZONS}
     out["episodes"] = len(rows)

@@ -311,11 +311,13 @@ def mdnrnn_carry_loss_fn(
     """M's training loss (PAPER.md §1.4, §2.4) from the LSTM state `carry` (None: zeros).
 
     batch: `mu`, `logvar` (B, T+1, Z); `actions` (B, T+1, A); `rewards` (B, T+1); `dones`
-    (B, T+1) bool; optional `mask` (B, T) of valid target steps; optional `restarts` (B, T+1),
-    1 on an episode's first step: the state is zeroed there (whatever `model.restart_input`,
-    which also feeds it as an input and then requires it); optional `reset` (B,) bool: zero
-    `carry` before the chunk (a truncated-BPTT epoch start). z = mu + exp(logvar/2)·ε is
-    resampled per call; inputs are steps 0..T-1, the z targets steps 1..T, the reward/done
+    (B, T+1) bool; optional `mask` (B, T) of valid z target steps; optional `step_mask` (B, T)
+    of valid input steps, where the reward and done labels count (default: `mask`; it differs
+    at an episode's last step, whose done is a label but whose z target is not); optional
+    `restarts` (B, T+1), 1 on an episode's first step: the state is zeroed there (whatever
+    `model.restart_input`, which also feeds it as an input and then requires it); optional
+    `reset` (B,) bool: zero `carry` before the chunk (a truncated-BPTT epoch start).
+    z = mu + exp(logvar/2)·ε is resampled per call; inputs are steps 0..T-1, the z targets steps 1..T, the reward/done
     targets rewards[t]/dones[t] for input step t. The recurrence is `MDNRNN.__call__`'s fast
     scan with its hand-written gradient. Returns (loss, ({"z_nll", ["reward_loss"],
     ["done_loss"]}, final state)): the form `dreamjax.train.fit` takes with a carry.
@@ -351,6 +353,13 @@ def mdnrnn_carry_loss_fn(
         reset = reset.at[:, 0].max(first.astype(jnp.float32))
     state = model.initial_state((B,)) if carry is None else carry
     restart_input = restarts if model.restart_input else None
+    # the heads' labels follow input step t, so they count wherever step t is real, an
+    # episode's last step included (where done is 1 and the z target, `mask`, is not)
+    step_mask = batch.get("step_mask")
+    head_mask = mask if step_mask is None else jnp.asarray(step_mask, jnp.float32)
+    if head_mask.shape != (B, T):
+        raise ValueError(f"mdnrnn.py: step_mask must be (B, T) = {(B, T)}, got "
+                         f"{head_mask.shape}")
 
     state, out = model.apply(
         params, state, z[:, :T], actions[:, :T], restart_input, unroll, reset
@@ -364,13 +373,14 @@ def mdnrnn_carry_loss_fn(
         if "rewards" not in batch:
             raise ValueError("mdnrnn.py: batch is missing 'rewards' (model.reward_head=True)")
         rewards = jnp.asarray(batch["rewards"], jnp.float32)[:, :T]
-        r_loss = reward_loss(out.reward_parts, rewards, mask)
+        r_loss = reward_loss(out.reward_parts, rewards, head_mask)
         loss = loss + reward_weight * r_loss
         metrics["reward_loss"] = r_loss
     if model.done_head:
         if "dones" not in batch:
             raise ValueError("mdnrnn.py: batch is missing 'dones' (model.done_head=True)")
-        d_loss = done_loss(out.done_logit, jnp.asarray(batch["dones"])[:, :T], mask, done_weight)
+        d_loss = done_loss(out.done_logit, jnp.asarray(batch["dones"])[:, :T], head_mask,
+                           done_weight)
         loss = loss + d_loss
         metrics["done_loss"] = d_loss
     return loss, (metrics, state)

@@ -262,7 +262,8 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dic
     init_params = None
     if "dream" in dirs:
         dream_params = artifacts.load_dream_params(
-            run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps)
+            run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
+            reward_mode=cfg.dream.reward_mode)
         res = train_controller_dream(jax.random.fold_in(key, 0), dream_params, dirs["dream"],
                                      cfg.es, cfg.controller,
                                      tensorboard_dir=tensorboard_dir(run, "controller_dream"))
@@ -301,12 +302,11 @@ def run_evaluate(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("controller", "num_steps"))
 def dream_latents(key: jax.Array, dream_params: Any, ctrl_params: Any, *,
-                  controller: Controller, num_steps: int) -> tuple[jax.Array, jax.Array]:
-    """z (T, Z) and terminated (T,) of one dream episode under C (`trajectory`; nothing stops
-    at termination: the steps after the first are M's continued predictions)."""
-    states, _, terminated = trajectory(key, DreamEnv(), dream_params, controller.apply,
-                                       ctrl_params, num_steps)
-    return states.z, terminated
+                  controller: Controller, num_steps: int) -> jax.Array:
+    """z (T, Z) of one dream episode under C (`trajectory`; nothing stops at termination)."""
+    states, _, _ = trajectory(key, DreamEnv(), dream_params, controller.apply, ctrl_params,
+                              num_steps)
+    return states.z
 
 
 def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: Path) -> None:
@@ -315,12 +315,11 @@ def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: 
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
     dream_params = member(artifacts.load_dream_params(
-        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps), 0)
-    z, terminated = dream_latents(stage_key(cfg, "report"), dream_params, params,
-                                  controller=wm.spec.controller, num_steps=cfg.es.max_steps)
-    ended = np.flatnonzero(np.asarray(terminated))
-    length = int(ended[0]) + 1 if ended.size else len(z)  # the dream episode, up to M's done
-    dream_frames = render(wm.vae, wm.vae_params, z[:length])
+        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
+        reward_mode=cfg.dream.reward_mode), 0)
+    z = dream_latents(stage_key(cfg, "report"), dream_params, params,
+                      controller=wm.spec.controller, num_steps=cfg.es.max_steps)
+    dream_frames = render(wm.vae, wm.vae_params, z)
     policy = WorldModelPolicy(wm, _one(params), seed=cfg.seed)
     with real_pool(cfg, cfg.es.max_steps, game, workers=1) as pool:
         real = pool.run(eval_specs(cfg.eval)[:1], policy, steps=True)[0]

@@ -88,11 +88,14 @@ def _record(cfg: ExperimentConfig, game: Any, wm: WorldModel, ctrl_params: Any, 
         return WorldModelPolicy(wm, _one(ctrl_params), seed=seed, action_noise=noise)
 
     collect(master, folder, ccfg, env_fn=game.env_fn(cfg, ccfg.max_steps),
-            workers=cfg.num_workers, policy_factory=factory)
+            workers=cfg.num_workers, policy_factory=factory, min_frames=game.min_frames)
 
 
 def _fidelity(wm: WorldModel, series: Path) -> dict:
-    """`dreamjax.dream.fidelity` of the world model's M on every episode in `series`."""
+    """`dreamjax.dream.fidelity` of the world model's M on every episode in `series` ({} for an
+    M without a reward head)."""
+    if not wm.mdn.reward_head:
+        return {}
     rows = []
     for f in list_episodes(series):
         s = load_series(f)
@@ -137,7 +140,8 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
                          init_params=members)
     wm = artifacts.load_world_model(run, cfg.controller, mdn_dir)
     dream_params = artifacts.load_dream_params(
-        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps)
+        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
+        reward_mode=cfg.dream.reward_mode)
     generations = cfg.es.dream_generations if prev is None else it.dream_generations
     res = train_controller_dream(
         jax.random.fold_in(key, 2), dream_params, rd / "dream", cfg.es, cfg.controller,

@@ -75,7 +75,8 @@ Verifier = Callable[[ExperimentConfig, "RunFolder"], "list[str]"]
 file's path (empty: intact)."""
 
 
-_ADDED_FIELDS = {"mdnrnn": {"ensemble": 1}, "dream": {"ensemble_fitness": "mean"}}
+_ADDED_FIELDS = {"mdnrnn": {"ensemble": 1},
+                 "dream": {"ensemble_fitness": "mean", "reward_mode": "head"}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
 
@@ -195,7 +196,13 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     check_strategy(cfg.es.strategy, cfg.es.sigma_init)
     if cfg.train_in != "real":
-        if not (cfg.mdnrnn.reward_head and cfg.mdnrnn.done_head):
+        if cfg.dream.reward_mode == "survival" and not cfg.mdnrnn.done_head:
+            raise ConfigError(
+                f"--train-in {cfg.train_in} with --dream.reward-mode survival needs M's done "
+                "head: add --mdnrnn.done-head"
+            )
+        if cfg.dream.reward_mode == "head" and not (cfg.mdnrnn.reward_head
+                                                    and cfg.mdnrnn.done_head):
             raise ConfigError(
                 f"--train-in {cfg.train_in} needs M's reward and done heads: "
                 "add --mdnrnn.reward-head --mdnrnn.done-head"

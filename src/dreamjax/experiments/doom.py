@@ -1,0 +1,50 @@
+"""World Models on Doom TakeCover, trained entirely in its dream: `python -m
+dreamjax.experiments.doom` (PAPER.md §2).
+
+collect (random policy, episodes of more than 100 frames) -> train V (z = 64) -> encode -> train
+M (512 units, restart input, done head, truncated BPTT) -> train C (z, c, h; no bias) by CMA-ES
+only inside M (τ = 1.15, +1 per step, 2100-step cap) -> evaluate (real episodes) -> report.
+`--profile {smoke,laptop,paper}` (or the profile as the first argument) picks the sizes, laptop
+by default; every field can be overridden (e.g. `--es.dream-generations 80`); `--profile NAME
+--help` shows that profile's defaults. Rerunning skips finished stages and resumes an interrupted
+one. Errors are one line (exit code 2 for a bad flag or run folder, 1 otherwise); `--debug`
+shows the traceback. Needs ViZDoom: `pip install -e '.[doom]'`. The τ table on the same V and M:
+`python -m dreamjax.experiments.doom_tau`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dreamjax.config import DEFAULT_PROFILE, DOOM_PROFILES, ExperimentConfig
+from dreamjax.experiments import cli
+from dreamjax.pipeline.run import preflight, run_stages
+
+PROG = "python -m dreamjax.experiments.doom"
+
+
+def run(cfg: ExperimentConfig) -> int:
+    """Check the config and the run folder, print the banner, run the requested stages.
+
+    The stage runners (the model stack and ViZDoom) are imported only after `preflight`, so a
+    bad flag fails within seconds (as in `dreamjax.experiments.carracing`).
+    """
+    preflight(cfg)
+    from dreamjax.pipeline.carracing import describe
+    from dreamjax.pipeline.doom import DOOM, doom_runners, doom_verifiers
+
+    print(describe(cfg, DOOM), flush=True)
+    folder = run_stages(cfg, doom_runners(), verifiers=doom_verifiers())
+    print(f"[dreamjax] report: {folder.root / 'report.md'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(
+        sys.argv[1:] if argv is None else argv, run,
+        profiles=DOOM_PROFILES, default=DEFAULT_PROFILE, prog=PROG, description=__doc__ or "",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

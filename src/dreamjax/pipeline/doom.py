@@ -1,0 +1,263 @@
+"""Doom TakeCover (PAPER.md §2): the game's `GameSpec` for the shared stage runners, and the τ
+table (PAPER.md §2.7).
+
+The Doom pipeline is the CarRacing stage runners (`dreamjax.pipeline.carracing`) with `DOOM`:
+ViZDoom's TakeCover (`dreamjax.envs.doom`: headless, one tic a step, C's scalar mapped to
+left / nothing / right, 2100-step cap, +1 per tic), collection that keeps only episodes of more
+than 100 frames (§2.2), and M with the restart input (§2.4). The config (`config.DOOM_PROFILES`)
+supplies the rest: V with z = 64, M with 512 units, the done head and truncated BPTT, the `zch`
+controller without bias, C trained only in the dream (τ = 1.15, +1 per step, the 2100-step cap).
+
+The τ table (`tau_table`): on the run's V and M, C is trained in the dream and evaluated at each
+τ of `TAUS` in `<run>/tau/<τ>/` (`TauRun`: its own `controller/` and `evaluate/` folders, the
+base run's V, M and series), plus its dream score (`eval.episodes` dreams at that τ) and the
+random data policy's score on the same evaluation seeds. A τ whose config equals the base run's
+reuses the base run's finished controller and evaluation. `tau_table.json` and `tau_table.md`
+land in the run folder, beside the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from dreamjax import io
+from dreamjax.config import ExperimentConfig, to_dict
+from dreamjax.data.policies import DoomRandomPolicy
+from dreamjax.dream.env import DreamEnv
+from dreamjax.envs import doom
+from dreamjax.envs.protocol import EpisodeSpec
+from dreamjax.es.dream import make_mean_eval_fn
+from dreamjax.pipeline import artifacts
+from dreamjax.pipeline.carracing import (
+    GameSpec,
+    carracing_runners,
+    carracing_verifiers,
+    real_pool,
+    run_controller,
+    run_evaluate,
+    stage_key,
+)
+from dreamjax.pipeline.evaluate import evaluate
+from dreamjax.pipeline.run import RunFolder, fingerprints
+
+TAUS: tuple[float, ...] = (0.10, 0.50, 1.00, 1.15, 1.30)
+"""The temperatures of the paper's table (PAPER.md §2.7)."""
+PAPER_TAU_TABLE: dict[float, tuple[str, str]] = {
+    0.10: ("2086 ± 140", "193 ± 58"),
+    0.50: ("2060 ± 277", "196 ± 50"),
+    1.00: ("1145 ± 690", "868 ± 511"),
+    1.15: ("918 ± 546", "1092 ± 556"),
+    1.30: ("732 ± 269", "753 ± 139"),
+}
+"""τ -> (virtual score, actual score) over 100 trials each (PAPER.md §2.7)."""
+PAPER_RANDOM = "210 ± 108"
+"""The random policy's actual score (PAPER.md §2.7)."""
+TAU_TABLE = "tau_table.json"
+
+# Throughputs on a 2-core CPU shared with other jobs (measured 2026-12: ViZDoom at 640x480
+# ~110 steps/s per process with the preprocessing, the H = 512 dream ~10k steps/s for 64
+# rollouts, M training ~2k sequence steps/s at batch 32), for the printed estimate only.
+_DOOM_RATE = {
+    "collect_frames_s": 180.0,
+    "collect_episode_steps": 330.0,
+    "vae_frames_s": 350.0,
+    "encode_frames_s": 2500.0,
+    "mdn_seq_steps_s": 3000.0,
+    "dream_steps_s": 12_000.0,
+    "real_steps_s": 180.0,
+    "real_episode_frac": 0.5,
+}
+
+
+def _doom_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
+    return functools.partial(doom.make_env, max_episode_steps=max_steps)
+
+
+DOOM = GameSpec(
+    "DoomTakeCover", doom.ACTION_DIM, _doom_env_fn, restart_input=True, min_frames=100,
+    paper_score="1092 ± 556", paper_method="World Model trained in its dream, τ = 1.15 "
+    "(PAPER.md §2.7)", video_fps=doom.TICRATE, rates=_DOOM_RATE,
+)
+
+
+def doom_runners() -> dict[str, Callable]:
+    """The stage name -> runner(cfg, run) mapping for `run_stages` (CarRacing's, with `DOOM`)."""
+    return carracing_runners(DOOM)
+
+
+def doom_verifiers() -> dict[str, Callable]:
+    """The stage name -> verify(cfg, run) mapping for `run_stages(..., verifiers=)`."""
+    return carracing_verifiers(DOOM)
+
+
+class TauRun(RunFolder):
+    """One τ of the table: `controller/` and `evaluate/` (and `stages.json`) in
+    `<base>/tau/<τ>/`; every other stage's folder is the base run's."""
+
+    OWN = ("controller", "evaluate")
+
+    def __init__(self, base: RunFolder, tau: float):
+        super().__init__(base.root / "tau" / f"{tau:.2f}")
+        self.base = base
+
+    def path(self, stage: str) -> Path:
+        return super().path(stage) if stage in self.OWN else self.base.path(stage)
+
+
+def tau_config(cfg: ExperimentConfig, tau: float) -> ExperimentConfig:
+    """`cfg` with the dream at temperature `tau`."""
+    return dataclasses.replace(cfg, dream=dataclasses.replace(cfg.dream, temperature=tau))
+
+
+def _finished(run: RunFolder, cfg: ExperimentConfig, stage: str) -> bool:
+    """Whether `stage` finished in `run` with `cfg`'s fingerprint."""
+    rec = run.read_stages().get(stage, {})
+    return bool(rec.get("done")) and rec.get("fingerprint") == fingerprints(cfg)[stage]
+
+
+def _train_and_evaluate(cfg: ExperimentConfig, base: RunFolder, tau: float,
+                        log: Callable[[str], None]) -> RunFolder:
+    """The run folder holding τ's finished controller and evaluation (trained here if need be):
+    the base run's when it finished them with this config, else `TauRun(base, tau)`."""
+    if _finished(base, cfg, "evaluate") and _finished(base, cfg, "controller"):
+        log(f"[dreamjax] tau {tau:.2f}: the run's own controller and evaluation")
+        return base
+    run = TauRun(base, tau)
+    fps = fingerprints(cfg)
+    for stage, runner in (("controller", run_controller), ("evaluate", run_evaluate)):
+        if _finished(run, cfg, stage):
+            continue
+        if run.read_stages().get(stage, {}).get("fingerprint", fps[stage]) != fps[stage]:
+            for later in run.OWN[run.OWN.index(stage):]:  # another config's: start over
+                shutil.rmtree(run.path(later), ignore_errors=True)
+        log(f"[dreamjax] tau {tau:.2f}: {stage}")
+        run.record(stage, fingerprint=fps[stage], done=False)
+        summary = runner(cfg, run, DOOM)
+        run.record(stage, done=True, summary=summary)
+    return run
+
+
+def dream_score(cfg: ExperimentConfig, run: RunFolder, base: RunFolder) -> dict:
+    """The final C of `run` in `cfg.eval.episodes` dreams at `cfg.dream.temperature` (the
+    paper's "virtual score"), capped at `cfg.es.max_steps` steps; cached in
+    `<base>/tau/<τ>/dream_score.json`."""
+    tau = cfg.dream.temperature
+    path = TauRun(base, tau).root / "dream_score.json"
+    key = fingerprints(cfg)["controller"]
+    if path.is_file() and io.read_json(path).get("fingerprint") == key:
+        return io.read_json(path)
+    wm = artifacts.load_world_model(run, cfg.controller)
+    params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
+                                                 wm.spec)
+    dream_params = artifacts.load_dream_params(
+        run, wm, temperature=tau, max_steps=cfg.es.max_steps, reward_mode=cfg.dream.reward_mode)
+    eval_fn = make_mean_eval_fn(DreamEnv(), wm.spec.controller.apply, cfg.eval.episodes,
+                                cfg.es.max_steps)
+    returns, lengths = jax.device_get(eval_fn(stage_key(cfg, "tau-table"), params, dream_params))
+    returns = np.asarray(returns, np.float64)
+    out = {"fingerprint": key, "tau": tau, "episodes": int(returns.size),
+           "mean": float(returns.mean()), "std": float(returns.std()),
+           "returns": returns.round(3).tolist(), "lengths": np.asarray(lengths).tolist()}
+    io.write_json(path, out)
+    return out
+
+
+class _SeedTagged:
+    """A collection policy on the evaluation episodes (whose tags are all 0): each episode's
+    random stream is keyed by its env seed instead, so the episodes act differently."""
+
+    def __init__(self, policy: DoomRandomPolicy):
+        self.policy = policy
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        self.policy.reset(slot, EpisodeSpec(seed=spec.seed, tag=spec.seed))
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        return self.policy.act(frames, active)
+
+
+def random_score(cfg: ExperimentConfig, base: RunFolder) -> dict:
+    """The random data policy (PAPER.md §2.2) on the evaluation seeds, `<run>/tau/random/`."""
+    out_dir = base.root / "tau" / "random"
+    path = out_dir / "results.json"
+    key = {"eval": to_dict(cfg.eval), "seed": cfg.seed}
+    if path.is_file() and io.read_json(path).get("config") == key:
+        return io.read_json(path)
+    with real_pool(cfg, cfg.eval.max_steps, DOOM) as pool:
+        policy = _SeedTagged(DoomRandomPolicy(cfg.seed, pool.num_slots))
+        return evaluate(pool, policy, dataclasses.replace(cfg.eval, videos=False), out_dir,
+                        meta={"policy": DoomRandomPolicy.name, "config": key})
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.0f} ± {std:.0f}"
+
+
+def render_tau_table(table: dict) -> str:
+    """The markdown table: ours beside the paper's, per τ, and the random policy."""
+    n = table["random_policy"]["episodes"]
+    lines = [
+        f"# Doom TakeCover: C trained in the dream at each τ ({table['profile']} profile)",
+        "",
+        f"Virtual: {table['dream_episodes']} dreams of at most {table['max_steps']} steps; "
+        f"actual: real episodes on the evaluation seeds (the paper: 100 trials each, "
+        "PAPER.md §2.7).",
+        "",
+        "| τ | virtual (ours) | actual (ours) | virtual (paper) | actual (paper) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in table["rows"]:
+        pv, pa = PAPER_TAU_TABLE.get(r["tau"], ("", ""))
+        lines.append(f"| {r['tau']:.2f} | {_pm(r['dream_mean'], r['dream_std'])} | "
+                     f"**{_pm(r['real_mean'], r['real_std'])}** ({r['episodes']} episodes) | "
+                     f"{pv} | {pa} |")
+    rnd = table["random_policy"]
+    lines.append(f"| random policy | N/A | {_pm(rnd['real_mean'], rnd['real_std'])} ({n} "
+                 f"episodes) | N/A | {PAPER_RANDOM} |")
+    return "\n".join(lines) + "\n"
+
+
+def tau_table(cfg: ExperimentConfig, log: Callable[[str], None] = print,
+              taus: tuple[float, ...] = TAUS) -> dict:
+    """Train and evaluate C at every τ of `taus` on the run's V and M (which must be done),
+    score the random policy, write `tau_table.json` and `tau_table.md`; resumable."""
+    base = RunFolder(cfg.run_dir)
+    rows = []
+    with base.lock():
+        for tau in taus:
+            tcfg = tau_config(cfg, tau)
+            run = _train_and_evaluate(tcfg, base, tau, log)
+            ev = io.read_json(run.path("evaluate") / "results.json")
+            dream = dream_score(tcfg, run, base)
+            rows.append({"tau": tau, "dream_mean": dream["mean"], "dream_std": dream["std"],
+                         "real_mean": ev["mean"], "real_std": ev["std"],
+                         "episodes": ev["episodes"], "dream_episodes": dream["episodes"],
+                         "folder": "." if run is base else str(run.root.relative_to(base.root)),
+                         **artifacts.model_ids(run)})
+            log(f"[dreamjax] tau {tau:.2f}: dream {_pm(dream['mean'], dream['std'])}, real "
+                f"{_pm(ev['mean'], ev['std'])}")
+        rnd = random_score(cfg, base)
+        table = {
+            "game": DOOM.name,
+            "profile": cfg.profile,
+            "rows": rows,
+            "random_policy": {"real_mean": rnd["mean"], "real_std": rnd["std"],
+                              "episodes": rnd["episodes"], "seeds": rnd["seeds"]},
+            "dream_episodes": cfg.eval.episodes,
+            "max_steps": cfg.es.max_steps,
+            "paper": {"rows": {f"{t:.2f}": {"virtual": v, "actual": a}
+                               for t, (v, a) in PAPER_TAU_TABLE.items()},
+                      "random_policy": PAPER_RANDOM},
+            "config": to_dict(cfg),
+        }
+        io.write_json(base.root / TAU_TABLE, table)
+        io.write_bytes(base.root / "tau_table.md", render_tau_table(table))
+    return table

@@ -1,0 +1,193 @@
+"""The Doom TakeCover experiment (PAPER.md §2) end to end through its CLI on the `smoke`
+profile, the τ table on the same V and M, and the paper's model sizes in the Doom profiles.
+
+The smoke run must write `DIR/results.json` and a report with its pictures and the decoded-dream
+video; its data must keep only episodes of more than 100 frames, its M must have the restart
+input and done head (no reward head), its C must be the bias-free `zch` controller trained only
+in the dream with +1 per step, and its real episodes must score +1 per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dreamjax.config import DOOM_PROFILES
+from dreamjax.data.episodes import list_episodes, load_episode
+from dreamjax.models.controller import controller_spec
+from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_carry_loss_fn
+from dreamjax.models.vae import init_vae
+from dreamjax.pipeline.doom import (
+    DOOM,
+    PAPER_TAU_TABLE,
+    TAU_TABLE,
+    TauRun,
+    render_tau_table,
+    tau_config,
+    tau_table,
+)
+from dreamjax.pipeline.run import RunFolder, fingerprints
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-m", "dreamjax.experiments.doom", "--profile", "smoke"]
+
+
+def _n(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("profile", ["paper", "laptop"])
+def test_doom_profiles_build_the_papers_models(profile):
+    """V 4,446,915 (§2.3), M 1,678,785 (§2.4), C 1,088 (§2.6): built from the profile and the
+    game spec the way the stages build them."""
+    cfg = DOOM_PROFILES[profile]()
+    v = jax.eval_shape(lambda: init_vae(jax.random.key(0), cfg.vae.z_dim))
+    m_model = MDNRNN(z_dim=cfg.vae.z_dim, action_dim=DOOM.action_dim, hidden=cfg.mdnrnn.hidden,
+                     n_mix=cfg.mdnrnn.n_mix, restart_input=DOOM.restart_input,
+                     reward_head=cfg.mdnrnn.reward_head, done_head=cfg.mdnrnn.done_head)
+    m = jax.eval_shape(lambda: init_mdnrnn(jax.random.key(0), m_model))
+    c = controller_spec(cfg.controller.kind, cfg.vae.z_dim, cfg.mdnrnn.hidden,
+                        action_dim=DOOM.action_dim)
+    assert (_n(v), _n(m), c.num_params) == (4_446_915, 1_678_785, 1_088)
+    assert not c.controller.use_bias and c.obs_dim == 64 + 2 * 512
+    assert cfg.train_in == "dream" and cfg.dream.temperature == 1.15
+    assert cfg.dream.reward_mode == "survival" and cfg.mdnrnn.tbptt
+    assert cfg.es.max_steps == cfg.eval.max_steps == cfg.collect.max_steps == 2100
+    assert cfg.collect.policy == "doom_random" and DOOM.min_frames == 100
+
+
+def test_m_learns_deaths_from_truncated_bptt_chunks():
+    """M's done loss on a chunk in which an episode ends (PAPER.md §2.4): the death is a label
+    of weight 10 even though its z target (the next episode's first frame) is masked, and the
+    loss is the mean of w·BCE over every input step."""
+    model = MDNRNN(z_dim=2, action_dim=1, hidden=4, n_mix=2, restart_input=True,
+                   done_head=True)
+    params = init_mdnrnn(jax.random.key(0), model)
+    T = 5
+    restarts = np.array([[1, 0, 0, 1, 0, 0]], np.float32)  # an episode ends at step 2
+    batch = {"mu": np.zeros((1, T + 1, 2), np.float32),
+             "logvar": np.full((1, T + 1, 2), -20.0, np.float32),
+             "actions": np.zeros((1, T + 1, 1), np.float32),
+             "dones": np.array([[0, 0, 1, 0, 0, 0]], bool), "restarts": restarts,
+             "mask": 1.0 - restarts[:, 1:], "step_mask": np.ones((1, T), np.float32),
+             "reset": np.array([True])}
+
+    def done_loss(b):
+        _, (metrics, _) = mdnrnn_carry_loss_fn(params, None, b, jax.random.key(1), model=model,
+                                               done_weight=10.0)
+        return float(metrics["done_loss"])
+
+    _, out = model.apply(params, model.initial_state((1,)), jnp.zeros((1, T, 2)),
+                         jnp.zeros((1, T, 1)), jnp.asarray(restarts[:, :T]))
+    logit = np.asarray(out.done_logit[0], np.float64)
+    label = batch["dones"][0, :T].astype(np.float64)
+    bce = np.maximum(logit, 0) - logit * label + np.log1p(np.exp(-np.abs(logit)))
+    assert done_loss(batch) == pytest.approx(np.mean((1 + 9 * label) * bce), rel=1e-5)
+    assert done_loss(batch) != pytest.approx(done_loss({**batch, "dones": batch["dones"] * 0}))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("doom") / "run"
+    t0 = time.monotonic()
+    proc = subprocess.run([*CLI, "--run-dir", str(run_dir)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    print(f"doom smoke run: {time.monotonic() - t0:.0f} s")
+    return run_dir
+
+
+def test_smoke_writes_results_and_report(run_dir):
+    r = json.loads((run_dir / "results.json").read_text())
+    assert r["game"] == "DoomTakeCover" and r["profile"] == "smoke"
+    assert r["paper_score"] == "1092 ± 556" and r["controller"] == "zch"
+    ev = r["evaluation"]
+    assert r["episodes"] == ev["episodes"] == 2
+    assert ev["returns"] == [float(n) for n in ev["lengths"]]  # +1 per tic
+    assert all(1 <= n <= 100 for n in ev["lengths"])
+    assert r["score"]["mean"] == pytest.approx(np.mean(ev["lengths"]))
+    report = (run_dir / "report.md").read_text()
+    assert report.startswith("# dreamjax DoomTakeCover report (smoke profile)")
+    for pic in r["pictures"].values():
+        assert (run_dir / pic).is_file() and (run_dir / pic).stat().st_size > 0, pic
+    assert "report/dream_vs_real.mp4" in r["pictures"].values()
+
+
+def test_smoke_follows_the_papers_doom_setup(run_dir):
+    """Episodes of more than 100 frames (§2.2), M with restart input and done head (§2.4), C
+    on [z, c, h] without bias trained only in the dream, +1 per step (§2.5, §2.6)."""
+    files = list_episodes(run_dir / "episodes")
+    assert len(files) == 3
+    for f in files:
+        ep = load_episode(f)
+        assert 100 < len(ep["actions"]) <= 120 and ep["actions"].shape[1] == 1
+    m = json.loads((run_dir / "mdnrnn" / "DONE.json").read_text())["model"]
+    assert (m["z_dim"], m["action_dim"], m["restart_input"]) == (64, 1, True)
+    assert m["done_head"] and not m["reward_head"]
+    stages = json.loads((run_dir / "stages.json").read_text())
+    assert set(stages["controller"]["summary"]) == {"dream"}
+    done = json.loads((run_dir / "controller" / "dream" / "DONE.json").read_text())
+    assert done["kind"] == "zch" and done["num_params"] == 64 + 2 * 32
+    assert done["dream"]["reward_mode"] == "survival" and done["dream"]["obs_mode"] == "zch"
+    assert done["dream"]["temperature"] == pytest.approx(1.15)
+    assert done["dream"]["max_steps"] == 50
+
+
+def test_rerun_skips_every_stage(run_dir):
+    proc = subprocess.run([*CLI, "--run-dir", str(run_dir)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("done already, skipped") == 7
+
+
+def test_tau_table_on_the_same_v_and_m(run_dir):
+    """Two τ of the table: the run's own (its controller and evaluation reused) and another
+    (trained and evaluated in `tau/0.50/` on the same V and M); the random policy on the same
+    evaluation seeds; a second call recomputes nothing."""
+    cfg = dataclasses.replace(DOOM_PROFILES["smoke"](), run_dir=str(run_dir))
+    lines: list[str] = []
+    table = tau_table(cfg, log=lines.append, taus=(1.15, 0.50))
+    rows = {r["tau"]: r for r in table["rows"]}
+    assert set(rows) == {1.15, 0.50}
+    for r in rows.values():
+        assert {"tau", "dream_mean", "dream_std", "real_mean", "real_std", "episodes"} <= set(r)
+        assert r["episodes"] == 2 and r["dream_episodes"] == 2
+        assert 1 <= r["dream_mean"] <= cfg.es.max_steps
+    main = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    assert rows[1.15]["folder"] == "." and rows[1.15]["real_mean"] == main["mean"]
+    assert rows[0.50]["folder"] == "tau/0.50"
+    half = TauRun(RunFolder(run_dir), 0.50)
+    assert (half.path("controller") / "dream" / "best.npz").is_file()
+    assert half.path("mdnrnn") == run_dir / "mdnrnn"
+    assert half.read_stages()["evaluate"]["fingerprint"] == fingerprints(
+        tau_config(cfg, 0.50))["evaluate"]
+    rnd = table["random_policy"]
+    assert rnd["episodes"] == 2 and rnd["seeds"] == main["seeds"]
+    on_disk = json.loads((run_dir / TAU_TABLE).read_text())
+    assert on_disk["rows"] == table["rows"]
+    md = (run_dir / "tau_table.md").read_text()
+    assert PAPER_TAU_TABLE[1.15][1] in md and "random policy" in md
+    again: list[str] = []
+    assert tau_table(cfg, log=again.append, taus=(1.15, 0.50))["rows"] == table["rows"]
+    assert not any(": controller" in line or ": evaluate" in line for line in again)
+
+
+def test_render_tau_table_puts_ours_beside_the_papers():
+    row = {"tau": 1.0, "dream_mean": 1200.4, "dream_std": 600.0, "real_mean": 800.0,
+           "real_std": 500.2, "episodes": 100}
+    md = render_tau_table({"profile": "laptop", "rows": [row], "dream_episodes": 100,
+                           "max_steps": 2100,
+                           "random_policy": {"real_mean": 200.0, "real_std": 100.0,
+                                             "episodes": 100}})
+    assert "| 1.00 | 1200 ± 600 | **800 ± 500** (100 episodes) | 1145 ± 690 | 868 ± 511 |" in md
+    assert "| random policy | N/A | 200 ± 100 (100 episodes) | N/A | 210 ± 108 |" in md
