@@ -317,8 +317,8 @@ def mdnrnn_carry_loss_fn(
     `restarts` (B, T+1), 1 on an episode's first step: the state is zeroed there (whatever
     `model.restart_input`, which also feeds it as an input and then requires it); optional
     `reset` (B,) bool: zero `carry` before the chunk (a truncated-BPTT epoch start).
-    z = mu + exp(logvar/2)·ε is resampled per call; inputs are steps 0..T-1, the z targets steps 1..T, the reward/done
-    targets rewards[t]/dones[t] for input step t. The recurrence is `MDNRNN.__call__`'s fast
+    z = mu + exp(logvar/2)·ε is resampled per call; inputs are steps 0..T-1, the z targets
+    steps 1..T, the reward/done targets rewards[t]/dones[t] for input step t. The recurrence is `MDNRNN.__call__`'s fast
     scan with its hand-written gradient. Returns (loss, ({"z_nll", ["reward_loss"],
     ["done_loss"]}, final state)): the form `dreamjax.train.fit` takes with a carry.
     """
