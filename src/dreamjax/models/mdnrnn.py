@@ -310,17 +310,17 @@ def mdnrnn_carry_loss_fn(
 ) -> tuple[Array, tuple[dict, LSTMState]]:
     """M's training loss (PAPER.md §1.4, §2.4) from the LSTM state `carry` (None: zeros).
 
-    batch: `mu`, `logvar` (B, T+1, Z); `actions` (B, T+1, A); `rewards` (B, T+1); `dones`
-    (B, T+1) bool; optional `mask` (B, T) of valid z target steps; optional `step_mask` (B, T)
-    of valid input steps, where the reward and done labels count (default: `mask`; it differs
-    at an episode's last step, whose done is a label but whose z target is not); optional
-    `restarts` (B, T+1), 1 on an episode's first step: the state is zeroed there (whatever
-    `model.restart_input`, which also feeds it as an input and then requires it); optional
-    `reset` (B,) bool: zero `carry` before the chunk (a truncated-BPTT epoch start).
-    z = mu + exp(logvar/2)·ε is resampled per call; inputs are steps 0..T-1, the z targets
-    steps 1..T, the reward/done targets rewards[t]/dones[t] for input step t. The recurrence is `MDNRNN.__call__`'s fast
-    scan with its hand-written gradient. Returns (loss, ({"z_nll", ["reward_loss"],
-    ["done_loss"]}, final state)): the form `dreamjax.train.fit` takes with a carry.
+    batch: `mu`, `logvar` (B, T+1, Z); `actions` (B, T+1, A); `rewards` (B, T+1); `dones` (B, T+1)
+    bool; optional `mask` (B, T) of valid z target steps; optional `step_mask` (B, T) of valid input
+    steps, where the reward and done labels count (default: `mask`; it differs at an episode's last
+    step, whose done is a label but whose z target is not); optional `restarts` (B, T+1), 1 on an
+    episode's first step: the state is zeroed there (whatever `model.restart_input`, which also
+    feeds it as an input and then requires it); optional `reset` (B,) bool: zero `carry` before the
+    chunk (a truncated-BPTT epoch start). z = mu + exp(logvar/2)·ε is resampled per call; inputs are
+    steps 0..T-1, the z targets steps 1..T, the reward/done targets rewards[t]/dones[t] for input
+    step t. The recurrence is `MDNRNN.__call__`'s fast scan with its hand-written gradient. Returns
+    (loss, ({"z_nll", ["reward_loss"], ["done_loss"]}, final state)): the form `dreamjax.train.fit`
+    takes with a carry.
     """
     for name in ("mu", "logvar", "actions"):
         if name not in batch:
