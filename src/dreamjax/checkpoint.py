@@ -159,7 +159,20 @@ def _abstract(x: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=sharding)
 
 
-def _restore(ckpt_dir: str | Path, step: int, target: PyTree | None) -> tuple[PyTree, dict]:
+def _place_like(target: PyTree, sharding: Any) -> PyTree:
+    """`target` with each leaf's restore sharding replaced by `sharding` (one `Sharding` for
+    every leaf, or a pytree of them shaped like `target`)."""
+    if isinstance(sharding, jax.sharding.Sharding):
+        sharding = jax.tree.map(lambda _: sharding, target)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), _abstract(x).dtype, sharding=s),
+        target, sharding)
+
+
+def _restore(ckpt_dir: str | Path, step: int, target: PyTree | None,
+             sharding: Any = None) -> tuple[PyTree, dict]:
+    if target is not None and sharding is not None:
+        target = _place_like(target, sharding)
     with _quiet(), _manager(ckpt_dir, read_only=True) as mgr:
         where = Path(mgr.directory) / str(step)
         try:
@@ -185,17 +198,20 @@ def _restore(ckpt_dir: str | Path, step: int, target: PyTree | None) -> tuple[Py
 
 
 def restore(
-    ckpt_dir: str | Path, target_pytree: PyTree, step: int | None = None
+    ckpt_dir: str | Path, target_pytree: PyTree, step: int | None = None, *,
+    sharding: Any = None,
 ) -> tuple[PyTree, dict]:
     """Restore step `step` (default: latest) onto the structure of `target_pytree`.
 
     Returns `(state, metadata)`. The leaves of `target_pytree` may be arrays or
     `jax.ShapeDtypeStruct`s; restored arrays are placed like the target's (default device for
-    NumPy leaves). Missing folder/step -> FileNotFoundError, unreadable or mismatched checkpoint
-    -> CheckpointError, each one line naming the path.
+    NumPy leaves), or with `sharding`: one `jax.sharding.Sharding` (e.g. a `NamedSharding` of a
+    device mesh) for every leaf, or a pytree of them shaped like the target; each device reads
+    only its shards. Missing folder/step -> FileNotFoundError, unreadable or mismatched
+    checkpoint -> CheckpointError, each one line naming the path.
     """
     step = _resolve_step(ckpt_dir, step)
-    return _restore(ckpt_dir, step, target_pytree)
+    return _restore(ckpt_dir, step, target_pytree, sharding)
 
 
 def restore_readable(ckpt_dir: str | Path, target_pytree: PyTree) -> tuple[PyTree, dict, int]:

@@ -215,6 +215,14 @@ class ExperimentConfig:
     False uses stock gymnasium."""
     envs_per_worker: int = 4
     """Real envs stepped by each worker; the policy acts for all of them in one batched call."""
+    backend: Literal["local", "ray"] = "local"
+    """Where real-env episodes run (collection, real-env CMA-ES, evaluation): `local` worker
+    processes, or `ray` actors of a Ray cluster, each playing whole episodes with its own jitted
+    CPU copy of the policy (needs `pip install 'dreamjax[ray]'`). With `ray`, `--workers` counts
+    actors (0: one per CPU of the cluster) and `--envs-per-worker` envs per actor."""
+    ray_address: str | None = None
+    """The Ray cluster of `--backend ray`: `auto` (the cluster this machine joined with
+    `ray start`), `ray://HEAD:10001`, ...; None starts a Ray instance on this machine."""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)

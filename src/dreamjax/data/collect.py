@@ -116,7 +116,8 @@ def damaged_episodes(key_or_seed, episodes_dir: str | os.PathLike,
 def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
             env_fn: Callable[[], Any], workers: int = 0,
             policy_factory: Callable[[int, int], BatchPolicy] | None = None,
-            step_timeout: float = 60.0, progress: bool = True, min_frames: int = 0) -> dict:
+            step_timeout: float = 60.0, progress: bool = True, min_frames: int = 0,
+            pool_factory: Callable[[Callable[[], Any], int], Any] | None = None) -> dict:
     """Record `cfg.episodes` episodes in the env `env_fn()` builds (PAPER.md §1.2); resumable.
 
     `env_fn` (picklable; e.g. `functools.partial(dreamjax.envs.carracing.make_env, fast=True,
@@ -139,6 +140,9 @@ def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
     Episodes run for `cfg.max_steps` steps unless the env terminates first (leaving the track or
     finishing the lap); unlike the reference code, which forces `done = False` so every episode is
     exactly 1000 frames (PAPER.md §1.1), termination is recorded honestly in `terminated`.
+
+    `pool_factory(env_fn, num_workers)` builds the pool instead of the local one-env-per-worker
+    `EnvPool` (e.g. a `dreamjax.envs.ray_pool.RayEnvPool`).
 
     Returns {"episodes", "new_episodes", "replaced", "new_frames", "discarded",
     "discarded_frames", "seconds", "episodes_per_s", "frames_per_s"} (frames_per_s counts the
@@ -208,8 +212,10 @@ def collect(key_or_seed, episodes_dir: str | os.PathLike, cfg: CollectConfig, *,
             bar.set_postfix(frames_per_s=f"{(frames + discarded_frames) / dt:.0f}")
 
         try:
-            with EnvPool(env_fn, num_workers=n_workers, envs_per_worker=1,
-                         step_timeout=step_timeout) as pool:
+            pool_cm = (EnvPool(env_fn, num_workers=n_workers, envs_per_worker=1,
+                               step_timeout=step_timeout) if pool_factory is None
+                       else pool_factory(env_fn, n_workers))
+            with pool_cm as pool:
                 policy = policy_factory(master, pool.num_slots)
                 while pending:
                     over = [i for i, k in pending.items() if k >= MAX_ATTEMPTS]

@@ -38,12 +38,14 @@ from dreamjax.dream.env import DreamEnv
 from dreamjax.dream.rollout import trajectory
 from dreamjax.envs import carracing
 from dreamjax.envs.pool import EnvPool
+from dreamjax.envs.ray_pool import RayEnvPool
 from dreamjax.errors import ArtifactError
 from dreamjax.es import train_controller_dream, train_controller_real
 from dreamjax.models.controller import Controller
 from dreamjax.pipeline import artifacts
 from dreamjax.pipeline.evaluate import eval_specs, evaluate
 from dreamjax.pipeline.iterate import run_iterative
+from dreamjax.pipeline.pools import collect_pool_factory, make_pool
 from dreamjax.pipeline.report import write_report
 from dreamjax.pipeline.run import RunFolder
 from dreamjax.pipeline.training import train_mdnrnn, train_vae
@@ -96,12 +98,11 @@ CARRACING = GameSpec("CarRacing-v3", carracing.ACTION_DIM, _carracing_env_fn)
 
 
 def real_pool(cfg: ExperimentConfig, max_steps: int, game: GameSpec = CARRACING, *,
-              workers: int | None = None) -> EnvPool:
-    """The real-env worker pool; `workers` overrides the config with that many one-env workers."""
-    if workers is not None:
-        return EnvPool(game.env_fn(cfg, max_steps), num_workers=workers, envs_per_worker=1)
-    return EnvPool(game.env_fn(cfg, max_steps), num_workers=cfg.num_workers,
-                   envs_per_worker=cfg.envs_per_worker)
+              workers: int | None = None) -> EnvPool | RayEnvPool:
+    """The real-env pool of `--backend`; `workers` overrides the config with that many one-env
+    workers (actors)."""
+    return make_pool(cfg, game.env_fn(cfg, max_steps), workers,
+                     None if workers is None else 1)
 
 
 def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[str, float]:
@@ -193,7 +194,7 @@ def run_collect(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
     steps (§2.2)."""
     return collect(cfg.seed, run.path("collect"), cfg.collect,
                    env_fn=game.env_fn(cfg, cfg.collect.max_steps), workers=cfg.num_workers,
-                   min_frames=game.min_frames)
+                   min_frames=game.min_frames, pool_factory=collect_pool_factory(cfg))
 
 
 def run_vae(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:

@@ -40,6 +40,7 @@ from dreamjax.data.series import encode_series
 from dreamjax.dream.fidelity import episode_fidelity, summarize
 from dreamjax.es import train_controller_dream
 from dreamjax.pipeline import artifacts
+from dreamjax.pipeline.pools import collect_pool_factory
 from dreamjax.pipeline.run import RunFolder
 from dreamjax.pipeline.training import train_mdnrnn
 
@@ -88,7 +89,8 @@ def _record(cfg: ExperimentConfig, game: Any, wm: WorldModel, ctrl_params: Any, 
         return WorldModelPolicy(wm, _one(ctrl_params), seed=seed, action_noise=noise)
 
     collect(master, folder, ccfg, env_fn=game.env_fn(cfg, ccfg.max_steps),
-            workers=cfg.num_workers, policy_factory=factory, min_frames=game.min_frames)
+            workers=cfg.num_workers, policy_factory=factory, min_frames=game.min_frames,
+            pool_factory=collect_pool_factory(cfg))
 
 
 def _fidelity(wm: WorldModel, series: Path) -> dict:

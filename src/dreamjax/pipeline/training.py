@@ -31,7 +31,7 @@ from dreamjax.models.vae import ConvVAE, init_vae, vae_loss_fn
 from dreamjax.train import TrainResult, fit, key_words
 
 
-def _seed_from_key(key: jax.Array) -> int:
+def data_seed(key: jax.Array) -> int:
     """A data-order seed in [0, 2^31) derived from a key (on the host: nothing to compile)."""
     return int(np.random.default_rng(key_words(key)).integers(0, 2**31 - 1))
 
@@ -90,7 +90,7 @@ def train_vae(
         raise ArtifactError(f"{episodes_dir}: no ep_XXXXXX.npz episodes to train V on; rerun the "
                             "collect stage")
     k_init, k_data, k_fit = jax.random.split(key, 3)
-    seed = _seed_from_key(k_data)
+    seed = data_seed(k_data)
     total_frames = FrameBatches(files, cfg.batch_size, seed, cfg.shuffle_episodes).num_frames
     num_steps = max(1, math.ceil(cfg.epochs * total_frames / cfg.batch_size))
     model = ConvVAE(z_dim=cfg.z_dim)
@@ -188,7 +188,7 @@ def train_mdnrnn(
         raise ConfigError("train_mdnrnn: restart_input=True needs --mdnrnn.tbptt (random "
                           "windows carry no episode-start flags)")
     k_init, k_data, k_fit = jax.random.split(key, 3)
-    seed = _seed_from_key(k_data)
+    seed = data_seed(k_data)
     model = MDNRNN(z_dim=z_dim, action_dim=action_dim, hidden=cfg.hidden, n_mix=cfg.n_mix,
                    restart_input=restart_input, reward_head=cfg.reward_head,
                    done_head=cfg.done_head)
