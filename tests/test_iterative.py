@@ -66,16 +66,16 @@ def test_ensemble_loss_gives_each_member_its_own_gradient():
     K, batch, key = 3, _batch(), jax.random.key(4)
     params = _members(0, K)
     loss_fn = functools.partial(mdnrnn_loss_fn, model=SMALL)
-    grads = jax.grad(lambda p: ensemble_loss(loss_fn, K, False)(p, batch, key)[0])(params)
+    ens = jax.jit(jax.value_and_grad(ensemble_loss(loss_fn, K, False), has_aux=True))
+    (loss, metrics), grads = ens(params, batch, key)
+    one = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
     keys = jax.random.split(key, K)
+    singles = []
     for k in range(K):
-        alone = jax.grad(lambda p, k=k: loss_fn(p, batch, keys[k])[0])(
-            jax.tree.map(lambda x, k=k: x[k], params))
+        (l_k, m_k), alone = one(jax.tree.map(lambda x, k=k: x[k], params), batch, keys[k])
+        singles.append((l_k, m_k))
         jax.tree.map(lambda a, b, k=k: np.testing.assert_allclose(a[k], b, rtol=1e-5,
                                                                   atol=1e-7), grads, alone)
-    loss, metrics = ensemble_loss(loss_fn, K, False)(params, batch, key)
-    singles = [loss_fn(jax.tree.map(lambda x, k=k: x[k], params), batch, keys[k])
-               for k in range(K)]
     np.testing.assert_allclose(loss, sum(s[0] for s in singles), rtol=1e-5)
     np.testing.assert_allclose(metrics["z_nll"], np.mean([s[1]["z_nll"] for s in singles]),
                                rtol=1e-5)
@@ -101,16 +101,17 @@ def test_ensemble_dream_one_member_per_episode():
     res = jax.jit(lambda k, d, p: dream_rollouts(k, ENV, d, c.apply, p, R, T))(key, dp, pop)
     assert res.returns.shape == (4, R)
     per = R // K
+    rollouts = jax.jit(lambda k, d, p, n: population_rollouts(k, ENV, d, c.apply, p, n, T),
+                       static_argnums=3)
     for k in range(K):
-        alone = population_rollouts(jax.random.fold_in(key, k), ENV, member(dp, k), c.apply,
-                                    pop, per, T)
+        alone = rollouts(jax.random.fold_in(key, k), member(dp, k), pop, per)
         np.testing.assert_allclose(res.returns[:, k * per:(k + 1) * per], alone.returns,
                                    rtol=1e-5, atol=1e-6)
     assert not np.allclose(res.returns[:, :per], res.returns[:, per:2 * per])
     one = make_dream_params(SMALL, dp.agent_params, dp.init_mu, dp.init_logvar,
                             temperature=1.1, max_steps=T)
-    same = population_rollouts(key, ENV, member(dp, 0), c.apply, pop, 2, T)
-    plain = population_rollouts(key, ENV, one, c.apply, pop, 2, T)
+    same = rollouts(key, member(dp, 0), pop, 2)
+    plain = rollouts(key, one, pop, 2)
     np.testing.assert_allclose(same.returns, plain.returns, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="do not split evenly"):
         dream_rollouts(key, ENV, dp, c.apply, pop, 4, T)
