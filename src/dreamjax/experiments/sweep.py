@@ -23,11 +23,9 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import jax
-import matplotlib.pyplot as plt
 from jax.sharding import Mesh
 
 from dreamjax import io
@@ -44,7 +42,7 @@ from dreamjax.es.loop import check_es_config
 from dreamjax.es.sharding import local_mesh
 from dreamjax.es.sweep import es_grid, mdnrnn_grid, run_es_sweep, train_mdnrnn_sweep
 from dreamjax.experiments import cli
-from dreamjax.pipeline import artifacts
+from dreamjax.pipeline import artifacts, viz
 from dreamjax.pipeline.carracing import carracing_runners, carracing_verifiers
 from dreamjax.pipeline.run import RunFolder, run_stages
 
@@ -154,27 +152,6 @@ def _mesh(cfg: SweepConfig, members: int) -> Mesh | None:
     return local_mesh(sweep, n // sweep)
 
 
-def plot_members(curves: dict, path: Path) -> Path:
-    """Each member's best (solid) and mean (dashed) return per generation, one colour each
-    (matplotlib's Agg backend, which `dreamjax.pipeline.viz` selects)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    g = curves["generation"]
-    for m in curves["members"]:
-        line, = ax.plot(g, m["best_return"], label=f"{m['member']}: {m['label']}")
-        ax.plot(g, m["mean_return"], "--", color=line.get_color(), alpha=0.6)
-    ax.set_xlabel("generation")
-    ax.set_ylabel("return (solid: best, dashed: mean)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    ax.set_title("dream CMA-ES sweep: one program, one curve per member", fontsize=10)
-    try:
-        with io.atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
 def _table(rows: list[dict], keys: list[str]) -> list[str]:
     def cell(v: object) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -219,7 +196,7 @@ def _sweeps(cfg: SweepConfig, run_folder: RunFolder, members: list, generations:
                            "mean_return": res.metrics["mean_return"][k].tolist()}
                           for k in range(len(members))]}
     io.write_json(out / "sweep" / "curves.json", curves)
-    plot_members(curves, out / "sweep.png")
+    viz.plot_members(curves, out / "sweep.png")
     lines = [f"# Sweep of {len(members)} dream CMA-ES runs", "",
              f"{generations} generations of {cfg.es.strategy}, population {cfg.es.popsize} x "
              f"{cfg.es.rollouts} rollouts of {cfg.es.max_steps} steps, as one program on "

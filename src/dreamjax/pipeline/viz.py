@@ -129,6 +129,22 @@ def plot_gap(rounds: Sequence[dict], path: str | Path, title: str) -> Path:
     return _save_fig(fig, path)
 
 
+def plot_members(curves: dict, path: str | Path) -> Path:
+    """A sweep's curves (`dreamjax.experiments.sweep`): each member's best (solid) and mean
+    (dashed) return per generation, one colour each."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    g = curves["generation"]
+    for m in curves["members"]:
+        line, = ax.plot(g, m["best_return"], label=f"{m['member']}: {m['label']}")
+        ax.plot(g, m["mean_return"], "--", color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("return (solid: best, dashed: mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title("dream CMA-ES sweep: one program, one curve per member", fontsize=10)
+    return _save_fig(fig, path)
+
+
 def plot_histogram(returns: Sequence[float], path: str | Path, title: str) -> Path:
     """Histogram of episode returns with the mean marked."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
