@@ -134,11 +134,12 @@ def load_initial_latents(run: RunFolder) -> tuple[np.ndarray, np.ndarray]:
     return mu, logvar
 
 
-def load_world_model(run: RunFolder, ctrl: ControllerConfig, mdnrnn_dir: Path | None = None
-                     ) -> WorldModel:
+def load_world_model(run: RunFolder, ctrl: ControllerConfig, mdnrnn_dir: Path | None = None,
+                     vae: tuple | None = None) -> WorldModel:
     """The run's V and M (each restored once; M from `mdnrnn_dir` if given, e.g. an iterative
-    round's) with the spec of controller `ctrl`."""
-    vae, vae_params, _ = load_vae(run)
+    round's) with the spec of controller `ctrl`; `vae`: `load_vae(run)`'s result when the
+    caller already has it (V is then not restored again)."""
+    vae, vae_params, _ = load_vae(run) if vae is None else vae
     mdn, mdn_params, _, K = load_mdnrnn(run, mdnrnn_dir)
     if vae.z_dim != mdn.z_dim:
         raise ArtifactError(f"{run.path('mdnrnn') / 'DONE.json'}: M has z_dim={mdn.z_dim} but V "

@@ -127,7 +127,8 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
     init_params = None
     if prev is not None:
         prev_dir = round_dir(run, r - 1)
-        prev_wm = artifacts.load_world_model(run, cfg.controller, run.root / prev["mdnrnn"])
+        prev_wm = artifacts.load_world_model(run, cfg.controller, run.root / prev["mdnrnn"],
+                                             vae)
         init_params, _ = artifacts.load_controller_params(prev_dir / "dream" / "best.npz",
                                                           prev_wm.spec)
         _record(cfg, game, prev_wm, init_params, rd / "episodes",
@@ -140,7 +141,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
                          dataclasses.replace(cfg.mdnrnn, steps=it.mdnrnn_steps),
                          z_dim=cfg.vae.z_dim, action_dim=game.action_dim,
                          init_params=members)
-    wm = artifacts.load_world_model(run, cfg.controller, mdn_dir)
+    wm = artifacts.load_world_model(run, cfg.controller, mdn_dir, vae)
     dream_params = artifacts.load_dream_params(
         run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
         reward_mode=cfg.dream.reward_mode)
