@@ -1,9 +1,48 @@
-"""Shared test setup."""
+"""Shared test setup: full float32 matmuls, one JAX compilation cache per test session, and one
+`smoke` pipeline run that several test files read."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import jax
 import pytest
+
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+"""The environment variable naming JAX's persistent compilation cache folder."""
+MIN_TIME_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+
+_own_cache: list[str] = []
+
+
+def pytest_configure(config):
+    """A persistent JAX compilation cache in a fresh folder for this session (unless the caller
+    set one): the many processes and tests that compile the same programs (the pipeline's CLI
+    runs, and the library's functions that jit a fresh closure per call) compile each once.
+    Compiled programs are keyed by their HLO, options and backend, so a cache hit runs the same
+    executable a fresh compile would build; subprocesses inherit the folder (and the setting
+    that caches every program, not only those that took over a second to compile) through the
+    environment."""
+    if os.environ.get(CACHE_ENV):
+        return
+    folder = tempfile.mkdtemp(prefix="dreamjax-test-jax-cache-")
+    _own_cache.append(folder)
+    os.environ[CACHE_ENV] = folder
+    os.environ.setdefault(MIN_TIME_ENV, "0")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ[MIN_TIME_ENV]))
+
+
+def pytest_unconfigure(config):
+    for folder in _own_cache:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +52,30 @@ def _float32_matmuls():
     backend; no effect on CPU."""
     with jax.default_matmul_precision("highest"):
         yield
+
+
+SMOKE_CLI = [sys.executable, "-m", "dreamjax.experiments.carracing", "--profile", "smoke"]
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of every file under `folder`."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Iterator[Path]:
+    """One uninterrupted `smoke` run of the CarRacing CLI (every stage), shared by the session:
+    READ-ONLY (a test that changes it works on a `shutil.copytree` copy; the end of the session
+    checks that no file in it changed). It compiles through the session's cache;
+    test_experiment's killed-and-resumed run compiles through a cache of its own, so that the
+    two runs its determinism test compares share no compiled program."""
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    proc = subprocess.run([*SMOKE_CLI, "--run-dir", str(run)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before = _listing(run)
+    yield run
+    after = _listing(run)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared smoke run (copy it first): {changed}"

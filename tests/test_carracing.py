@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import Box2D
 import gymnasium as gym
@@ -201,32 +204,44 @@ def _off_track(n: int) -> np.ndarray:
     return a
 
 
+def _byte_identical_1000_steps(seed: int) -> tuple[int, int, int]:
+    """1000 steps of the stock and the fast env side by side, asserting byte identity at every
+    step (the test below, one seed): (episodes finished, fast env's fast-rendered frames,
+    off-playfield terminations)."""
+    envs = _pair(max_episode_steps=300)
+    rng = np.random.default_rng(100 + seed)
+    policies = [
+        rng.uniform([-1, 0, 0], [1, 1, 1], size=(300, 3)).astype(np.float32),
+        _off_track(300),
+        _smooth_controller(seed, 300),
+    ]
+    off_track_terminations = 0
+    episode, t, steps = 0, 0, 0
+    _reset_both(envs, seed=seed)
+    while steps < 1000:
+        _, r, terminated, truncated = _step_both(envs, policies[episode % 3][t])
+        t += 1
+        steps += 1
+        if terminated or truncated:
+            off_track_terminations += int(terminated and r == -100)
+            episode, t = episode + 1, 0
+            _reset_both(envs, seed=seed + 1000 * episode)
+    return episode, envs[1].unwrapped.fast_frames, off_track_terminations
+
+
 @pytest.mark.slow
 def test_fast_env_byte_identical_3_seeds_x_1000_steps():
     """3 seeds x 1000 steps, episodes of at most 300 steps on the same instances (reset caches):
-    random actions, a smooth controller with braking, and driving off the playfield (-100)."""
-    off_track_terminations = 0
-    for seed in range(3):
-        envs = _pair(max_episode_steps=300)
-        rng = np.random.default_rng(100 + seed)
-        policies = [
-            rng.uniform([-1, 0, 0], [1, 1, 1], size=(300, 3)).astype(np.float32),
-            _off_track(300),
-            _smooth_controller(seed, 300),
-        ]
-        episode, t, steps = 0, 0, 0
-        _reset_both(envs, seed=seed)
-        while steps < 1000:
-            _, r, terminated, truncated = _step_both(envs, policies[episode % 3][t])
-            t += 1
-            steps += 1
-            if terminated or truncated:
-                off_track_terminations += int(terminated and r == -100)
-                episode, t = episode + 1, 0
-                _reset_both(envs, seed=seed + 1000 * episode)
-        assert episode >= 3
-        assert envs[1].unwrapped.fast_frames >= 900
-    assert off_track_terminations >= 1
+    random actions, a smooth controller with braking, and driving off the playfield (-100).
+    The seeds run in processes of their own, one per core (a failed assertion comes back as
+    that process's error)."""
+    workers = min(3, os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = list(pool.map(_byte_identical_1000_steps, range(3)))
+    for episodes, fast_frames, _ in runs:
+        assert episodes >= 3
+        assert fast_frames >= 900
+    assert sum(off_track for _, _, off_track in runs) >= 1
 
 
 @pytest.mark.slow

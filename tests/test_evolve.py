@@ -2,6 +2,7 @@
 (sphere and dream), chunked scan == one-by-one, resume == uninterrupted (dream and real), one
 loop and one file layout for both fitnesses, the controller file format, WorldModelPolicy."""
 
+import functools
 import json
 
 import jax
@@ -194,7 +195,10 @@ def test_missing_reward_head_is_refused_before_training(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@functools.cache
 def _tiny_world():
+    """(V, its params, M, its params) at toy sizes, built once for the module (one compile of
+    V's init)."""
     from dreamjax.models.vae import ConvVAE
 
     vae = ConvVAE(z_dim=2)

@@ -2,9 +2,11 @@
 
 One run is killed (SIGKILL) in the middle of V's training and rerun: it must resume and finish
 with a complete report, with the same numbers as an uninterrupted run with the same seed in
-another folder (same-machine determinism). The same folder then checks skip-on-rerun, stage
-invalidation and the way out of a corrupt episode file; other tests check that bad flags and a
-run folder in use fail at once with one line.
+another folder (same-machine determinism; the uninterrupted run is the session's `smoke_run`,
+and the killed one and its resumption compile through a compilation cache of their own, not the
+session's, so that the two runs share no compiled program). The same folder then checks
+skip-on-rerun, stage invalidation and the way out of a corrupt episode file; other tests check
+that bad flags and a run folder in use fail at once with one line.
 """
 
 from __future__ import annotations
@@ -22,20 +24,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CACHE_ENV
+from conftest import SMOKE_CLI as CLI
 
 from dreamjax.pipeline.run import RunFolder
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "dreamjax.experiments.carracing", "--profile", "smoke"]
 
-
-def _run(run_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+def _run(run_dir: Path, *extra: str, check: bool = True,
+         env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [*CLI, "--run-dir", str(run_dir), *extra],
         capture_output=True,
         text=True,
         timeout=900,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"CLI failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -53,13 +57,16 @@ def _stages(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A smoke run that was killed during V's training, then resumed to the end."""
+    """A smoke run that was killed during V's training, then resumed to the end; its two
+    processes share a compilation cache of their own (none of `smoke_run`'s programs)."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    own_cache = {**os.environ, CACHE_ENV: str(tmp_path_factory.mktemp("jax-cache"))}
     proc = subprocess.Popen(
         [*CLI, "--run-dir", str(run_dir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=own_cache,
     )
     deadline = time.time() + 600
     ckpt = run_dir / "vae" / "ckpt"
@@ -73,7 +80,7 @@ def run_dir(tmp_path_factory) -> Path:
         proc.wait()
     stages = _stages(run_dir)
     assert stages["collect"]["done"] and not stages["vae"]["done"], stages
-    _run(run_dir)
+    _run(run_dir, env=own_cache)
     # the results as they came out, before the tests below change the folder
     shutil.copy(run_dir / "results.json", run_dir.parent / "results_after_resume.json")
     return run_dir
@@ -119,14 +126,12 @@ def _numbers(obj):
 
 
 @pytest.mark.timeout(900)
-def test_same_seed_same_numbers(run_dir, tmp_path):
+def test_same_seed_same_numbers(run_dir, smoke_run):
     """Same machine, same seed: an uninterrupted run in another folder gives exactly the numbers
     of the killed-and-resumed run: evaluation returns, controller summaries, V's and M's final
     losses and parameter hashes."""
-    other = tmp_path / "again"
-    _run(other)
     first = json.loads((run_dir.parent / "results_after_resume.json").read_text())
-    second = json.loads((other / "results.json").read_text())
+    second = json.loads((smoke_run / "results.json").read_text())
     assert second["evaluation"]["returns"] == first["evaluation"]["returns"]
     summaries = _numbers(first["stage_summaries"])
     assert summaries["controller"] and summaries["mdnrnn"]["final"]["loss"] is not None

@@ -1,8 +1,8 @@
-"""`dreamjax.play` and `dreamjax.export` on a smoke run: play a run folder (returns, JSON, a
-three-panel MP4), export it and play the export (the card's returns, the run's returns: a
-float16 decoder does not change the agent), the --window loop equals the pool, the dream's
-returns equal the ES fitness rollout's, no display is one line; and FastCarRacing is registered
-with gymnasium."""
+"""`dreamjax.play` and `dreamjax.export` on the session's smoke run (`smoke_run`, read only):
+play a run folder (returns, JSON, a three-panel MP4), export it and play the export (the card's
+returns, the run's returns: a float16 decoder does not change the agent), the --window loop
+equals the pool, the dream's returns equal the ES fitness rollout's, no display is one line; and
+FastCarRacing is registered with gymnasium."""
 
 from __future__ import annotations
 
@@ -20,15 +20,14 @@ import pytest
 
 from dreamjax import export, panels, play, playback
 from dreamjax.agent_io import load_agent, load_any
+from dreamjax.config import profile_config
 from dreamjax.dream.env import DreamEnv, make_dream_params
 from dreamjax.dream.rollout import rollout
 from dreamjax.envs.carracing import make_raw_env
 from dreamjax.envs.pool import EpisodeSpec
 
-SMOKE = ["--profile", "smoke", "--stages", "collect", "vae", "encode", "mdnrnn", "controller",
-         "--workers", "1", "--collect.episodes", "2", "--collect.max-steps", "40",
-         "--es.dream-generations", "2"]
-"""The smoke profile up to C (its own evaluation is play's job here), a little smaller."""
+SMOKE = profile_config("smoke")
+"""The config of `smoke_run`: its env slots are the ones `play` uses on the run folder."""
 STEPS = 30
 
 
@@ -68,18 +67,13 @@ def test_compose_draws_the_frames_exactly_and_the_action_as_bars():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("play") / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "dreamjax.experiments.carracing", *SMOKE, "--run-dir", str(run)],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return run
+def run_dir(smoke_run) -> Path:
+    return smoke_run
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir) -> Path:
-    out = run_dir.parent / "agent"
+def exported(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "agent"
     assert export.main([str(run_dir), "--out", str(out), "--episodes", "2"]) == 0
     return out
 
@@ -95,7 +89,8 @@ def test_play_run_folder_prints_writes_json_and_a_three_panel_video(run_dir, tmp
     assert res["seeds"] == [1_000_000, 1_000_001] and res["lengths"] == [STEPS, STEPS]
     assert res["mean"] == pytest.approx(np.mean(res["returns"]))
     assert res["std"] == pytest.approx(np.std(res["returns"]))
-    assert res["slots"] == {"workers": 1, "envs_per_worker": 4}
+    slots = {"workers": SMOKE.workers, "envs_per_worker": SMOKE.envs_per_worker}
+    assert res["slots"] == slots  # the run's own
     # the video: the first episode, its real frames in the left panel
     reader = imageio.get_reader(video)
     frames = np.stack(list(reader.iter_data()))
@@ -103,7 +98,7 @@ def test_play_run_folder_prints_writes_json_and_a_three_panel_video(run_dir, tmp
                             3 * panels.PANEL + 2 * panels.GAP, 3)
     agent = load_any(run_dir)
     again = playback.play_real(agent, playback.GAMES["carracing"], [1_000_000], max_steps=STEPS,
-                           workers=1, envs_per_worker=4, record=1)[0]
+                               record=1, **slots)[0]
     assert again.total_reward == res["returns"][0]
     left = frames[:, panels.HEADER :, : panels.PANEL].astype(float)
     real = again.frames.repeat(2, 1).repeat(2, 2).astype(float)
