@@ -1,7 +1,8 @@
-"""Random data-collection policies (CarRacing: PAPER.md §0 "random policy", §1.2; Doom: §2.2)
-and the per-episode seeding collection uses: episode i of a master seed has env seed
-`episode_seed(master, i)` and policy stream `episode_rng(master, i)`, whatever worker or slot
-runs it. A collection that discards short episodes (Doom, §2.2) tries index i again: try k has
+"""Data-collection policies (CarRacing: PAPER.md §0 "random policy", §1.2, and a noisy
+hand-coded road follower; Doom: §2.2) and the per-episode seeding collection uses: episode i of
+a master seed has env seed `episode_seed(master, i)` and policy stream `episode_rng(master, i)`,
+whatever worker or slot runs it. A collection that discards short episodes (Doom, §2.2) tries
+index i again: try k has
 env seed `episode_seed(master, i, k)` and runs under the tag `collection_tag(i, k)`, whose
 policy stream `episode_rng(master, tag)` is try k's own (try 0 is the plain index).
 
@@ -219,6 +220,105 @@ class DoomRandomPolicy:
         return self.a.copy()
 
 
+ROAD_ROWS = (28, 36, 44)
+"""Rows of V's 64x64 frame the road follower looks at (ahead of the car, which sits at rows
+50-58, columns 31-33)."""
+CAR_COLUMN = 32.0
+
+
+def road_mask(frames: np.ndarray) -> np.ndarray:
+    """(..., 64, 64, 3) uint8 -> (..., 64, 64) bool: grey pixels (the road; grass is green, the
+    car and curbs red)."""
+    f = frames.astype(np.int16)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    return (abs(r - g) < 25) & (abs(g - b) < 25) & (r > 70) & (r < 160)
+
+
+def road_offset(frame: np.ndarray) -> float:
+    """Mean column of the road pixels in `ROAD_ROWS` of one (64, 64, 3) frame minus the car's
+    column (> 0: the road lies to the right); 0 when no road is in view."""
+    mask = road_mask(frame[list(ROAD_ROWS)])  # (len(ROAD_ROWS), 64)
+    cols = [np.flatnonzero(row).mean() for row in mask if row.any()]
+    return float(np.mean(cols)) - CAR_COLUMN if cols else 0.0
+
+
+class RoadFollowerPolicy:
+    """A noisy hand-coded driver on V's frame, so that M sees driving, leaving the road and
+    coming back, which random policies rarely show (the public dream results all used data
+    from a driving policy; issue 12). Steer = clip(gain * `road_offset` + noise), constant gas,
+    no brake; per episode (from `episode_rng`): gain ~ U(0.03, 0.15), env gas ~ U(0.05, 0.2),
+    an AR(1) steering noise n' = 0.9 n + N(0, s^2) with s ~ U(0, 0.15), and lapses: with
+    probability 0.003 per step the steering is held at +-U(0.5, 1) for U{5..25} steps. Alone it
+    scores about 600-700 per episode (noise-free, gain 0.04-0.15, gas 0.1)."""
+
+    name = "follower"
+    action_dim = CARRACING_ACTION_DIM
+    lapse_prob = 0.003
+
+    def __init__(self, master_seed: int, num_slots: int):
+        self.master_seed = int(master_seed)
+        self.rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.gain = np.zeros(num_slots)
+        self.gas = np.zeros(num_slots)
+        self.noise_std = np.zeros(num_slots)
+        self.noise = np.zeros(num_slots)
+        self.lapse_left = np.zeros(num_slots, np.int64)
+        self.lapse_steer = np.zeros(num_slots)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        rng = self.rngs[slot] = episode_rng(self.master_seed, spec.tag)
+        self.gain[slot] = rng.uniform(0.03, 0.15)
+        self.gas[slot] = rng.uniform(0.05, 0.2)
+        self.noise_std[slot] = rng.uniform(0.0, 0.15)
+        self.noise[slot] = 0.0
+        self.lapse_left[slot] = 0
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """frames (S, 64, 64, 3) uint8, active (S,) bool -> (S, 3) float32 raw actions."""
+        out = np.zeros((len(frames), self.action_dim), np.float32)
+        for s in np.flatnonzero(active):
+            rng = self.rngs[s]
+            self.noise[s] = 0.9 * self.noise[s] + rng.normal(0.0, self.noise_std[s])
+            if self.lapse_left[s] == 0 and rng.uniform() < self.lapse_prob:
+                self.lapse_left[s] = rng.integers(5, 26)
+                self.lapse_steer[s] = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
+            if self.lapse_left[s] > 0:
+                self.lapse_left[s] -= 1
+                steer = self.lapse_steer[s]
+            else:
+                steer = self.gain[s] * road_offset(frames[s]) + self.noise[s]
+            out[s] = (np.clip(steer, -1.0, 1.0), 2.0 * self.gas[s] - 1.0, -1.0)
+        return out
+
+
+class MixedPolicy:
+    """Half and half: collection episode i (`split_tag(tag)[0]`) is driven by the paper's random
+    policy when i is even and by the noisy `RoadFollowerPolicy` when i is odd, each with the
+    episode's own stream."""
+
+    name = "mixed"
+    action_dim = CARRACING_ACTION_DIM
+
+    def __init__(self, master_seed: int, num_slots: int):
+        self.parts = (RandomModelPolicy(master_seed, num_slots),
+                      RoadFollowerPolicy(master_seed, num_slots))
+        self.which = np.zeros(num_slots, np.int64)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        self.which[slot] = split_tag(spec.tag)[0] % 2
+        self.parts[self.which[slot]].reset(slot, spec)
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """frames (S, 64, 64, 3), active (S,) bool -> (S, 3) float32 raw actions."""
+        out = np.zeros((len(frames), self.action_dim), np.float32)
+        for k, part in enumerate(self.parts):
+            mine = active & (self.which == k)
+            if mine.any():
+                out[mine] = part.act(frames, mine)[mine]
+        return out
+
+
 POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
+            "follower": RoadFollowerPolicy, "mixed": MixedPolicy,
             "doom_random": DoomRandomPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""
