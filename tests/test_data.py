@@ -32,7 +32,15 @@ from dreamjax.data.episodes import (
     load_series,
     save_episode,
 )
-from dreamjax.data.policies import POLICIES, BrownianPolicy, RandomModelPolicy, episode_seed
+from dreamjax.data.policies import (
+    POLICIES,
+    BrownianPolicy,
+    MixedPolicy,
+    RandomModelPolicy,
+    RoadFollowerPolicy,
+    episode_seed,
+    road_offset,
+)
 from dreamjax.data.series import encode_series, initial_latents
 from dreamjax.envs.carracing import make_env
 from dreamjax.envs.pool import EpisodeSpec
@@ -399,7 +407,7 @@ def test_sequence_batches_shapes_mask_contiguity_and_resume(synthetic, series):
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("policy", ["paper", "brownian"])
+@pytest.mark.parametrize("policy", ["paper", "brownian", "follower", "mixed"])
 def test_collection_policies_are_slot_independent_and_bounded(policy):
     """An episode's actions depend only on (master seed, index, frames), not on its slot or on
     the slots beside it (so a resumed collection reproduces it)."""
@@ -441,3 +449,38 @@ def test_paper_policy_has_the_reference_mixture_of_saturated_and_small_actions()
         saturated += frac > 0.8
         gentle += frac < 0.2
     assert saturated >= 12 and gentle >= 1
+
+
+def _road_frame(left: int, right: int) -> np.ndarray:
+    """A (64, 64, 3) frame of grass (102, 204, 102) with a grey (107) road in columns
+    left..right-1."""
+    frame = np.full((64, 64, 3), (102, 204, 102), np.uint8)
+    frame[:, left:right] = 107
+    return frame
+
+
+def test_road_follower_steers_towards_the_road():
+    """road_offset is the road's mean column minus the car's (32): analytic on a synthetic
+    frame; with noise and lapses switched off the steer is gain x offset, gas constant, no
+    brake."""
+    assert road_offset(_road_frame(40, 50)) == pytest.approx(44.5 - 32.0)
+    assert road_offset(_road_frame(10, 20)) == pytest.approx(14.5 - 32.0)
+    assert road_offset(np.full((64, 64, 3), (102, 204, 102), np.uint8)) == 0.0
+    pol = RoadFollowerPolicy(0, 1)
+    pol.reset(0, EpisodeSpec(seed=0, tag=3))
+    pol.noise_std[0], pol.lapse_prob = 0.0, 0.0
+    a = pol.act(_road_frame(40, 50)[None], np.array([True]))[0]
+    assert a[0] == pytest.approx(np.clip(pol.gain[0] * 12.5, -1, 1), abs=1e-6)
+    assert a[1] == pytest.approx(2 * pol.gas[0] - 1, abs=1e-6) and a[2] == -1.0
+    assert 0.05 <= pol.gas[0] <= 0.2
+
+
+def test_mixed_policy_is_paper_on_even_and_follower_on_odd_episodes():
+    frames = np.random.default_rng(2).integers(0, 256, (8, 1, 64, 64, 3), dtype=np.uint8)
+    for tag, ref_cls in ((6, RandomModelPolicy), (7, RoadFollowerPolicy)):
+        mixed, ref = MixedPolicy(3, 1), ref_cls(3, 1)
+        mixed.reset(0, EpisodeSpec(seed=0, tag=tag))
+        ref.reset(0, EpisodeSpec(seed=0, tag=tag))
+        for t in range(8):
+            np.testing.assert_array_equal(mixed.act(frames[t], np.array([True])),
+                                          ref.act(frames[t], np.array([True])))

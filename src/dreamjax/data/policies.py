@@ -2,9 +2,9 @@
 hand-coded road follower; Doom: §2.2) and the per-episode seeding collection uses: episode i of
 a master seed has env seed `episode_seed(master, i)` and policy stream `episode_rng(master, i)`,
 whatever worker or slot runs it. A collection that discards short episodes (Doom, §2.2) tries
-index i again: try k has
-env seed `episode_seed(master, i, k)` and runs under the tag `collection_tag(i, k)`, whose
-policy stream `episode_rng(master, tag)` is try k's own (try 0 is the plain index).
+index i again: try k has env seed `episode_seed(master, i, k)` and runs under the tag
+`collection_tag(i, k)`, whose policy stream `episode_rng(master, tag)` is try k's own (try 0 is
+the plain index).
 
 Each policy class names its action size (`action_dim`): collection checks it against the env's.
 
