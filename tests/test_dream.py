@@ -71,6 +71,38 @@ def test_step_follows_paper_timing_and_m_heads():
     np.testing.assert_allclose(zch, jnp.concatenate([z1, lstm.c, lstm.h]), rtol=1e-5, atol=1e-6)
 
 
+def test_dropout_dream_keeps_one_scaled_mask_per_episode():
+    """With dropout p, each episode's world M sees z * m_z, a * m_a and h * m_h for one mask
+    m ∈ {0, 1/(1-p)} drawn at reset and kept; episodes draw different masks; about p of the
+    units are dropped; the reset's z_0 does not depend on p; p = 0 keeps no mask."""
+    p_drop = 0.25
+    base = small_params(done_bias=None, temperature=1.1)
+    dp = base.replace(dropout=p_drop)
+    assert reset_env(jax.random.key(1), base)[1].mask is None
+    obs, s = reset_env(jax.random.key(1), dp)
+    np.testing.assert_array_equal(s.z, reset_env(jax.random.key(1), base)[1].z)
+    mask = np.asarray(s.mask)
+    assert mask.shape == (4 + 3 + 8,)
+    np.testing.assert_allclose(mask[mask > 0], 1 / (1 - p_drop), rtol=1e-6)
+    lstm = s.lstm
+    for t, k in enumerate(jax.random.split(jax.random.key(2), 5)):
+        a = jnp.array([0.3, -0.2, 0.9]) * (t + 1) / 5
+        world = lstm.replace(h=lstm.h * mask[7:])
+        lstm, out = SMALL.apply(dp.mdn_params, world, s.z * mask[:4], a * mask[4:7],
+                                method=MDNRNN.step)
+        obs, s, r, _, _ = step_env(k, s, a, dp)
+        np.testing.assert_array_equal(s.mask, mask)
+        np.testing.assert_allclose(s.z, sample_next_z(k, out, 1.1), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(obs[4:], lstm.h, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r, out.reward, rtol=1e-5, atol=1e-6)
+    _, many = vreset(jax.random.split(jax.random.key(3), 400), dp)
+    masks = np.asarray(many.mask)
+    assert len({m.tobytes() for m in masks}) > 300  # 15 units at p = 0.25: repeats happen
+    assert abs(float((masks == 0).mean()) - p_drop) < 0.02
+    with pytest.raises(ValueError, match="dropout must be in"):
+        make_dream_params(SMALL, dp.mdn_params, dp.init_mu, dp.init_logvar, dropout=1.0)
+
+
 @pytest.mark.parametrize(("bias", "expect"), [(50.0, True), (-50.0, False)])
 def test_done_is_a_deterministic_logit_threshold(bias, expect):
     p = small_params(done_bias=bias)

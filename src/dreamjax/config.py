@@ -154,6 +154,9 @@ class DreamConfig:
     ensemble_fitness: Literal["mean", "min"] = "mean"
     """With an ensemble of Ms: a candidate's fitness is the mean of its returns over all
     members' dreams (`mean`) or the worst member's mean return (`min`, pessimistic)."""
+    dropout: float = 0.0
+    """Per-episode dropout probability on M's inputs z, a and its h: each dream episode draws
+    one mask and keeps it ("Dropout's Dream Land"); 0: off."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ artifacts are loaded by `dreamjax.pipeline.artifacts.load_dream_params`.
   alone. Timing follows §1.5: reset returns [z_0, h_0 = 0], the action a_t is chosen from
   [z_t, h_t] where h_t has consumed (z_<t, a_<t), and the step returns [z_{t+1}, h_{t+1}].
 
+With `dropout` p > 0 ("Dropout's Dream Land", Wellmer & Kwok 2021), each episode draws one
+Bernoulli(1 - p) mask at reset over the world M's inputs z, a and its recurrent h (kept units scaled
+by 1 / (1 - p)) and keeps it to the end: every episode dreams in a slightly different M, so an
+exploit of one M's errors does not pay in all of them. p = 0 compiles the plain step.
+
 With `agent_params` (an ensemble of Ms, `dreamjax.dream.ensemble`), the world and C's memory
 are two Ms, as in the real env: z_{t+1}, reward and done come from the world M (`mdn_params`,
 one member per episode), while the h that C sees is that of the agent's own M (`agent_params`,
@@ -48,12 +53,15 @@ REWARD_MODES: tuple[str, ...] = ("head", "survival")
 @struct.dataclass
 class DreamState(environment.EnvState):
     """z (Z,) the current latent; lstm c, h (H,) the world M's state; restart () 1.0 until the
-    first step; agent c, h (H,) the agent's M's state (None without `agent_params`)."""
+    first step; agent c, h (H,) the agent's M's state (None without `agent_params`); mask
+    (Z + A + H,) the episode's dropout mask on the world M's z, a and h, already scaled by
+    1 / (1 - p) (None without dropout)."""
 
     z: jax.Array
     lstm: LSTMState
     restart: jax.Array
     agent: LSTMState | None = None
+    mask: jax.Array | None = None
 
 
 @struct.dataclass
@@ -63,7 +71,8 @@ class DreamParams(environment.EnvParams):
 
     mdn_params: M's variables ({"params": ...}); init_mu, init_logvar: (N, Z) bank of first-frame
     latents; temperature: τ; max_steps_in_episode: truncation limit; agent_params: the variables
-    of the M whose h C sees, when it is not the world's (None: the world's own h).
+    of the M whose h C sees, when it is not the world's (None: the world's own h); dropout
+    (static): the per-episode dropout probability on the world M's z, a and h.
     """
 
     mdn_params: Any = None
@@ -75,10 +84,14 @@ class DreamParams(environment.EnvParams):
     model: MDNRNN = struct.field(pytree_node=False, default=MDNRNN())
     obs_mode: str = struct.field(pytree_node=False, default="zh")
     reward_mode: str = struct.field(pytree_node=False, default="head")
+    dropout: float = struct.field(pytree_node=False, default=0.0)
 
 
-def check_dream_config(model: MDNRNN, obs_mode: str, reward_mode: str) -> None:
+def check_dream_config(model: MDNRNN, obs_mode: str, reward_mode: str,
+                       dropout: float = 0.0) -> None:
     """One-line ValueError for a dream that cannot train a controller."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dream: dropout must be in [0, 1), got {dropout}")
     if obs_mode not in OBS_MODES:
         raise ValueError(f"dream: unknown obs_mode {obs_mode!r}; choose one of {OBS_MODES}")
     if reward_mode not in REWARD_MODES:
@@ -107,14 +120,16 @@ def make_dream_params(
     obs_mode: str = "zh",
     reward_mode: str = "head",
     members: Any = None,
+    dropout: float = 0.0,
 ) -> DreamParams:
     """Validated `DreamParams`; init_mu, init_logvar (N, Z) with N >= 1.
 
     members: an ensemble's variables stacked on a leading axis (K, ...): the dream's worlds
     are the members (one per episode, through `dreamjax.dream.ensemble.dream_rollouts`) and
     `mdn_params` becomes the agent's M (`agent_params`). None: one M is world and memory.
+    dropout: the per-episode dropout probability (module docstring).
     """
-    check_dream_config(model, obs_mode, reward_mode)
+    check_dream_config(model, obs_mode, reward_mode, dropout)
     init_mu = jnp.asarray(init_mu, jnp.float32)
     init_logvar = jnp.asarray(init_logvar, jnp.float32)
     if init_mu.ndim != 2 or init_mu.shape != init_logvar.shape or init_mu.shape[0] < 1:
@@ -145,7 +160,18 @@ def make_dream_params(
         model=model,
         obs_mode=obs_mode,
         reward_mode=reward_mode,
+        dropout=float(dropout),
     )
+
+
+def _dropout_mask(key: jax.Array, params: DreamParams) -> jax.Array | None:
+    """The episode's mask (Z + A + H,): Bernoulli(1 - p) / (1 - p); None for p = 0."""
+    p = params.dropout
+    if p == 0.0:
+        return None
+    m = params.model
+    keep = jax.random.bernoulli(key, 1.0 - p, (m.z_dim + m.action_dim + m.hidden,))
+    return keep.astype(jnp.float32) / (1.0 - p)
 
 
 class DreamEnv(environment.Environment[DreamState, DreamParams]):
@@ -169,7 +195,8 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         return cached
 
     def reset_env(self, key: jax.Array, params: DreamParams) -> tuple[jax.Array, DreamState]:
-        """z_0 from a uniformly chosen bank entry; zero LSTM state."""
+        """z_0 from a uniformly chosen bank entry; zero LSTM state; the episode's dropout mask
+        (from `fold_in(key, 1)`, so the other draws do not depend on p)."""
         k_idx, k_eps = jax.random.split(key)
         n, z_dim = params.init_mu.shape
         i = jax.random.randint(k_idx, (), 0, n)
@@ -182,6 +209,7 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
             lstm=zero,
             restart=jnp.float32(1.0),
             agent=None if params.agent_params is None else zero,
+            mask=_dropout_mask(jax.random.fold_in(key, 1), params),
         )
         return self.get_obs(state, params), state
 
@@ -190,11 +218,17 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
     ) -> tuple[jax.Array, DreamState, jax.Array, jax.Array, dict]:
         """One dream step (PAPER.md §2.5): a (A,) -> (obs, state, reward, terminated, info)."""
         model = params.model
-        check_dream_config(model, params.obs_mode, params.reward_mode)
+        check_dream_config(model, params.obs_mode, params.reward_mode, params.dropout)
         action = jnp.asarray(action, jnp.float32)
         if action.shape != (model.action_dim,):
             raise ValueError(f"dream: action must be ({model.action_dim},), got {action.shape}")
-        lstm, out = m_step(model, params.mdn_params, state.lstm, state.z, action, state.restart)
+        z_in, a_in, world = state.z, action, state.lstm
+        if state.mask is not None:
+            Z, A = model.z_dim, model.action_dim
+            z_in = z_in * state.mask[:Z]
+            a_in = a_in * state.mask[Z:Z + A]
+            world = world.replace(h=world.h * state.mask[Z + A:])
+        lstm, out = m_step(model, params.mdn_params, world, z_in, a_in, state.restart)
         agent = None
         if params.agent_params is not None:
             agent, _ = m_step(model, params.agent_params, state.agent, state.z, action,
@@ -203,7 +237,7 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         reward = out.reward if params.reward_mode == "head" else jnp.float32(1.0)
         terminated = out.done_logit > 0.0 if model.done_head else jnp.bool_(False)
         state = DreamState(time=state.time + 1, z=z, lstm=lstm, restart=jnp.float32(0.0),
-                           agent=agent)
+                           agent=agent, mask=state.mask)
         info = {"done_logit": out.done_logit if model.done_head else jnp.float32(-jnp.inf)}
         return self.get_obs(state, params), state, reward.astype(jnp.float32), terminated, info
 

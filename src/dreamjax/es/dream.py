@@ -134,7 +134,7 @@ class DreamFitness:
     def done_info(self) -> dict:
         dp = self.dream_params
         return {"dream": {"temperature": float(dp.temperature), "ensemble": ensemble_size(dp),
-                          "max_steps": int(dp.max_steps_in_episode),
+                          "max_steps": int(dp.max_steps_in_episode), "dropout": dp.dropout,
                           "obs_mode": dp.obs_mode, "reward_mode": dp.reward_mode,
                           "model": {f: getattr(dp.model, f) for f in MDNRNN_FIELDS}}}
 

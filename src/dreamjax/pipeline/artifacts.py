@@ -150,9 +150,10 @@ def load_world_model(run: RunFolder, ctrl: ControllerConfig, mdnrnn_dir: Path | 
 
 def load_dream_params(
     run: RunFolder, world_model: WorldModel, *, temperature: float = 1.0, max_steps: int = 1000,
-    reward_mode: str = "head",
+    reward_mode: str = "head", dropout: float = 0.0,
 ) -> DreamParams:
-    """The dream of the world model's M with the run's latent bank; C's obs mode."""
+    """The dream of the world model's M with the run's latent bank; C's obs mode; `dropout`:
+    the per-episode dropout probability on M (`DreamParams`)."""
     mu, logvar = load_initial_latents(run)
     if mu.shape[1] != world_model.z_dim:
         raise ArtifactError(f"{initial_latents_path(run)}: latents have Z={mu.shape[1]} but M "
@@ -160,7 +161,7 @@ def load_dream_params(
     return make_dream_params(
         world_model.mdn, world_model.mdn_params, mu, logvar, temperature=temperature,
         max_steps=max_steps, obs_mode=world_model.spec.obs_mode, reward_mode=reward_mode,
-        members=world_model.mdn_members,
+        members=world_model.mdn_members, dropout=dropout,
     )
 
 

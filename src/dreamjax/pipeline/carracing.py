@@ -264,10 +264,11 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dic
     if "dream" in dirs:
         dream_params = artifacts.load_dream_params(
             run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
-            reward_mode=cfg.dream.reward_mode)
+            reward_mode=cfg.dream.reward_mode, dropout=cfg.dream.dropout)
         res = train_controller_dream(jax.random.fold_in(key, 0), dream_params, dirs["dream"],
                                      cfg.es, cfg.controller,
-                                     tensorboard_dir=tensorboard_dir(run, "controller_dream"))
+                                     tensorboard_dir=tensorboard_dir(run, "controller_dream"),
+                                     fitness_mode=cfg.dream.ensemble_fitness)
         summary["dream"] = {"best_return": res.best_return, "best_generation": res.best_generation}
         init_params = res.params
     if "real" in dirs:
@@ -317,7 +318,7 @@ def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: 
                                                  wm.spec)
     dream_params = member(artifacts.load_dream_params(
         run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
-        reward_mode=cfg.dream.reward_mode), 0)
+        reward_mode=cfg.dream.reward_mode, dropout=cfg.dream.dropout), 0)
     z = dream_latents(stage_key(cfg, "report"), dream_params, params,
                       controller=wm.spec.controller, num_steps=cfg.es.max_steps)
     dream_frames = render(wm.vae, wm.vae_params, z)
