@@ -163,7 +163,7 @@ def _literal_choices(tp: object) -> tuple | None:
 
 
 _MAY_BE_ZERO = {"workers", "generations", "dream_generations", "seed", "seed_start", "epochs",
-                "action_noise"}
+                "action_noise", "dropout"}
 
 
 def _check_field(flag: str, name: str, value: object, tp: object) -> None:
