@@ -20,6 +20,7 @@ from dreamjax.models.mdnrnn import (
     mdn_log_prob,
     mdn_nll,
     mdnrnn_loss_fn,
+    reward_loss,
     sample_next_z,
 )
 
@@ -433,3 +434,24 @@ def test_bad_input_errors():
     del batch["actions"]
     with pytest.raises(ValueError, match="actions"):
         mdnrnn_loss_fn(params, batch, jax.random.PRNGKey(0), model=model)
+
+
+def test_reward_pessimism_weights_over_prediction_analytically():
+    """reward_loss with pessimism w: per step BCE(logit, 1[r > 0]) times w where r <= 0, plus
+    (v - r)² times w where the matching value v over-predicts r; w = 1 is the symmetric loss."""
+    logit = jnp.array([[2.0, -1.0, 0.5, -3.0]])
+    v_pos = jnp.array([[3.0, 1.0, 2.0, 4.0]])
+    v_neg = jnp.array([[-0.1, 0.2, -0.5, 0.0]])
+    parts = jnp.stack([logit, v_pos, v_neg], axis=-1)  # (1, 4, 3)
+    rewards = jnp.array([[3.5, -0.1, 2.9, -0.1]])
+    mask = jnp.ones((1, 4))
+    pos = np.array([1.0, 0.0, 1.0, 0.0])
+    lg = np.asarray(logit[0], np.float64)
+    bce = np.log1p(np.exp(-lg)) * pos + np.log1p(np.exp(lg)) * (1 - pos)
+    v = np.where(pos > 0, v_pos[0], v_neg[0])
+    err = v - np.asarray(rewards[0])  # [-0.5, 0.3, -0.9, 0.1]: steps 1 and 3 over-predict
+    for w in (1.0, 5.0):
+        want = np.mean(bce * np.where(pos > 0, 1.0, w) + err**2 * np.where(err > 0, w, 1.0))
+        np.testing.assert_allclose(reward_loss(parts, rewards, mask, w), want, rtol=1e-5)
+    np.testing.assert_allclose(reward_loss(parts, rewards, mask), reward_loss(parts, rewards,
+                                                                                mask, 1.0))

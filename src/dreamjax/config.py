@@ -81,6 +81,9 @@ class MDNRNNConfig:
     """Predict episode end (logit; BCE with positive weight `done_weight`)."""
     done_weight: float = 10.0
     """Weight of positive labels in the done BCE (PAPER.md §2.4 `restart_factor`)."""
+    reward_pessimism: float = 1.0
+    """Weight (>= 1) of over-prediction in the reward head's loss: the BCE of steps without a
+    new tile and the squared error where the predicted reward exceeds the true one; 1: none."""
     learning_rate: float = 1e-3
     """Adam learning rate."""
     grad_clip: float = 1.0
@@ -101,6 +104,11 @@ class MDNRNNConfig:
     """Save an orbax checkpoint every this many steps (and at the end)."""
     log_every: int = 20
     """Write a metrics line every this many steps."""
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The M loss's keyword weights (`mdnrnn_carry_loss_fn`)."""
+        return {"done_weight": self.done_weight, "reward_pessimism": self.reward_pessimism}
 
 
 @dataclass(frozen=True)

@@ -273,15 +273,18 @@ def _masked_mean(x: Array, mask: Array) -> Array:
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def reward_loss(parts: Array, rewards: Array, mask: Array) -> Array:
+def reward_loss(parts: Array, rewards: Array, mask: Array, pessimism: float = 1.0) -> Array:
     """Reward-head loss: BCE of p(r > 0) + squared error of the matching conditional mean.
 
     parts (B, T, 3) [logit, v_pos, v_neg]; rewards, mask (B, T). See `MDNRNN`'s docstring.
+    pessimism w >= 1 weights over-prediction w times: the BCE of steps with r <= 0 and the
+    squared error where the value exceeds the true reward (1: the symmetric loss).
     """
     logit, v_pos, v_neg = parts[..., 0], parts[..., 1], parts[..., 2]
     pos = (rewards > 0.0).astype(jnp.float32)
-    bce = sigmoid_bce(logit, pos)
-    sq = pos * jnp.square(v_pos - rewards) + (1.0 - pos) * jnp.square(v_neg - rewards)
+    bce = sigmoid_bce(logit, pos) * (pos + (1.0 - pos) * pessimism)
+    v = pos * v_pos + (1.0 - pos) * v_neg
+    sq = jnp.square(v - rewards) * jnp.where(v > rewards, pessimism, 1.0)
     return _masked_mean(bce + sq, mask)
 
 
@@ -306,6 +309,7 @@ def mdnrnn_carry_loss_fn(
     model: MDNRNN,
     done_weight: float = 10.0,
     reward_weight: float = 1.0,
+    reward_pessimism: float = 1.0,
     unroll: int = 1,
 ) -> tuple[Array, tuple[dict, LSTMState]]:
     """M's training loss (PAPER.md §1.4, §2.4) from the LSTM state `carry` (None: zeros).
@@ -318,7 +322,8 @@ def mdnrnn_carry_loss_fn(
     feeds it as an input and then requires it); optional `reset` (B,) bool: zero `carry` before the
     chunk (a truncated-BPTT epoch start). z = mu + exp(logvar/2)·ε is resampled per call; inputs are
     steps 0..T-1, the z targets steps 1..T, the reward/done targets rewards[t]/dones[t] for input
-    step t. The recurrence is `MDNRNN.__call__`'s fast scan with its hand-written gradient. Returns
+    step t (`reward_pessimism`: `reward_loss`'s weight on over-prediction). The recurrence is
+    `MDNRNN.__call__`'s fast scan with its hand-written gradient. Returns
     (loss, ({"z_nll", ["reward_loss"], ["done_loss"]}, final state)): the form `dreamjax.train.fit`
     takes with a carry.
     """
@@ -373,7 +378,7 @@ def mdnrnn_carry_loss_fn(
         if "rewards" not in batch:
             raise ValueError("mdnrnn.py: batch is missing 'rewards' (model.reward_head=True)")
         rewards = jnp.asarray(batch["rewards"], jnp.float32)[:, :T]
-        r_loss = reward_loss(out.reward_parts, rewards, head_mask)
+        r_loss = reward_loss(out.reward_parts, rewards, head_mask, reward_pessimism)
         loss = loss + reward_weight * r_loss
         metrics["reward_loss"] = r_loss
     if model.done_head:
