@@ -36,13 +36,15 @@ from dreamjax.data.policies import (
     POLICIES,
     BrownianPolicy,
     MixedPolicy,
+    MixedThrottlePolicy,
     RandomModelPolicy,
     RoadFollowerPolicy,
+    ThrottleFollowerPolicy,
     episode_seed,
     road_offset,
 )
 from dreamjax.data.series import encode_series, initial_latents
-from dreamjax.envs.carracing import make_env
+from dreamjax.envs.carracing import make_env, to_env_action
 from dreamjax.envs.pool import EpisodeSpec
 from dreamjax.errors import ConfigError
 
@@ -407,7 +409,8 @@ def test_sequence_batches_shapes_mask_contiguity_and_resume(synthetic, series):
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("policy", ["paper", "brownian", "follower", "mixed"])
+@pytest.mark.parametrize("policy", ["paper", "brownian", "follower", "mixed",
+                                    "follower-throttle", "mixed-throttle"])
 def test_collection_policies_are_slot_independent_and_bounded(policy):
     """An episode's actions depend only on (master seed, index, frames), not on its slot or on
     the slots beside it (so a resumed collection reproduces it)."""
@@ -475,10 +478,43 @@ def test_road_follower_steers_towards_the_road():
     assert 0.05 <= pol.gas[0] <= 0.2
 
 
+def test_throttle_follower_steers_like_the_follower_with_segmented_pedals():
+    """Same steering as `RoadFollowerPolicy` on the same episode; pedals constant within
+    segments of 20-80 steps, each gas ~ U(0.05, 0.4) with no brake, coasting, or braking
+    ~ U(0.1, 0.6) with no gas, in about the 0.7 / 0.15 / 0.15 proportions."""
+    frames = np.stack([_road_frame(20 + t % 20, 36 + t % 20) for t in range(3000)])[:, None]
+    base, thr = RoadFollowerPolicy(4, 1), ThrottleFollowerPolicy(4, 1)
+    base.reset(0, EpisodeSpec(seed=0, tag=5))
+    thr.reset(0, EpisodeSpec(seed=0, tag=5))
+    base.lapse_prob = thr.lapse_prob = 0.0
+    acts = []
+    for t in range(3000):
+        b = base.act(frames[t], np.array([True]))[0]
+        a = thr.act(frames[t], np.array([True]))[0]
+        assert a[0] == b[0]
+        acts.append(a)
+    env = to_env_action(np.stack(acts))
+    change = np.flatnonzero(np.any(np.diff(env[:, 1:], axis=0) != 0, axis=1)) + 1
+    runs = np.diff(np.concatenate([[0], change, [3000]]))
+    assert runs[:-1].min() >= 20 and runs.max() <= 80 * 2  # two equal draws may join
+    gas, brake = env[:, 1], env[:, 2]
+    assert np.all((gas == 0) | (brake == 0))
+    assert np.all((gas == 0) | ((gas >= 0.05) & (gas <= 0.4)))
+    assert np.all((brake == 0) | ((brake >= 0.1) & (brake <= 0.6)))
+    for frac, want in (((gas > 0).mean(), 0.7), ((brake > 0).mean(), 0.15)):
+        assert abs(frac - want) < 0.12
+
+
 def test_mixed_policy_is_paper_on_even_and_follower_on_odd_episodes():
     frames = np.random.default_rng(2).integers(0, 256, (8, 1, 64, 64, 3), dtype=np.uint8)
-    for tag, ref_cls in ((6, RandomModelPolicy), (7, RoadFollowerPolicy)):
-        mixed, ref = MixedPolicy(3, 1), ref_cls(3, 1)
+    for cls, follower in ((MixedPolicy, RoadFollowerPolicy),
+                          (MixedThrottlePolicy, ThrottleFollowerPolicy)):
+        _check_mixed(cls, follower, frames)
+
+
+def _check_mixed(cls, follower, frames):
+    for tag, ref_cls in ((6, RandomModelPolicy), (7, follower)):
+        mixed, ref = cls(3, 1), ref_cls(3, 1)
         mixed.reset(0, EpisodeSpec(seed=0, tag=tag))
         ref.reset(0, EpisodeSpec(seed=0, tag=tag))
         for t in range(8):

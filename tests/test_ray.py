@@ -95,7 +95,11 @@ def test_dead_or_hung_actor_is_replaced_and_its_episode_rerun(tmp_path, mode):
     env_fn = functools.partial(faulty_env, CAR_FN, seed=SEEDS[1], step=5, mode=mode,
                                marker=marker)
     specs = [EpisodeSpec(seed=s, tag=k) for k, s in enumerate(SEEDS[:3])]
-    with RayEnvPool(env_fn, num_actors=2, envs_per_actor=1, episode_timeout=4.0) as pool:
+    # a crash is noticed at once, so its deadline is long enough that no healthy episode of a
+    # loaded machine can miss it; a hang is noticed only by its deadline, which still leaves a
+    # healthy episode (under 2 s idle) eight times its time
+    timeout = 300.0 if mode == "crash" else 16.0
+    with RayEnvPool(env_fn, num_actors=2, envs_per_actor=1, episode_timeout=timeout) as pool:
         results = pool.run(specs, ScriptedPolicy(1))
     assert marker.exists() and pool.restarts == 1
     assert [r.spec for r in results] == specs

@@ -286,8 +286,47 @@ class RoadFollowerPolicy:
                 steer = self.lapse_steer[s]
             else:
                 steer = self.gain[s] * road_offset(frames[s]) + self.noise[s]
-            out[s] = (np.clip(steer, -1.0, 1.0), 2.0 * self.gas[s] - 1.0, -1.0)
+            out[s] = (np.clip(steer, -1.0, 1.0), *self.pedals(s))
         return out
+
+    def pedals(self, slot: int) -> tuple[float, float]:
+        """Raw (gas, brake) of this step: the episode's constant gas, no brake."""
+        return 2.0 * self.gas[slot] - 1.0, -1.0
+
+
+class ThrottleFollowerPolicy(RoadFollowerPolicy):
+    """`RoadFollowerPolicy` whose pedals change within the episode, so that M sees what gas,
+    coasting and braking do to the car (a dream-trained C exploited an M that never saw the
+    car stop on the road: it steered with no gas and was paid for tiles). Piecewise-constant
+    segments of U{20..80} steps: with probability 0.7 env gas ~ U(0.05, 0.4) and no brake, 0.15
+    coasting (no gas, no brake), 0.15 braking ~ U(0.1, 0.6) with no gas. Its steering is the
+    follower's, from the same draws; the pedals draw from a stream of their own (spawned from
+    the episode's)."""
+
+    name = "follower-throttle"
+
+    def __init__(self, master_seed: int, num_slots: int):
+        super().__init__(master_seed, num_slots)
+        self.pedal_rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.segment_left = np.zeros(num_slots, np.int64)
+        self.brake = np.zeros(num_slots)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        super().reset(slot, spec)
+        seq = self.rngs[slot].bit_generator.seed_seq
+        self.pedal_rngs[slot] = np.random.default_rng(seq.spawn(1)[0])
+        self.segment_left[slot] = 0
+
+    def pedals(self, slot: int) -> tuple[float, float]:
+        """Raw (gas, brake) of the current segment (a new one is drawn when it ends)."""
+        if self.segment_left[slot] == 0:
+            rng = self.pedal_rngs[slot]
+            self.segment_left[slot] = rng.integers(20, 81)
+            u = rng.uniform()
+            self.gas[slot] = rng.uniform(0.05, 0.4) if u < 0.7 else 0.0
+            self.brake[slot] = rng.uniform(0.1, 0.6) if u >= 0.85 else 0.0
+        self.segment_left[slot] -= 1
+        return 2.0 * self.gas[slot] - 1.0, self.brake[slot] if self.brake[slot] > 0 else -1.0
 
 
 class MixedPolicy:
@@ -297,10 +336,12 @@ class MixedPolicy:
 
     name = "mixed"
     action_dim = CARRACING_ACTION_DIM
+    follower = RoadFollowerPolicy
+    """The policy of the odd episodes."""
 
     def __init__(self, master_seed: int, num_slots: int):
         self.parts = (RandomModelPolicy(master_seed, num_slots),
-                      RoadFollowerPolicy(master_seed, num_slots))
+                      self.follower(master_seed, num_slots))
         self.which = np.zeros(num_slots, np.int64)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
@@ -317,7 +358,15 @@ class MixedPolicy:
         return out
 
 
+class MixedThrottlePolicy(MixedPolicy):
+    """`MixedPolicy` with `ThrottleFollowerPolicy` on the odd episodes."""
+
+    name = "mixed-throttle"
+    follower = ThrottleFollowerPolicy
+
+
 POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "follower": RoadFollowerPolicy, "mixed": MixedPolicy,
+            "follower-throttle": ThrottleFollowerPolicy, "mixed-throttle": MixedThrottlePolicy,
             "doom_random": DoomRandomPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""
