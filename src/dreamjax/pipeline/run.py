@@ -190,6 +190,8 @@ def validate(cfg: ExperimentConfig) -> None:
         _check_field(flag, name, value, tp)
     if cfg.vae.epochs <= 0:
         raise ConfigError(f"--vae.epochs must be > 0, got {cfg.vae.epochs}")
+    if cfg.dream.dropout >= 1.0:
+        raise ConfigError(f"--dream.dropout must be < 1, got {cfg.dream.dropout}")
     if cfg.es.popsize % 2:
         raise ConfigError(
             f"--es.popsize must be even (candidate pairs share seeds), got {cfg.es.popsize}"
