@@ -165,6 +165,15 @@ def load_dream_params(
     )
 
 
+def config_dream_params(cfg: ExperimentConfig, run: RunFolder,
+                        world_model: WorldModel) -> DreamParams:
+    """`load_dream_params` with the run config's dream (`--dream.*`, `--es.max-steps`): the
+    dream that C is trained in and the report shows."""
+    return load_dream_params(run, world_model, temperature=cfg.dream.temperature,
+                             max_steps=cfg.es.max_steps, reward_mode=cfg.dream.reward_mode,
+                             dropout=cfg.dream.dropout)
+
+
 def controller_dirs(cfg: ExperimentConfig, run: RunFolder) -> dict[str, Path]:
     """Where each phase of controller training writes (`dream/`, `real/` under `controller/`)."""
     return {p: run.path("controller") / p for p in cfg.controller_phases}

@@ -262,9 +262,7 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dic
     summary: dict = {}
     init_params = None
     if "dream" in dirs:
-        dream_params = artifacts.load_dream_params(
-            run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
-            reward_mode=cfg.dream.reward_mode, dropout=cfg.dream.dropout)
+        dream_params = artifacts.config_dream_params(cfg, run, wm)
         res = train_controller_dream(jax.random.fold_in(key, 0), dream_params, dirs["dream"],
                                      cfg.es, cfg.controller,
                                      tensorboard_dir=tensorboard_dir(run, "controller_dream"),
@@ -316,9 +314,7 @@ def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: 
     wm = _world_model(cfg, run, game)
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
-    dream_params = member(artifacts.load_dream_params(
-        run, wm, temperature=cfg.dream.temperature, max_steps=cfg.es.max_steps,
-        reward_mode=cfg.dream.reward_mode, dropout=cfg.dream.dropout), 0)
+    dream_params = member(artifacts.config_dream_params(cfg, run, wm), 0)
     z = dream_latents(stage_key(cfg, "report"), dream_params, params,
                       controller=wm.spec.controller, num_steps=cfg.es.max_steps)
     dream_frames = render(wm.vae, wm.vae_params, z)
