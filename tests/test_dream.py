@@ -112,6 +112,35 @@ def test_done_is_a_deterministic_logit_threshold(bias, expect):
     assert bool(jnp.all(term == expect))
 
 
+def test_sampled_done_has_the_calibrated_probability():
+    """`done_mode="sample"`: with a constant done logit L and done weight w, a step ends the
+    dream with probability sigmoid(L - log w) (the weighted BCE's minimiser is log(w·p/(1-p)));
+    the z sample and the reward are those of the threshold dream; a bad mode or weight fails."""
+    L, w, n = 0.4, 10.0, 4000
+    base = small_params(done_bias=None)
+    prm = base.mdn_params["params"]
+    prm = {**prm, "output_w": prm["output_w"].at[:, 0].set(0.0),
+           "output_b": prm["output_b"].at[0].set(L)}
+    thr = base.replace(mdn_params={**base.mdn_params, "params": prm})
+    smp = make_dream_params(SMALL, thr.mdn_params, thr.init_mu, thr.init_logvar,
+                            done_mode="sample", done_weight=w)
+    keys = jax.random.split(jax.random.key(7), n)
+    _, s = vreset(keys, smp)
+    a = jnp.full((n, 3), 0.2)
+    _, s_smp, r_smp, term, info = vstep(keys, s, a, smp)
+    _, s_thr, r_thr, term_thr, _ = vstep(keys, s, a, thr)
+    np.testing.assert_allclose(info["done_logit"], L, rtol=1e-6)
+    assert bool(jnp.all(term_thr))  # L > 0: the threshold always ends it
+    p_done = 1.0 / (1.0 + np.exp(-(L - np.log(w))))
+    assert abs(float(term.mean()) - p_done) < 4 * np.sqrt(p_done * (1 - p_done) / n)
+    np.testing.assert_array_equal(s_smp.z, s_thr.z)
+    np.testing.assert_array_equal(r_smp, r_thr)
+    with pytest.raises(ValueError, match="unknown done_mode"):
+        make_dream_params(SMALL, thr.mdn_params, thr.init_mu, thr.init_logvar, done_mode="coin")
+    with pytest.raises(ValueError, match="done_weight must be > 0"):
+        make_dream_params(SMALL, thr.mdn_params, thr.init_mu, thr.init_logvar, done_weight=0.0)
+
+
 def test_done_matches_logit_sign_on_random_states():
     p = small_params(done_bias=0.0)
     keys = jax.random.split(jax.random.key(5), 16)

@@ -168,6 +168,11 @@ class DreamConfig:
     dropout: float = 0.0
     """Per-episode dropout probability on M's inputs z, a and its h: each dream episode draws
     one mask and keeps it ("Dropout's Dream Land"); 0: off."""
+    done: Literal["threshold", "sample"] = "threshold"
+    """How M's done head ends a dream: `threshold`, done when its logit > 0 (PAPER.md §2.5
+    step 4); `sample`, done with M's calibrated probability sigmoid(logit - log
+    `mdnrnn.done_weight`), which undoes the positive-class weight of its training loss, so an
+    M that is unsure when death comes still kills in the dream at the rate it believes."""
 
 
 @dataclass(frozen=True)

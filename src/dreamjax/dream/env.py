@@ -9,7 +9,9 @@ artifacts are loaded by `dreamjax.pipeline.artifacts.load_dream_params`.
   real-env agent steps M with); z_{t+1} ~ M's mixture at temperature τ
   (`sample_next_z`); reward from M's reward head (or +1 per step, Doom's rule, `reward_mode=
   "survival"`); terminated = done_logit > 0, a deterministic threshold with no τ (PAPER.md §2.5
-  step 4); truncated = time >= max_steps_in_episode.
+  step 4), or with `done_mode="sample"` a Bernoulli draw with M's calibrated probability
+  sigmoid(done_logit - log w), w the positive weight of the done loss (`done_loss`: its minimiser
+  is logit = log(w·p / (1 - p))); truncated = time >= max_steps_in_episode.
 - observation: what C sees, [z, h] by default (PAPER.md §1.5), [z, c, h] for Doom (§2.5) or z
   alone. Timing follows §1.5: reset returns [z_0, h_0 = 0], the action a_t is chosen from
   [z_t, h_t] where h_t has consumed (z_<t, a_<t), and the step returns [z_{t+1}, h_{t+1}].
@@ -48,6 +50,7 @@ from dreamjax.models.controller import OBS_MODES, make_obs, obs_dim_for_mode
 from dreamjax.models.mdnrnn import MDNRNN, LSTMState, init_mdnrnn, sample_next_z
 
 REWARD_MODES: tuple[str, ...] = ("head", "survival")
+DONE_MODES: tuple[str, ...] = ("threshold", "sample")
 
 
 @struct.dataclass
@@ -72,7 +75,9 @@ class DreamParams(environment.EnvParams):
     mdn_params: M's variables ({"params": ...}); init_mu, init_logvar: (N, Z) bank of first-frame
     latents; temperature: τ; max_steps_in_episode: truncation limit; agent_params: the variables
     of the M whose h C sees, when it is not the world's (None: the world's own h); dropout
-    (static): the per-episode dropout probability on the world M's z, a and h.
+    (static): the per-episode dropout probability on the world M's z, a and h; done_shift:
+    log w, w the done loss's positive weight (`done_mode="sample"` draws done with probability
+    sigmoid(logit - done_shift)); done_mode (static): `threshold` or `sample` (module docstring).
     """
 
     mdn_params: Any = None
@@ -81,17 +86,21 @@ class DreamParams(environment.EnvParams):
     temperature: Any = 1.0
     max_steps_in_episode: Any = 1000
     agent_params: Any = None
+    done_shift: Any = 0.0
     model: MDNRNN = struct.field(pytree_node=False, default=MDNRNN())
     obs_mode: str = struct.field(pytree_node=False, default="zh")
     reward_mode: str = struct.field(pytree_node=False, default="head")
     dropout: float = struct.field(pytree_node=False, default=0.0)
+    done_mode: str = struct.field(pytree_node=False, default="threshold")
 
 
 def check_dream_config(model: MDNRNN, obs_mode: str, reward_mode: str,
-                       dropout: float = 0.0) -> None:
+                       dropout: float = 0.0, done_mode: str = "threshold") -> None:
     """One-line ValueError for a dream that cannot train a controller."""
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dream: dropout must be in [0, 1), got {dropout}")
+    if done_mode not in DONE_MODES:
+        raise ValueError(f"dream: unknown done_mode {done_mode!r}; choose one of {DONE_MODES}")
     if obs_mode not in OBS_MODES:
         raise ValueError(f"dream: unknown obs_mode {obs_mode!r}; choose one of {OBS_MODES}")
     if reward_mode not in REWARD_MODES:
@@ -121,15 +130,20 @@ def make_dream_params(
     reward_mode: str = "head",
     members: Any = None,
     dropout: float = 0.0,
+    done_mode: str = "threshold",
+    done_weight: float = 1.0,
 ) -> DreamParams:
     """Validated `DreamParams`; init_mu, init_logvar (N, Z) with N >= 1.
 
     members: an ensemble's variables stacked on a leading axis (K, ...): the dream's worlds
     are the members (one per episode, through `dreamjax.dream.ensemble.dream_rollouts`) and
     `mdn_params` becomes the agent's M (`agent_params`). None: one M is world and memory.
-    dropout: the per-episode dropout probability (module docstring).
+    dropout: the per-episode dropout probability (module docstring). done_mode, done_weight:
+    how the done head ends a dream, and the positive weight M's done loss was trained with.
     """
-    check_dream_config(model, obs_mode, reward_mode, dropout)
+    check_dream_config(model, obs_mode, reward_mode, dropout, done_mode)
+    if not float(done_weight) > 0:
+        raise ValueError(f"dream: done_weight must be > 0, got {done_weight}")
     init_mu = jnp.asarray(init_mu, jnp.float32)
     init_logvar = jnp.asarray(init_logvar, jnp.float32)
     if init_mu.ndim != 2 or init_mu.shape != init_logvar.shape or init_mu.shape[0] < 1:
@@ -161,6 +175,8 @@ def make_dream_params(
         obs_mode=obs_mode,
         reward_mode=reward_mode,
         dropout=float(dropout),
+        done_shift=jnp.float32(np.log(float(done_weight))),
+        done_mode=done_mode,
     )
 
 
@@ -218,7 +234,8 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
     ) -> tuple[jax.Array, DreamState, jax.Array, jax.Array, dict]:
         """One dream step (PAPER.md §2.5): a (A,) -> (obs, state, reward, terminated, info)."""
         model = params.model
-        check_dream_config(model, params.obs_mode, params.reward_mode, params.dropout)
+        check_dream_config(model, params.obs_mode, params.reward_mode, params.dropout,
+                           params.done_mode)
         action = jnp.asarray(action, jnp.float32)
         if action.shape != (model.action_dim,):
             raise ValueError(f"dream: action must be ({model.action_dim},), got {action.shape}")
@@ -235,7 +252,13 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
                               state.restart)
         z = sample_next_z(key, out, params.temperature)
         reward = out.reward if params.reward_mode == "head" else jnp.float32(1.0)
-        terminated = out.done_logit > 0.0 if model.done_head else jnp.bool_(False)
+        if not model.done_head:
+            terminated = jnp.bool_(False)
+        elif params.done_mode == "sample":
+            p_done = jax.nn.sigmoid(out.done_logit - params.done_shift)
+            terminated = jax.random.uniform(jax.random.fold_in(key, 2)) < p_done
+        else:
+            terminated = out.done_logit > 0.0
         state = DreamState(time=state.time + 1, z=z, lstm=lstm, restart=jnp.float32(0.0),
                            agent=agent, mask=state.mask)
         info = {"done_logit": out.done_logit if model.done_head else jnp.float32(-jnp.inf)}

@@ -135,6 +135,7 @@ class DreamFitness:
         dp = self.dream_params
         return {"dream": {"temperature": float(dp.temperature), "ensemble": ensemble_size(dp),
                           "max_steps": int(dp.max_steps_in_episode), "dropout": dp.dropout,
+                          "done": dp.done_mode,
                           "obs_mode": dp.obs_mode, "reward_mode": dp.reward_mode,
                           "model": {f: getattr(dp.model, f) for f in MDNRNN_FIELDS}}}
 

@@ -150,10 +150,11 @@ def load_world_model(run: RunFolder, ctrl: ControllerConfig, mdnrnn_dir: Path | 
 
 def load_dream_params(
     run: RunFolder, world_model: WorldModel, *, temperature: float = 1.0, max_steps: int = 1000,
-    reward_mode: str = "head", dropout: float = 0.0,
+    reward_mode: str = "head", dropout: float = 0.0, done_mode: str = "threshold",
+    done_weight: float = 1.0,
 ) -> DreamParams:
-    """The dream of the world model's M with the run's latent bank; C's obs mode; `dropout`:
-    the per-episode dropout probability on M (`DreamParams`)."""
+    """The dream of the world model's M with the run's latent bank; C's obs mode; `dropout`,
+    `done_mode`, `done_weight`: as `make_dream_params`."""
     mu, logvar = load_initial_latents(run)
     if mu.shape[1] != world_model.z_dim:
         raise ArtifactError(f"{initial_latents_path(run)}: latents have Z={mu.shape[1]} but M "
@@ -161,7 +162,8 @@ def load_dream_params(
     return make_dream_params(
         world_model.mdn, world_model.mdn_params, mu, logvar, temperature=temperature,
         max_steps=max_steps, obs_mode=world_model.spec.obs_mode, reward_mode=reward_mode,
-        members=world_model.mdn_members, dropout=dropout,
+        members=world_model.mdn_members, dropout=dropout, done_mode=done_mode,
+        done_weight=done_weight,
     )
 
 
@@ -171,7 +173,8 @@ def config_dream_params(cfg: ExperimentConfig, run: RunFolder,
     dream that C is trained in and the report shows."""
     return load_dream_params(run, world_model, temperature=cfg.dream.temperature,
                              max_steps=cfg.es.max_steps, reward_mode=cfg.dream.reward_mode,
-                             dropout=cfg.dream.dropout)
+                             dropout=cfg.dream.dropout, done_mode=cfg.dream.done,
+                             done_weight=cfg.mdnrnn.done_weight)
 
 
 def controller_dirs(cfg: ExperimentConfig, run: RunFolder) -> dict[str, Path]:

@@ -157,8 +157,7 @@ def dream_score(cfg: ExperimentConfig, run: RunFolder, base: RunFolder) -> dict:
     wm = artifacts.load_world_model(run, cfg.controller)
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
-    dream_params = artifacts.load_dream_params(
-        run, wm, temperature=tau, max_steps=cfg.es.max_steps, reward_mode=cfg.dream.reward_mode)
+    dream_params = artifacts.config_dream_params(cfg, run, wm)
     eval_fn = make_mean_eval_fn(DreamEnv(), wm.spec.controller.apply, cfg.eval.episodes,
                                 cfg.es.max_steps)
     returns, lengths = jax.device_get(eval_fn(stage_key(cfg, "tau-table"), params, dream_params))
