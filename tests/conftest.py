@@ -45,6 +45,16 @@ def pytest_unconfigure(config):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's `--dist loadgroup` (the README's test command) a test file runs on
+    one worker, so its module fixtures are built once, and the files that read the session's
+    `smoke_run` share one worker, so that run is made once."""
+    smoke = {item.module.__name__ for item in items if "smoke_run" in item.fixturenames}
+    for item in items:
+        name = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("smoke_run" if name in smoke else name))
+
+
 @pytest.fixture(autouse=True)
 def _float32_matmuls():
     """Full float32 matmuls and convolutions in every test (GPUs default to TF32), so that the

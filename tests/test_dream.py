@@ -355,3 +355,73 @@ def test_dream_params_from_a_run_folder(tmp_path):
         artifacts.load_world_model(run, ControllerConfig("zh"))
     with pytest.raises(ArtifactError, match=r"nope/mdnrnn/DONE.json: missing"):
         artifacts.load_mdnrnn(RunFolder(tmp_path / "nope"))
+
+
+def _episodes(lengths, z_dim=4, a_dim=3, seed=0):
+    """Encoded episodes with V's sigma ~ 0 (logvar -30), so z = mu to float32 precision."""
+    rng = np.random.default_rng(seed)
+    return [{"mu": rng.normal(size=(T, z_dim)).astype(np.float32),
+             "logvar": np.full((T, z_dim), -30.0, np.float32),
+             "actions": rng.uniform(-1, 1, size=(T, a_dim)).astype(np.float32)}
+            for T in lengths]
+
+
+def test_real_starts_are_m_states_along_real_episodes():
+    """`real_start_bank` entry (episode b, step t), t = 0, stride, 2·stride, ...: V's mu_t,
+    logvar_t and the state M is in after reading steps 0..t-1 teacher-forced from zero (a
+    loop of `m_step`), for episodes of unequal lengths; `max_starts` subsamples evenly."""
+    from dreamjax.agent import m_step
+    from dreamjax.dream.starts import real_start_bank
+
+    params = small_params().mdn_params
+    series = _episodes([23, 9, 17])
+    mu, logvar, c, h = real_start_bank(jax.random.key(0), SMALL, params, series, stride=4)
+    want = []
+    for s in series:
+        lstm = SMALL.initial_state(())
+        for t in range(len(s["mu"])):
+            if t % 4 == 0:
+                want.append((s["mu"][t], lstm.c, lstm.h))
+            lstm, _ = m_step(SMALL, params, lstm, s["mu"][t], s["actions"][t], jnp.float32(t == 0))
+    assert mu.shape == (6 + 3 + 5, 4) and c.shape == h.shape == (14, 8) and logvar[0, 0] == -30
+    for i, (m, cw, hw) in enumerate(want):
+        np.testing.assert_array_equal(mu[i], m)
+        np.testing.assert_allclose(c[i], cw, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h[i], hw, rtol=1e-5, atol=1e-6)
+    sub = real_start_bank(jax.random.key(0), SMALL, params, series, stride=4, max_starts=5)
+    np.testing.assert_array_equal(sub[0], mu[np.linspace(0, 13, 5).astype(int)])
+    with pytest.raises(ValueError, match="episode 1 needs"):
+        real_start_bank(jax.random.key(0), SMALL, params, [series[0], {**series[1],
+                        "actions": series[1]["actions"][:, :2]}])
+
+
+def test_dream_from_a_real_start_continues_m_from_that_state():
+    """With a bank of real states the dream resets to one entry's z and (c, h), restart 0
+    (C sees [z, h] of that state), and its first step is M's step from there."""
+    from dreamjax.agent import m_step
+    from dreamjax.dream.starts import real_start_bank
+
+    base = small_params(done_bias=-50.0, temperature=1.2)
+    mu, logvar, c, h = real_start_bank(jax.random.key(0), SMALL, base.mdn_params,
+                                       _episodes([30, 30]), stride=3)
+    under_way = np.abs(h).sum(axis=1) > 0  # every entry but the two first frames
+    assert under_way.sum() == 18
+    mu, logvar, c, h = mu[under_way], logvar[under_way], c[under_way], h[under_way]
+    dp = make_dream_params(SMALL, base.mdn_params, mu, logvar, temperature=1.2,
+                           init_state=(c, h))
+    obs, s = reset_env(jax.random.key(4), dp)
+    i = int(np.argmin(np.abs(mu - np.asarray(s.z)).sum(axis=1)))
+    np.testing.assert_allclose(s.z, mu[i], atol=1e-5)
+    np.testing.assert_array_equal(s.lstm.h, h[i])
+    np.testing.assert_array_equal(s.lstm.c, c[i])
+    np.testing.assert_array_equal(obs, jnp.concatenate([s.z, h[i]]))
+    assert float(s.restart) == 0.0
+    a = jnp.array([0.1, -0.4, 0.7])
+    k = jax.random.key(5)
+    _, s1, r, _, _ = step_env(k, s, a, dp)
+    lstm, out = m_step(SMALL, dp.mdn_params, s.lstm, s.z, a, s.restart)
+    np.testing.assert_allclose(s1.lstm.h, lstm.h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s1.z, sample_next_z(k, out, 1.2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r, out.reward, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="initial states c, h must both be"):
+        make_dream_params(SMALL, base.mdn_params, mu, logvar, init_state=(c[:-1], h))

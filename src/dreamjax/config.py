@@ -173,6 +173,10 @@ class DreamConfig:
     step 4); `sample`, done with M's calibrated probability sigmoid(logit - log
     `mdnrnn.done_weight`), which undoes the positive-class weight of its training loss, so an
     M that is unsure when death comes still kills in the dream at the rate it believes."""
+    start: Literal["first", "real"] = "first"
+    """Where a dream starts: `first`, a real first frame with M's zero state (PAPER.md §2.5);
+    `real`, a state along a recorded real episode (every 10th step, M teacher-forced up to it,
+    `dreamjax.dream.starts`), so that a short dream (`--es.max-steps`) stays where M has data."""
 
 
 @dataclass(frozen=True)

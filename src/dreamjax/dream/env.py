@@ -4,7 +4,9 @@ artifacts are loaded by `dreamjax.pipeline.artifacts.load_dream_params`.
 `DreamEnv` is a `gymnax.environments.environment.Environment` whose dynamics are the MDN-RNN:
 
 - reset: z_0 = mu + exp(logvar / 2)·eps from a uniformly chosen entry of a bank of real
-  first-frame latents, zero LSTM state (and restart = 1 for an M with a restart input).
+  first-frame latents, zero LSTM state (and restart = 1 for an M with a restart input); or, with
+  a bank of real states (`init_c`, `init_h`; `dreamjax.dream.starts`), that entry's M state
+  along a real episode (restart = 0: the episode is under way).
 - step(a): feed (z_t, a_t) to M's transition (`dreamjax.agent.m_step`, the same function the
   real-env agent steps M with); z_{t+1} ~ M's mixture at temperature τ
   (`sample_next_z`); reward from M's reward head (or +1 per step, Doom's rule, `reward_mode=
@@ -73,7 +75,8 @@ class DreamParams(environment.EnvParams):
     static (part of the compiled program).
 
     mdn_params: M's variables ({"params": ...}); init_mu, init_logvar: (N, Z) bank of first-frame
-    latents; temperature: τ; max_steps_in_episode: truncation limit; agent_params: the variables
+    latents; init_c, init_h: (N, H) M's state at those latents (None: first frames, zero state);
+    temperature: τ; max_steps_in_episode: truncation limit; agent_params: the variables
     of the M whose h C sees, when it is not the world's (None: the world's own h); dropout
     (static): the per-episode dropout probability on the world M's z, a and h; done_shift:
     log w, w the done loss's positive weight (`done_mode="sample"` draws done with probability
@@ -83,6 +86,8 @@ class DreamParams(environment.EnvParams):
     mdn_params: Any = None
     init_mu: Any = None
     init_logvar: Any = None
+    init_c: Any = None
+    init_h: Any = None
     temperature: Any = 1.0
     max_steps_in_episode: Any = 1000
     agent_params: Any = None
@@ -132,6 +137,7 @@ def make_dream_params(
     dropout: float = 0.0,
     done_mode: str = "threshold",
     done_weight: float = 1.0,
+    init_state: tuple[Any, Any] | None = None,
 ) -> DreamParams:
     """Validated `DreamParams`; init_mu, init_logvar (N, Z) with N >= 1.
 
@@ -140,6 +146,8 @@ def make_dream_params(
     `mdn_params` becomes the agent's M (`agent_params`). None: one M is world and memory.
     dropout: the per-episode dropout probability (module docstring). done_mode, done_weight:
     how the done head ends a dream, and the positive weight M's done loss was trained with.
+    init_state: (c, h), each (N, H): M's state at each bank latent (`dreamjax.dream.starts`;
+    with an ensemble every member starts from it); None: first frames from the zero state.
     """
     check_dream_config(model, obs_mode, reward_mode, dropout, done_mode)
     if not float(done_weight) > 0:
@@ -157,6 +165,13 @@ def make_dream_params(
     if int(max_steps) < 1:
         raise ValueError(f"dream: max_steps must be >= 1, got {max_steps}")
     check_mdn_params(model, mdn_params, "dream")
+    init_c = init_h = None
+    if init_state is not None:
+        init_c, init_h = (jnp.asarray(x, jnp.float32) for x in init_state)
+        want = (init_mu.shape[0], model.hidden)
+        if init_c.shape != want or init_h.shape != want:
+            raise ValueError(f"dream: initial states c, h must both be (N, H) = {want}, got "
+                             f"{init_c.shape} and {init_h.shape}")
     agent_params = None
     if members is not None:
         k = {int(np.shape(x)[0]) for x in jax.tree.leaves(members)}
@@ -169,6 +184,8 @@ def make_dream_params(
         agent_params=agent_params,
         init_mu=init_mu,
         init_logvar=init_logvar,
+        init_c=init_c,
+        init_h=init_h,
         temperature=jnp.float32(temperature),
         max_steps_in_episode=jnp.int32(max_steps),
         model=model,
@@ -211,20 +228,23 @@ class DreamEnv(environment.Environment[DreamState, DreamParams]):
         return cached
 
     def reset_env(self, key: jax.Array, params: DreamParams) -> tuple[jax.Array, DreamState]:
-        """z_0 from a uniformly chosen bank entry; zero LSTM state; the episode's dropout mask
-        (from `fold_in(key, 1)`, so the other draws do not depend on p)."""
+        """z_0 from a uniformly chosen bank entry; that entry's M state (zero for first
+        frames); the episode's dropout mask (from `fold_in(key, 1)`, so the other draws do not
+        depend on p)."""
         k_idx, k_eps = jax.random.split(key)
         n, z_dim = params.init_mu.shape
         i = jax.random.randint(k_idx, (), 0, n)
         eps = jax.random.normal(k_eps, (z_dim,), jnp.float32)
         z = params.init_mu[i] + jnp.exp(params.init_logvar[i] / 2.0) * eps
-        zero = params.model.initial_state(())
+        lstm, restart = params.model.initial_state(()), jnp.float32(1.0)
+        if params.init_h is not None:
+            lstm, restart = LSTMState(c=params.init_c[i], h=params.init_h[i]), jnp.float32(0.0)
         state = DreamState(
             time=jnp.int32(0),
             z=z,
-            lstm=zero,
-            restart=jnp.float32(1.0),
-            agent=None if params.agent_params is None else zero,
+            lstm=lstm,
+            restart=restart,
+            agent=None if params.agent_params is None else lstm,
             mask=_dropout_mask(jax.random.fold_in(key, 1), params),
         )
         return self.get_obs(state, params), state

@@ -5,7 +5,8 @@ starts with the file's path and names the stage to rerun:
 
 - V: `vae/DONE.json` ("model": {"z_dim"}, "vae_id", "checkpoint" folder) and its orbax params.
 - M: `mdnrnn/DONE.json` (`MDNRNN` fields under "model", "mdnrnn_id", "checkpoint") and params.
-- the bank of initial latents: `series/initial_latents.npz` with mu, logvar (N, Z).
+- the bank of initial latents: `series/initial_latents.npz` with mu, logvar (N, Z); or, for
+  real-state starts, the series themselves (`load_dream_params`'s `real_starts`).
 - C: each controller phase's folder (`controller/dream`, `controller/real`) and the evaluated
   controller, `final_controller_path` (the file format is dreamjax.es's `load_controller`).
 
@@ -15,6 +16,7 @@ starts with the file's path and names the stage to rerun:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,9 @@ from dreamjax.agent import (
     one_line,
 )
 from dreamjax.config import ControllerConfig, ExperimentConfig
+from dreamjax.data.episodes import list_episodes, load_series
 from dreamjax.dream.env import DreamParams, make_dream_params
+from dreamjax.dream.starts import real_start_bank
 from dreamjax.errors import ArtifactError
 from dreamjax.es import load_controller
 from dreamjax.models.controller import ControllerSpec
@@ -151,11 +155,23 @@ def load_world_model(run: RunFolder, ctrl: ControllerConfig, mdnrnn_dir: Path | 
 def load_dream_params(
     run: RunFolder, world_model: WorldModel, *, temperature: float = 1.0, max_steps: int = 1000,
     reward_mode: str = "head", dropout: float = 0.0, done_mode: str = "threshold",
-    done_weight: float = 1.0,
+    done_weight: float = 1.0, real_starts: Sequence[Path] | None = None, seed: int = 0,
 ) -> DreamParams:
     """The dream of the world model's M with the run's latent bank; C's obs mode; `dropout`,
-    `done_mode`, `done_weight`: as `make_dream_params`."""
-    mu, logvar = load_initial_latents(run)
+    `done_mode`, `done_weight`: as `make_dream_params`. `real_starts`: series folders whose
+    episodes give the dream real-state starts (`dreamjax.dream.starts`, M's state from
+    teacher forcing with noise seeded by `seed`) instead of first frames."""
+    init_state = None
+    if real_starts is None:
+        mu, logvar = load_initial_latents(run)
+    else:
+        series = [load_series(f) for d in real_starts for f in list_episodes(d)]
+        if not series:
+            raise ArtifactError(f"{', '.join(map(str, real_starts))}: no series for the dream's "
+                                "real-state starts; rerun the encode stage")
+        mu, logvar, c, h = real_start_bank(jax.random.key(seed), world_model.mdn,
+                                           world_model.mdn_params, series)
+        init_state = (c, h)
     if mu.shape[1] != world_model.z_dim:
         raise ArtifactError(f"{initial_latents_path(run)}: latents have Z={mu.shape[1]} but M "
                             f"has z_dim={world_model.z_dim}; rerun the encode stage")
@@ -163,18 +179,23 @@ def load_dream_params(
         world_model.mdn, world_model.mdn_params, mu, logvar, temperature=temperature,
         max_steps=max_steps, obs_mode=world_model.spec.obs_mode, reward_mode=reward_mode,
         members=world_model.mdn_members, dropout=dropout, done_mode=done_mode,
-        done_weight=done_weight,
+        done_weight=done_weight, init_state=init_state,
     )
 
 
-def config_dream_params(cfg: ExperimentConfig, run: RunFolder,
-                        world_model: WorldModel) -> DreamParams:
+def config_dream_params(cfg: ExperimentConfig, run: RunFolder, world_model: WorldModel,
+                        series_dirs: Sequence[Path] | None = None) -> DreamParams:
     """`load_dream_params` with the run config's dream (`--dream.*`, `--es.max-steps`): the
-    dream that C is trained in and the report shows."""
+    dream that C is trained in and the report shows. `series_dirs`: the data of real-state
+    starts (`--dream.start real`; default: the encode stage's series)."""
+    starts = None
+    if cfg.dream.start == "real":
+        starts = [run.path("encode")] if series_dirs is None else list(series_dirs)
     return load_dream_params(run, world_model, temperature=cfg.dream.temperature,
                              max_steps=cfg.es.max_steps, reward_mode=cfg.dream.reward_mode,
                              dropout=cfg.dream.dropout, done_mode=cfg.dream.done,
-                             done_weight=cfg.mdnrnn.done_weight)
+                             done_weight=cfg.mdnrnn.done_weight, real_starts=starts,
+                             seed=cfg.seed)
 
 
 def controller_dirs(cfg: ExperimentConfig, run: RunFolder) -> dict[str, Path]:

@@ -142,7 +142,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
                          z_dim=cfg.vae.z_dim, action_dim=game.action_dim,
                          init_params=members)
     wm = artifacts.load_world_model(run, cfg.controller, mdn_dir, vae)
-    dream_params = artifacts.config_dream_params(cfg, run, wm)
+    dream_params = artifacts.config_dream_params(cfg, run, wm, _series_dirs(run, r))
     generations = cfg.es.dream_generations if prev is None else it.dream_generations
     res = train_controller_dream(
         jax.random.fold_in(key, 2), dream_params, rd / "dream", cfg.es, cfg.controller,

@@ -77,7 +77,7 @@ file's path (empty: intact)."""
 
 _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
-                           "done": "threshold"}}
+                           "done": "threshold", "start": "first"}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
 
