@@ -116,6 +116,10 @@ def test_smoke_writes_results_and_report(run_dir):
     assert ev["returns"] == [float(n) for n in ev["lengths"]]  # +1 per tic
     assert all(1 <= n <= 100 for n in ev["lengths"])
     assert r["score"]["mean"] == pytest.approx(np.mean(ev["lengths"]))
+    cal = r["calibration"]  # the data policy in the dream against the collected episodes
+    assert cal["tau"] == 1.15 and cal["min_frames"] == 100 and cal["real_episodes"] == 3
+    assert 100 < cal["real_mean"] <= 120 and cal["dream_episodes"] == 256
+    assert 0 <= cal["dream_kept"] <= 256 and cal["dream_mean"] <= 50  # es.max_steps = 50
     report = (run_dir / "report.md").read_text()
     assert report.startswith("# dreamjax DoomTakeCover report (smoke profile)")
     for pic in r["pictures"].values():

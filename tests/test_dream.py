@@ -425,3 +425,26 @@ def test_dream_from_a_real_start_continues_m_from_that_state():
     np.testing.assert_allclose(r, out.reward, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="initial states c, h must both be"):
         make_dream_params(SMALL, base.mdn_params, mu, logvar, init_state=(c[:-1], h))
+
+
+def test_data_policy_lengths_in_the_dream_are_analytic():
+    """`held_action_lengths`: a dream that always ends lives 1 step, one that never ends the step
+    limit, and one that ends with probability p a step the truncated geometric mean
+    (1 - (1 - p)^T) / p."""
+    from dreamjax.dream.calibration import held_action_lengths
+
+    run = jax.jit(held_action_lengths, static_argnums=(2, 3))
+    always = small_params(done_bias=50.0)
+    never = small_params(done_bias=-50.0)
+    np.testing.assert_array_equal(run(jax.random.key(0), always, 8, 30), 1)
+    np.testing.assert_array_equal(run(jax.random.key(0), never, 8, 30), 30)
+    prm = never.mdn_params["params"]
+    prm = {**prm, "output_w": prm["output_w"].at[:, 0].set(0.0),
+           "output_b": prm["output_b"].at[0].set(0.0)}
+    coin = make_dream_params(SMALL, {**never.mdn_params, "params": prm}, never.init_mu,
+                             never.init_logvar, done_mode="sample", done_weight=9.0)
+    p, T, n = 0.1, 40, 3000  # sigmoid(0 - log 9) = 0.1
+    lengths = np.asarray(run(jax.random.key(1), coin, n, T))
+    want = (1 - (1 - p) ** T) / p
+    assert lengths.min() >= 1 and lengths.max() <= T
+    assert abs(lengths.mean() - want) < 4 * lengths.std() / np.sqrt(n)

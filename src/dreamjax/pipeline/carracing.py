@@ -88,6 +88,9 @@ class GameSpec:
     """Frames per second of the report's dream-vs-real video (the env's own rate)."""
     rates: Mapping[str, float] = field(default_factory=lambda: dict(_RATE))
     """Stage throughputs on a 2-core CPU for the printed time estimate (`_RATE`'s keys)."""
+    calibrate: Callable[[ExperimentConfig, RunFolder, WorldModel], dict] | None = None
+    """(cfg, run, final world model) -> how the dream's episode ends compare with the real
+    game's (the report's `calibration`); None: not measured."""
 
 
 def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
@@ -309,9 +312,9 @@ def dream_latents(key: jax.Array, dream_params: Any, ctrl_params: Any, *,
     return states.z
 
 
-def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, path: Path) -> None:
+def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, wm: WorldModel,
+                   path: Path) -> None:
     """A dream under the final C decoded by V, next to a real episode of the same C."""
-    wm = _world_model(cfg, run, game)
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
     dream_params = member(artifacts.config_dream_params(cfg, run, wm), 0)
@@ -339,10 +342,12 @@ def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
             where = "the dream" if phase == "dream" else "the real env"
             plot_fitness(gens, evals, out / f"fitness_{phase}.png", f"CMA-ES in {where}")
             pics[f"CMA-ES fitness in {where}"] = f"report/fitness_{phase}.png"
-    _dream_vs_real(cfg, run, game, out / "dream_vs_real.mp4")
+    wm = _world_model(cfg, run, game)
+    _dream_vs_real(cfg, run, game, wm, out / "dream_vs_real.mp4")
     pics["Dream decoded by V (left) next to a real episode (right), same controller"] = (
         "report/dream_vs_real.mp4"
     )
     res = write_report(cfg, run.root, pics, game=game.name, paper_score=game.paper_score,
-                       paper_method=game.paper_method)
+                       paper_method=game.paper_method,
+                       calibration=game.calibrate(cfg, run, wm) if game.calibrate else None)
     return {"score": res["score"]}

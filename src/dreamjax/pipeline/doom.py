@@ -29,8 +29,12 @@ import jax
 import numpy as np
 
 from dreamjax import io
+from dreamjax.agent import WorldModel
 from dreamjax.config import ExperimentConfig, to_dict
+from dreamjax.data.episodes import episode_length, list_episodes
 from dreamjax.data.policies import DoomRandomPolicy
+from dreamjax.dream.calibration import held_action_lengths
+from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv
 from dreamjax.envs import doom
 from dreamjax.envs.protocol import EpisodeSpec
@@ -61,6 +65,8 @@ PAPER_TAU_TABLE: dict[float, tuple[str, str]] = {
 PAPER_RANDOM = "210 ± 108"
 """The random policy's actual score (PAPER.md §2.7)."""
 TAU_TABLE = "tau_table.json"
+MIN_FRAMES = 100
+"""Collection keeps an episode only if it lasts more than this many steps (PAPER.md §2.2)."""
 
 # Throughputs on a 2-core CPU shared with other jobs (measured 2026-12: ViZDoom at 640x480
 # ~110 steps/s per process with the preprocessing, the H = 512 dream ~10k steps/s for 64
@@ -81,10 +87,31 @@ def _doom_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
     return functools.partial(doom.make_env, max_episode_steps=max_steps)
 
 
+CALIBRATION_DREAMS = 256
+"""Dreams of the data policy in the survival calibration."""
+
+
+def survival_calibration(cfg: ExperimentConfig, run: RunFolder, wm: WorldModel) -> dict:
+    """The data policy's episode lengths in the run's dream (`held_action_lengths`, at most
+    `es.max_steps` steps) against its real ones (the collected episodes), both counting only
+    episodes of more than `min_frames` steps, as collection does (PAPER.md §2.2)."""
+    real = np.array([episode_length(p) for p in list_episodes(run.path("collect"))])
+    dream_params = member(artifacts.config_dream_params(cfg, run, wm), 0)
+    lengths = np.asarray(jax.jit(held_action_lengths, static_argnums=(2, 3))(
+        stage_key(cfg, "calibration"), dream_params, CALIBRATION_DREAMS, cfg.es.max_steps))
+    kept = lengths[lengths > MIN_FRAMES]
+    return {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
+            "dream_episodes": int(lengths.size), "dream_kept": int(kept.size),
+            "dream_mean": float(kept.mean()) if kept.size else 0.0,
+            "dream_std": float(kept.std()) if kept.size else 0.0,
+            "real_episodes": int(real.size), "real_mean": float(real.mean()),
+            "real_std": float(real.std())}
+
+
 DOOM = GameSpec(
-    "DoomTakeCover", doom.ACTION_DIM, _doom_env_fn, restart_input=True, min_frames=100,
+    "DoomTakeCover", doom.ACTION_DIM, _doom_env_fn, restart_input=True, min_frames=MIN_FRAMES,
     paper_score="1092 ± 556", paper_method="World Model trained in its dream, τ = 1.15 "
-    "(PAPER.md §2.7)", video_fps=doom.TICRATE, rates=_DOOM_RATE,
+    "(PAPER.md §2.7)", video_fps=doom.TICRATE, rates=_DOOM_RATE, calibrate=survival_calibration,
 )
 
 

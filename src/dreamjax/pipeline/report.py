@@ -45,12 +45,13 @@ def _iterative_rounds(run_root: Path) -> list[dict]:
 
 def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: dict, *,
                  game: str = "CarRacing-v3", paper_score: str = PAPER_SCORE,
-                 paper_method: str = PAPER_METHOD) -> dict:
+                 paper_method: str = PAPER_METHOD, calibration: dict | None = None) -> dict:
     """Write `report.md`, `results.json` and `report/*.png`; returns the results dict.
 
     extra_pictures: caption -> path relative to the run folder, made by the stages (e.g. the
     reconstruction grid, the fitness curve, the dream-vs-real video). game: the real env's name
-    (titles); paper_score, paper_method: the paper's row of the score table.
+    (titles); paper_score, paper_method: the paper's row of the score table; calibration: the
+    game's dream-vs-real check of episode ends (`GameSpec.calibrate`), if it has one.
     """
     run_root = Path(run_root)
     out = run_root / "report"
@@ -93,6 +94,7 @@ def write_report(cfg: ExperimentConfig, run_root: str | Path, extra_pictures: di
         "stage_summaries": {s: stages.get(s, {}).get("summary") for s in STAGES},
         "evaluation": ev,
         "dream_vs_real": rounds,
+        "calibration": calibration,
         "config": to_dict(cfg),
         "pictures": pics,
     }
@@ -133,6 +135,15 @@ def render_markdown(r: dict) -> str:
                 f"| {row['round']} | {row['episodes_so_far']} | {row['dream_return']:.1f} | "
                 f"{row['real_return']:.1f} ± {row['real_std']:.1f} | "
                 f"{_num(fid.get('predicted_return'))} | {_num(d10, 2)} / {_num(d100, 2)} |")
+    cal = r.get("calibration")
+    if cal:
+        lines += ["", "## Does the dream end episodes as often as the game?", "",
+                  f"The data policy (PAPER.md §2.2) lives {cal['dream_mean']:.0f} ± "
+                  f"{cal['dream_std']:.0f} steps in the dream at τ = {cal['tau']:.2f} "
+                  f"({cal['dream_episodes']} dreams) and {cal['real_mean']:.0f} ± "
+                  f"{cal['real_std']:.0f} in the real game (its {cal['real_episodes']} collected "
+                  f"episodes), counting episodes of more than {cal['min_frames']} steps as "
+                  "collection does: a longer dream life is a dream easier than the game."]
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     for s, w in r["stage_wall_s"].items():
         lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")

@@ -1,0 +1,48 @@
+"""Does the dream end episodes as often as the real game? The data policy's survival in it.
+
+A dream that is easier than the game (M rarely predicts a death) pays C for behaviour that
+dies in the real game; PAPER.md §2.7 shows τ deciding that (its τ = 0.1 dream never kills).
+The data policy is the one policy whose real survival is known for free: its collected
+episodes. `held_action_lengths` rolls Doom's data policy (PAPER.md §2.2: a ~ U(-1, 1) redrawn
+at step t when t % repeat == 0, repeat ~ U{1..10} redrawn with it) through the dream, so its
+dream lengths can be set beside the lengths of the real episodes (`dreamjax.pipeline.doom`'s
+`survival_calibration`, in the report).
+
+Pure and unjitted; jit the caller.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dreamjax.dream.env import DreamEnv, DreamParams
+
+
+def held_action_lengths(key: jax.Array, dream_params: DreamParams, num_episodes: int,
+                        num_steps: int, max_repeat: int = 10) -> jax.Array:
+    """Lengths (num_episodes,) int32 of dream episodes (at most `num_steps` steps) under the
+    held-uniform data policy: the step on which the dream ends counts, as a real death does."""
+    env = DreamEnv()
+    A = dream_params.model.action_dim
+
+    def one(k: jax.Array) -> jax.Array:
+        k_reset, k_steps = jax.random.split(k)
+        _, state = env.reset_env(k_reset, dream_params)
+
+        def body(carry, k_t):
+            state, a, repeat, t, alive, length = carry
+            k_a, k_r, k_s = jax.random.split(k_t, 3)
+            new = t % repeat == 0
+            a = jnp.where(new, jax.random.uniform(k_a, (A,), minval=-1.0, maxval=1.0), a)
+            repeat = jnp.where(new, jax.random.randint(k_r, (), 1, max_repeat + 1), repeat)
+            _, state, _, terminated, _ = env.step_env(k_s, state, a, dream_params)
+            length = length + alive.astype(jnp.int32)
+            return (state, a, repeat, t + 1, alive & ~terminated, length), None
+
+        init = (state, jnp.zeros((A,), jnp.float32), jnp.int32(1), jnp.int32(0),
+                jnp.bool_(True), jnp.int32(0))
+        (*_, length), _ = jax.lax.scan(body, init, jax.random.split(k_steps, num_steps))
+        return length
+
+    return jax.vmap(one)(jax.random.split(key, num_episodes))
