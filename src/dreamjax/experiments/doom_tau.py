@@ -3,11 +3,11 @@
 On the run folder's V and M (the collect, vae, encode and mdnrnn stages of
 `python -m dreamjax.experiments.doom`, run or resumed first with the same flags), C is trained
 by CMA-ES in the dream and evaluated in the real game at each τ in {0.10, 0.50, 1.00, 1.15,
-1.30}, each in `<run>/tau/<τ>/` (a τ the main command already finished with the same config is
-reused); the random data policy is scored on the same evaluation seeds. Writes
-`<run>/tau_table.json` (one row per τ: tau, dream_mean, dream_std, real_mean, real_std,
-episodes) and `<run>/tau_table.md` beside the paper's numbers. Same profiles and flags as the
-Doom command; resumable.
+1.30} and at the run's own `--dream.temperature`, each in `<run>/tau/<τ>/` (a τ the main
+command already finished with the same config is reused); the random data policy is scored on
+the same evaluation seeds. Writes `<run>/tau_table.json` (one row per τ: tau, dream_mean,
+dream_std, real_mean, real_std, episodes) and `<run>/tau_table.md` beside the paper's numbers.
+Same profiles and flags as the Doom command; resumable.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ def run(cfg: ExperimentConfig) -> int:
     models = dataclasses.replace(cfg, stages=MODEL_STAGES)
     preflight(models)
     from dreamjax.pipeline.carracing import describe, estimate_seconds
-    from dreamjax.pipeline.doom import DOOM, TAUS, doom_runners, doom_verifiers, tau_table
+    from dreamjax.pipeline.doom import DOOM, doom_runners, doom_verifiers, table_taus, tau_table
 
-    est = estimate_seconds(cfg, DOOM)
+    est, taus = estimate_seconds(cfg, DOOM), table_taus(cfg)
     per_tau = est["controller"] + est["evaluate"]
     print(describe(models, DOOM), flush=True)
     print(f"[dreamjax] then the tau table: about {per_tau / 60:.0f} min per tau, "
-          f"{(len(TAUS) * per_tau + est['evaluate']) / 60:.0f} min for {len(TAUS)} and the random "
+          f"{(len(taus) * per_tau + est['evaluate']) / 60:.0f} min for {len(taus)} and the random "
           "policy (less for a tau the run already finished)", flush=True)
     run_stages(models, doom_runners(), verifiers=doom_verifiers())
     tau_table(cfg)

@@ -251,10 +251,17 @@ def render_tau_table(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_taus(cfg: ExperimentConfig) -> tuple[float, ...]:
+    """The paper's τ (`TAUS`) and the run's own `--dream.temperature`, ascending."""
+    return tuple(sorted({*TAUS, float(cfg.dream.temperature)}))
+
+
 def tau_table(cfg: ExperimentConfig, log: Callable[[str], None] = print,
-              taus: tuple[float, ...] = TAUS) -> dict:
-    """Train and evaluate C at every τ of `taus` on the run's V and M (which must be done),
-    score the random policy, write `tau_table.json` and `tau_table.md`; resumable."""
+              taus: tuple[float, ...] | None = None) -> dict:
+    """Train and evaluate C at every τ of `taus` (default `table_taus(cfg)`) on the run's V and
+    M (which must be done), score the random policy, write `tau_table.json` and
+    `tau_table.md`; resumable."""
+    taus = table_taus(cfg) if taus is None else taus
     base = RunFolder(cfg.run_dir)
     rows = []
     with base.lock():
