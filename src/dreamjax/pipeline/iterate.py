@@ -140,7 +140,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
             train_mdnrnn(jax.random.fold_in(key, 1), _series_dirs(run, r), mdn_dir,
                          dataclasses.replace(cfg.mdnrnn, steps=it.mdnrnn_steps),
                          z_dim=cfg.vae.z_dim, action_dim=game.action_dim,
-                         init_params=members)
+                         restart_input=game.restart_input, init_params=members)
     wm = artifacts.load_world_model(run, cfg.controller, mdn_dir, vae)
     dream_params = artifacts.config_dream_params(cfg, run, wm, _series_dirs(run, r))
     generations = cfg.es.dream_generations if prev is None else it.dream_generations
