@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -31,11 +32,13 @@ from dreamjax.pipeline.doom import (
     PAPER_TAU_TABLE,
     TAU_TABLE,
     TauRun,
+    doom_runners,
     render_tau_table,
+    table_taus,
     tau_config,
     tau_table,
 )
-from dreamjax.pipeline.run import RunFolder, fingerprints
+from dreamjax.pipeline.run import RunFolder, fingerprints, run_stages
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +198,32 @@ def test_render_tau_table_puts_ours_beside_the_papers():
                                              "episodes": 100}})
     assert "| 1.00 | 1200 ± 600 | **800 ± 500** (100 episodes) | 1145 ± 690 | 868 ± 511 |" in md
     assert "| random policy | N/A | 200 ± 100 (100 episodes) | N/A | 210 ± 108 |" in md
+
+
+def test_table_taus_are_the_papers_and_the_runs_own():
+    cfg = DOOM_PROFILES["smoke"]()  # τ = 1.15, one of the paper's
+    assert table_taus(cfg) == (0.10, 0.50, 1.00, 1.15, 1.30)
+    hot = dataclasses.replace(cfg, dream=dataclasses.replace(cfg.dream, temperature=2.0))
+    assert table_taus(hot) == (0.10, 0.50, 1.00, 1.15, 1.30, 2.0)
+
+
+def test_iterative_rounds_keep_the_restart_input(run_dir, tmp_path):
+    """`--train-in iterative` on Doom: round 1 fine-tunes round 0's M, which has the restart
+    input, on the random data and round 0's controller episodes (kept only if longer than 100
+    frames), and C is still trained only in the dream."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    base = DOOM_PROFILES["smoke"]()
+    cfg = dataclasses.replace(
+        base, run_dir=str(copy), train_in="iterative", stages=("controller",),
+        iterate=dataclasses.replace(base.iterate, rounds=2, episodes=2, check_episodes=1,
+                                    mdnrnn_steps=2, dream_generations=2))
+    run_stages(cfg, doom_runners(), log=lambda _: None)
+    r1 = copy / "controller" / "iterative" / "round_01"
+    done = json.loads((r1 / "mdnrnn" / "DONE.json").read_text())
+    assert done["model"]["restart_input"] and done["model"]["done_head"]
+    assert done["episodes"] == 3 + 2  # the random data, round 0's check and noisy episodes
+    for f in list_episodes(r1 / "episodes"):
+        assert load_episode(f)["rewards"].size > 100
+    summary = json.loads((copy / "controller" / "iterative" / "DONE.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
