@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -45,16 +46,6 @@ def pytest_unconfigure(config):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's `--dist loadgroup` (the README's test command) a test file runs on
-    one worker, so its module fixtures are built once, and the files that read the session's
-    `smoke_run` share one worker, so that run is made once."""
-    smoke = {item.module.__name__ for item in items if "smoke_run" in item.fixturenames}
-    for item in items:
-        name = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("smoke_run" if name in smoke else name))
-
-
 @pytest.fixture(autouse=True)
 def _float32_matmuls():
     """Full float32 matmuls and convolutions in every test (GPUs default to TF32), so that the
@@ -75,15 +66,26 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Iterator[Path]:
-    """One uninterrupted `smoke` run of the CarRacing CLI (every stage), shared by the session:
+    """One uninterrupted `smoke` run of the CarRacing CLI (every stage), shared by the session
+    and, under pytest-xdist (the README's `-n 2`), by all its workers: the first to need it
+    makes it under a file lock in their common temp folder, the others wait and read it.
     READ-ONLY (a test that changes it works on a `shutil.copytree` copy; the end of the session
     checks that no file in it changed). It compiles through the session's cache;
     test_experiment's killed-and-resumed run compiles through a cache of its own, so that the
     two runs its determinism test compares share no compiled program."""
-    run = tmp_path_factory.mktemp("smoke") / "run"
-    proc = subprocess.run([*SMOKE_CLI, "--run-dir", str(run)], capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # each worker's basetemp is a folder of the session's
+    run, done = root / "smoke-run" / "run", root / "smoke-run" / "DONE"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    with open(root / "smoke-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(run, ignore_errors=True)
+            proc = subprocess.run([*SMOKE_CLI, "--run-dir", str(run)], capture_output=True,
+                                  text=True, timeout=900)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            done.touch()
     before = _listing(run)
     yield run
     after = _listing(run)

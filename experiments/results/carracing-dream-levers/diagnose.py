@@ -1,7 +1,10 @@
 """What a run's final dream-trained C does: 3 dream and 2 real episodes (training-range seeds
 3,000,000+), env-space action means and the fraction of steps paid a new tile.
 
-    python experiments/results/carracing-dream-levers/diagnose.py RUN_DIR
+    python experiments/results/carracing-dream-levers/diagnose.py RUN_DIR [START [STEPS]]
+
+START is the dream's `--dream.start` (`first`, the default, or `real`) and STEPS its length
+(default 1000; 200 for the real-start screen).
 """
 
 import dataclasses
@@ -33,9 +36,14 @@ def main() -> None:
     wm = artifacts.load_world_model(run, cfg.controller)
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
-    dp = artifacts.load_dream_params(run, wm, temperature=1.15, max_steps=1000)
+    start = sys.argv[2] if len(sys.argv) > 2 else "first"
+    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
+    dream_cfg = dataclasses.replace(
+        cfg, dream=dataclasses.replace(cfg.dream, temperature=1.15, start=start),
+        es=dataclasses.replace(cfg.es, max_steps=steps))
+    dp = artifacts.config_dream_params(dream_cfg, run, wm)
     env, ctrl = DreamEnv(), wm.spec.controller
-    dream = jax.jit(lambda key: trajectory(key, env, dp, ctrl.apply, params, 1000))
+    dream = jax.jit(lambda key: trajectory(key, env, dp, ctrl.apply, params, steps))
     for k in range(3):
         states, rewards, _ = dream(jax.random.key(k))
         obs = jax.vmap(lambda s: env.get_obs(s, dp))(states)
