@@ -46,6 +46,20 @@ def pytest_unconfigure(config):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+SLOW_FILES = ("test_experiment", "test_doom_pipeline", "test_iterative", "test_ray",
+              "test_sharding", "test_play", "test_sweep", "test_carracing", "test_agent")
+"""Test files with the longest runs (end-to-end pipelines first), collected first."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slowest files first: pytest-xdist's `--dist loadfile` (the README's test command)
+    hands files to its workers in this order, so the long ones do not start last and leave one
+    worker running alone at the end. The order within a file is kept."""
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2],
+                                         len(SLOW_FILES)))
+
+
 @pytest.fixture(autouse=True)
 def _float32_matmuls():
     """Full float32 matmuls and convolutions in every test (GPUs default to TF32), so that the
