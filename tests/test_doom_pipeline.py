@@ -172,6 +172,7 @@ def test_tau_table_on_the_same_v_and_m(run_dir):
         assert {"tau", "dream_mean", "dream_std", "real_mean", "real_std", "episodes"} <= set(r)
         assert r["episodes"] == 2 and r["dream_episodes"] == 2
         assert 1 <= r["dream_mean"] <= cfg.es.max_steps
+        assert r["data_policy_real_mean"] > 100 and r["data_policy_dream_mean"] <= 50
     main = json.loads((run_dir / "evaluate" / "results.json").read_text())
     assert rows[1.15]["folder"] == "." and rows[1.15]["real_mean"] == main["mean"]
     assert rows[0.50]["folder"] == "tau/0.50"
@@ -198,8 +199,15 @@ def test_render_tau_table_puts_ours_beside_the_papers():
                            "max_steps": 2100,
                            "random_policy": {"real_mean": 200.0, "real_std": 100.0,
                                              "episodes": 100}})
-    assert "| 1.00 | 1200 ± 600 | **800 ± 500** (100 episodes) | 1145 ± 690 | 868 ± 511 |" in md
-    assert "| random policy | N/A | 200 ± 100 (100 episodes) | N/A | 210 ± 108 |" in md
+    assert ("| 1.00 | 1200 ± 600 | **800 ± 500** (100 episodes) | 1145 ± 690 | 868 ± 511 | |"
+            in md)
+    assert "| random policy | N/A | 200 ± 100 (100 episodes) | N/A | 210 ± 108 | |" in md
+    row.update(data_policy_dream_mean=512.3, data_policy_real_mean=297.0)
+    md = render_tau_table({"profile": "laptop", "rows": [row], "dream_episodes": 100,
+                           "max_steps": 2100,
+                           "random_policy": {"real_mean": 200.0, "real_std": 100.0,
+                                             "episodes": 100}})
+    assert "| 868 ± 511 | 512 / 297 |" in md
 
 
 def test_table_taus_are_the_papers_and_the_runs_own():

@@ -174,13 +174,14 @@ def _train_and_evaluate(cfg: ExperimentConfig, base: RunFolder, tau: float,
 
 def dream_score(cfg: ExperimentConfig, run: RunFolder, base: RunFolder) -> dict:
     """The final C of `run` in `cfg.eval.episodes` dreams at `cfg.dream.temperature` (the
-    paper's "virtual score"), capped at `cfg.es.max_steps` steps; cached in
-    `<base>/tau/<τ>/dream_score.json`."""
+    paper's "virtual score"), capped at `cfg.es.max_steps` steps, and the data policy's
+    `survival_calibration` in the same dream; cached in `<base>/tau/<τ>/dream_score.json`."""
     tau = cfg.dream.temperature
     path = TauRun(base, tau).root / "dream_score.json"
     key = fingerprints(cfg)["controller"]
-    if path.is_file() and io.read_json(path).get("fingerprint") == key:
-        return io.read_json(path)
+    cached = io.read_json(path) if path.is_file() else {}
+    if cached.get("fingerprint") == key and "calibration" in cached:
+        return cached
     wm = artifacts.load_world_model(run, cfg.controller)
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
@@ -191,7 +192,8 @@ def dream_score(cfg: ExperimentConfig, run: RunFolder, base: RunFolder) -> dict:
     returns = np.asarray(returns, np.float64)
     out = {"fingerprint": key, "tau": tau, "episodes": int(returns.size),
            "mean": float(returns.mean()), "std": float(returns.std()),
-           "returns": returns.round(3).tolist(), "lengths": np.asarray(lengths).tolist()}
+           "returns": returns.round(3).tolist(), "lengths": np.asarray(lengths).tolist(),
+           "calibration": survival_calibration(cfg, run, wm)}
     io.write_json(path, out)
     return out
 
@@ -237,17 +239,23 @@ def render_tau_table(table: dict) -> str:
         f"actual: real episodes on the evaluation seeds (the paper: 100 trials each, "
         "PAPER.md §2.7).",
         "",
-        "| τ | virtual (ours) | actual (ours) | virtual (paper) | actual (paper) |",
-        "|---|---|---|---|---|",
+        "The last column is the calibration of each dream: how long the §2.2 data policy lives "
+        "in it against in the real game (its collected episodes of more than 100 steps).",
+        "",
+        "| τ | virtual (ours) | actual (ours) | virtual (paper) | actual (paper) | data policy: "
+        "dream / real life |",
+        "|---|---|---|---|---|---|",
     ]
     for r in table["rows"]:
         pv, pa = PAPER_TAU_TABLE.get(r["tau"], ("", ""))
+        cal = (f"{r['data_policy_dream_mean']:.0f} / {r['data_policy_real_mean']:.0f}"
+               if "data_policy_dream_mean" in r else "")
         lines.append(f"| {r['tau']:.2f} | {_pm(r['dream_mean'], r['dream_std'])} | "
                      f"**{_pm(r['real_mean'], r['real_std'])}** ({r['episodes']} episodes) | "
-                     f"{pv} | {pa} |")
+                     f"{pv} | {pa} | {cal} |")
     rnd = table["random_policy"]
     lines.append(f"| random policy | N/A | {_pm(rnd['real_mean'], rnd['real_std'])} ({n} "
-                 f"episodes) | N/A | {PAPER_RANDOM} |")
+                 f"episodes) | N/A | {PAPER_RANDOM} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,8 +278,11 @@ def tau_table(cfg: ExperimentConfig, log: Callable[[str], None] = print,
             run = _train_and_evaluate(tcfg, base, tau, log)
             ev = io.read_json(run.path("evaluate") / "results.json")
             dream = dream_score(tcfg, run, base)
+            cal = dream["calibration"]
             rows.append({"tau": tau, "dream_mean": dream["mean"], "dream_std": dream["std"],
                          "real_mean": ev["mean"], "real_std": ev["std"],
+                         "data_policy_dream_mean": cal["dream_mean"],
+                         "data_policy_real_mean": cal["real_mean"],
                          "episodes": ev["episodes"], "dream_episodes": dream["episodes"],
                          "folder": "." if run is base else str(run.root.relative_to(base.root)),
                          **artifacts.model_ids(run)})
