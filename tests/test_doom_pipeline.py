@@ -199,7 +199,7 @@ def test_render_tau_table_puts_ours_beside_the_papers():
                            "max_steps": 2100,
                            "random_policy": {"real_mean": 200.0, "real_std": 100.0,
                                              "episodes": 100}})
-    assert ("| 1.00 | 1200 ± 600 | **800 ± 500** (100 episodes) | 1145 ± 690 | 868 ± 511 | |"
+    assert ("| 1.00 | 1200 ± 600 | **800 ± 500** (100 episodes) | 1145 ± 690 | 868 ± 511 |  |"
             in md)
     assert "| random policy | N/A | 200 ± 100 (100 episodes) | N/A | 210 ± 108 | |" in md
     row.update(data_policy_dream_mean=512.3, data_policy_real_mean=297.0)
