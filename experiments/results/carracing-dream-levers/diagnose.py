@@ -15,6 +15,7 @@ import numpy as np
 
 from dreamjax.agent import WorldModelPolicy
 from dreamjax.config import ExperimentConfig
+from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv
 from dreamjax.dream.rollout import trajectory
 from dreamjax.envs.carracing import to_env_action
@@ -41,7 +42,7 @@ def main() -> None:
     dream_cfg = dataclasses.replace(
         cfg, dream=dataclasses.replace(cfg.dream, temperature=1.15, start=start),
         es=dataclasses.replace(cfg.es, max_steps=steps))
-    dp = artifacts.config_dream_params(dream_cfg, run, wm)
+    dp = member(artifacts.config_dream_params(dream_cfg, run, wm), 0)  # an ensemble's first world
     env, ctrl = DreamEnv(), wm.spec.controller
     dream = jax.jit(lambda key: trajectory(key, env, dp, ctrl.apply, params, steps))
     for k in range(3):
