@@ -399,8 +399,8 @@ def _doom_laptop() -> ExperimentConfig:
     paper's 512 units, restart input and done head for 800 truncated-BPTT steps of 32 streams x
     100, C (1,088 weights, no bias) trained only in the dream with the 2100-step cap: 40
     generations of 16 candidates x 16 dreams at tau 2.0, where this M's dream kills the data
-    policy nearer the game's rate (the report's calibration: 376 steps against the game's 297;
-    535 at the paper's 1.15, where C learns to hold one button and dies at the wall); then 100
+    policy nearer the game's rate (the report's calibration: 413 steps against the game's 297;
+    580 at the paper's 1.15, where C learns to hold one button and dies at the wall); then 100
     real episodes."""
     return ExperimentConfig(
         profile="laptop",
