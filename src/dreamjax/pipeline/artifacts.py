@@ -164,17 +164,22 @@ def load_dream_params(
     init_state = None
     if real_starts is None:
         mu, logvar = load_initial_latents(run)
+        if mu.shape[1] != world_model.z_dim:
+            raise ArtifactError(f"{initial_latents_path(run)}: latents have Z={mu.shape[1]} but "
+                                f"M has z_dim={world_model.z_dim}; rerun the encode stage")
     else:
-        series = [load_series(f) for d in real_starts for f in list_episodes(d)]
-        if not series:
+        files = [f for d in real_starts for f in list_episodes(d)]
+        if not files:
             raise ArtifactError(f"{', '.join(map(str, real_starts))}: no series for the dream's "
                                 "real-state starts; rerun the encode stage")
+        series = [load_series(f) for f in files]
+        for f, s in zip(files, series, strict=True):
+            if s["mu"].shape[1] != world_model.z_dim:
+                raise ArtifactError(f"{f}: latents have Z={s['mu'].shape[1]} but M has "
+                                    f"z_dim={world_model.z_dim}; rerun the encode stage")
         mu, logvar, c, h = real_start_bank(jax.random.key(seed), world_model.mdn,
                                            world_model.mdn_params, series)
         init_state = (c, h)
-    if mu.shape[1] != world_model.z_dim:
-        raise ArtifactError(f"{initial_latents_path(run)}: latents have Z={mu.shape[1]} but M "
-                            f"has z_dim={world_model.z_dim}; rerun the encode stage")
     return make_dream_params(
         world_model.mdn, world_model.mdn_params, mu, logvar, temperature=temperature,
         max_steps=max_steps, obs_mode=world_model.spec.obs_mode, reward_mode=reward_mode,

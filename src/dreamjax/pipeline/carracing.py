@@ -34,7 +34,7 @@ from dreamjax.data.collect import collect, damaged_episodes
 from dreamjax.data.episodes import list_episodes, load_episode
 from dreamjax.data.series import encode_series, initial_latents
 from dreamjax.dream.ensemble import member
-from dreamjax.dream.env import DreamEnv
+from dreamjax.dream.env import DreamEnv, DreamParams
 from dreamjax.dream.rollout import trajectory
 from dreamjax.envs import carracing
 from dreamjax.envs.pool import EnvPool
@@ -88,9 +88,9 @@ class GameSpec:
     """Frames per second of the report's dream-vs-real video (the env's own rate)."""
     rates: Mapping[str, float] = field(default_factory=lambda: dict(_RATE))
     """Stage throughputs on a 2-core CPU for the printed time estimate (`_RATE`'s keys)."""
-    calibrate: Callable[[ExperimentConfig, RunFolder, WorldModel], dict] | None = None
-    """(cfg, run, final world model) -> how the dream's episode ends compare with the real
-    game's (the report's `calibration`); None: not measured."""
+    calibrate: Callable[[ExperimentConfig, RunFolder, DreamParams], dict] | None = None
+    """(cfg, run, the dream of the final world model) -> how the dream's episode ends compare
+    with the real game's (the report's `calibration`); None: not measured."""
 
 
 def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
@@ -313,11 +313,10 @@ def dream_latents(key: jax.Array, dream_params: Any, ctrl_params: Any, *,
 
 
 def _dream_vs_real(cfg: ExperimentConfig, run: RunFolder, game: GameSpec, wm: WorldModel,
-                   path: Path) -> None:
+                   dream_params: DreamParams, path: Path) -> None:
     """A dream under the final C decoded by V, next to a real episode of the same C."""
     params, _ = artifacts.load_controller_params(artifacts.final_controller_path(cfg, run),
                                                  wm.spec)
-    dream_params = member(artifacts.config_dream_params(cfg, run, wm), 0)
     z = dream_latents(stage_key(cfg, "report"), dream_params, params,
                       controller=wm.spec.controller, num_steps=cfg.es.max_steps)
     dream_frames = render(wm.vae, wm.vae_params, z)
@@ -343,11 +342,13 @@ def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
             plot_fitness(gens, evals, out / f"fitness_{phase}.png", f"CMA-ES in {where}")
             pics[f"CMA-ES fitness in {where}"] = f"report/fitness_{phase}.png"
     wm = _world_model(cfg, run, game)
-    _dream_vs_real(cfg, run, game, wm, out / "dream_vs_real.mp4")
+    dream_params = member(artifacts.config_dream_params(cfg, run, wm), 0)
+    _dream_vs_real(cfg, run, game, wm, dream_params, out / "dream_vs_real.mp4")
     pics["Dream decoded by V (left) next to a real episode (right), same controller"] = (
         "report/dream_vs_real.mp4"
     )
     res = write_report(cfg, run.root, pics, game=game.name, paper_score=game.paper_score,
                        paper_method=game.paper_method,
-                       calibration=game.calibrate(cfg, run, wm) if game.calibrate else None)
+                       calibration=(game.calibrate(cfg, run, dream_params) if game.calibrate
+                                    else None))
     return {"score": res["score"]}

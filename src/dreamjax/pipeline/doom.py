@@ -29,13 +29,12 @@ import jax
 import numpy as np
 
 from dreamjax import io
-from dreamjax.agent import WorldModel
 from dreamjax.config import ExperimentConfig, to_dict
 from dreamjax.data.episodes import episode_length, list_episodes
 from dreamjax.data.policies import DoomRandomPolicy
 from dreamjax.dream.calibration import held_action_lengths
 from dreamjax.dream.ensemble import member
-from dreamjax.dream.env import DreamEnv
+from dreamjax.dream.env import DreamEnv, DreamParams
 from dreamjax.envs import doom
 from dreamjax.envs.protocol import EpisodeSpec
 from dreamjax.es.dream import make_mean_eval_fn
@@ -91,12 +90,14 @@ CALIBRATION_DREAMS = 256
 """Dreams of the data policy in the survival calibration."""
 
 
-def survival_calibration(cfg: ExperimentConfig, run: RunFolder, wm: WorldModel) -> dict:
-    """The data policy's episode lengths in the run's dream (`held_action_lengths`, at most
-    `es.max_steps` steps) against its real ones (the collected episodes), both counting only
-    episodes of more than `min_frames` steps, as collection does (PAPER.md §2.2)."""
+def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
+                         dream_params: DreamParams) -> dict:
+    """The data policy's episode lengths in `dream_params` (the run's dream; an ensemble's
+    first world; `held_action_lengths`, at most `es.max_steps` steps) against its real ones
+    (the collected episodes), both counting only episodes of more than `min_frames` steps, as
+    collection does (PAPER.md §2.2)."""
     real = np.array([episode_length(p) for p in list_episodes(run.path("collect"))])
-    dream_params = member(artifacts.config_dream_params(cfg, run, wm), 0)
+    dream_params = member(dream_params, 0)
     lengths = np.asarray(jax.jit(held_action_lengths, static_argnums=(2, 3))(
         stage_key(cfg, "calibration"), dream_params, CALIBRATION_DREAMS, cfg.es.max_steps))
     kept = lengths[lengths > MIN_FRAMES]
@@ -193,7 +194,7 @@ def dream_score(cfg: ExperimentConfig, run: RunFolder, base: RunFolder) -> dict:
     out = {"fingerprint": key, "tau": tau, "episodes": int(returns.size),
            "mean": float(returns.mean()), "std": float(returns.std()),
            "returns": returns.round(3).tolist(), "lengths": np.asarray(lengths).tolist(),
-           "calibration": survival_calibration(cfg, run, wm)}
+           "calibration": survival_calibration(cfg, run, dream_params)}
     io.write_json(path, out)
     return out
 
