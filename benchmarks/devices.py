@@ -1,5 +1,5 @@
 """Device scaling: one dream CMA-ES generation with its population sharded over 1, 2, 4, 8
-devices (`dreamjax.es.sharding.sharded_dream_fitness`).
+devices (`DreamFitness.build(..., mesh=)`, what `--devices` gives the pipeline).
 
 Each device count runs in its own process (JAX fixes the device count when it starts); on a
 CPU host the devices are forced with `XLA_FLAGS=--xla_force_host_platform_device_count=N`,
@@ -25,8 +25,9 @@ import jax
 
 from dreamjax.config import ESConfig
 from dreamjax.dream.env import random_dream_params
+from dreamjax.es.dream import DreamFitness
 from dreamjax.es.loop import INIT_KEY_TAG
-from dreamjax.es.sharding import local_mesh, sharded_dream_fitness
+from dreamjax.es.sharding import local_mesh
 from dreamjax.models.controller import controller_spec
 from dreamjax.models.mdnrnn import MDNRNN
 
@@ -40,7 +41,7 @@ def child(args: argparse.Namespace) -> dict:
     es = ESConfig(popsize=args.popsize, rollouts=args.rollouts, max_steps=args.steps, chunk=1)
     spec = controller_spec("zh", model.z_dim, model.hidden, action_dim=model.action_dim)
     mesh = local_mesh(1, args.child)
-    fitness = sharded_dream_fitness(dp.replace(obs_mode=spec.obs_mode), es, spec, mesh)
+    fitness = DreamFitness.build(dp.replace(obs_mode=spec.obs_mode), es, spec, mesh=mesh)
     key = jax.random.key(1)
     state = fitness.strategy.init(jax.random.fold_in(key, INIT_KEY_TAG), spec.zeros(),
                                   fitness.es_params)

@@ -25,14 +25,14 @@ from dreamjax import checkpoint, io
 from dreamjax.config import ControllerConfig, ESConfig
 from dreamjax.dream.env import DreamEnv
 from dreamjax.errors import ConfigError
-from dreamjax.es.dream import DreamFitness, dream_evaluate
+from dreamjax.es.dream import DreamFitness, dream_evaluate, train_controller_dream
 from dreamjax.es.loop import INIT_KEY_TAG
 from dreamjax.es.sharding import (
     check_divides,
     local_mesh,
     place,
+    population_mesh,
     shard_population,
-    sharded_dream_fitness,
 )
 from dreamjax.es.sweep import es_grid, run_es_sweep
 from dreamjax.models.controller import controller_spec
@@ -42,6 +42,17 @@ ES = ESConfig(popsize=8, rollouts=2, eval_episodes=2, chunk=1, max_steps=10)
 """The pipeline's CMA-ES; one generation."""
 SPEC = controller_spec("zh", 2, 4, action_dim=3)
 SWEEP = es_grid([3, 4], [0.2], [1.0, 1.5])
+LOOP = dataclasses.replace(ES, eval_every=1, strategy="Sep_CMA_ES")
+"""The ES loop of the pipeline's controller stage: 2 generations, the mean checked after each.
+Sep-CMA-ES: with full CMA-ES only the first generation is bit-equal (`eigh`'s basis of the
+identity's repeated eigenvalue follows 1e-9 roundings; README, Scaling out)."""
+
+
+def _train(out: Path, mesh=None):
+    """The pipeline's dream C training (`train_controller_dream`), 2 generations."""
+    return train_controller_dream(jax.random.key(5), known_reward_dream(max_steps=10), out, LOOP,
+                                  ControllerConfig("zh"), generations=2, progress=False,
+                                  mesh=mesh)
 
 
 def _generation(fitness, seed: int):
@@ -58,7 +69,7 @@ def device_side(out: str) -> None:
     assert len(jax.devices()) == DEVICES
     dp = known_reward_dream(max_steps=10)
     mesh = local_mesh(1, DEVICES)
-    fitness = sharded_dream_fitness(dp, ES, SPEC, mesh)
+    fitness = DreamFitness.build(dp, ES, SPEC, mesh=mesh)
     record, mean = _generation(fitness, 3)
     evaluate = jax.jit(shard_population(
         dream_evaluate(DreamEnv(), SPEC.controller.apply, ES.rollouts, 10), mesh))
@@ -66,6 +77,11 @@ def device_side(out: str) -> None:
     fit, _ = evaluate(jax.random.key(0), population, fitness.dream_params)
     sweep_mesh = local_mesh(2, DEVICES // 2)
     res = run_es_sweep(dp, ES, ControllerConfig("zh"), SWEEP, generations=1, mesh=sweep_mesh)
+    _train(Path(out) / "loop", population_mesh(0, ES.popsize))
+    meshes = {str(p): None if m is None else dict(m.shape) for p, m in
+              ((p, population_mesh(0, p)) for p in (8, 12, 6))}
+    meshes["explicit 4"] = dict(population_mesh(4, 8).shape)
+    meshes["explicit 1"] = population_mesh(1, 8)
     x = place(jnp.arange(16.0).reshape(8, 2), mesh, P("pop"))
     checkpoint.save(Path(out) / "ckpt", 0, {"x": x})
     target = NamedSharding(mesh, P("pop"))
@@ -81,6 +97,7 @@ def device_side(out: str) -> None:
         "restored_sharding_ok": back["x"].sharding.is_equivalent_to(target, 2),
         "restored_devices": len(back["x"].sharding.device_set),
         "dream_params_devices": len(jax.tree.leaves(fitness.dream_params)[0].sharding.device_set),
+        "meshes": meshes,
     })
 
 
@@ -128,6 +145,32 @@ def test_checkpoint_restored_with_its_sharding(eight_devices):
     here, _ = checkpoint.restore(out / "ckpt", {"x": np.zeros((8, 2), np.float32)},
                                  sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     np.testing.assert_array_equal(here["x"], arrays["restored"])  # 8 devices' file, 1 device
+
+
+def test_pipeline_dream_training_on_8_devices_equals_one_device(eight_devices, tmp_path):
+    """`--devices`: the controller stage's ES loop (logs, checks of the mean, best C) with the
+    population over 8 devices is the one-device run (full CMA-ES: the generation test above)."""
+    _, _, out = eight_devices
+    _train(tmp_path / "loop")
+    for name in ("log.jsonl", "evals.jsonl"):
+        ours, theirs = (io.read_jsonl(d / name) for d in (out / "loop", tmp_path / "loop"))
+        assert len(ours) == len(theirs) == 2
+        for a, b in zip(ours, theirs, strict=True):
+            for k, v in b.items():
+                if k not in ("wall_s", "dream_steps_per_s"):
+                    assert a[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (name, k)
+    best = [io.load_npz(d / "best.npz")["paper_flat"] for d in (out / "loop", tmp_path / "loop")]
+    np.testing.assert_allclose(best[0], best[1], rtol=1e-5, atol=1e-6)
+
+
+def test_population_mesh_uses_the_devices_that_divide_the_population(eight_devices):
+    meshes = eight_devices[0]["meshes"]
+    assert meshes["8"] == {"sweep": 1, "pop": 8}
+    assert meshes["12"] == {"sweep": 1, "pop": 6} and meshes["6"] == {"sweep": 1, "pop": 6}
+    assert meshes["explicit 4"] == {"sweep": 1, "pop": 4} and meshes["explicit 1"] is None
+    assert population_mesh(0, 8) is None  # this process: one device
+    with pytest.raises(ConfigError, match="--devices 2: only 1 local devices"):
+        population_mesh(2, 8)
 
 
 def test_mesh_sizes_are_checked():

@@ -244,6 +244,11 @@ class ExperimentConfig:
     processes, or `ray` actors of a Ray cluster, each playing whole episodes with its own jitted
     CPU copy of the policy (needs `pip install 'dreamjax[ray]'`). With `ray`, `--workers` counts
     actors (0: one per CPU of the cluster) and `--envs-per-worker` envs per actor."""
+    devices: int = 0
+    """Local devices (GPUs, TPU cores; CPU: `XLA_FLAGS=--xla_force_host_platform_device_count=N`)
+    the dream CMA-ES population is sharded over; 0: as many as there are that divide
+    `--es.popsize`; 1: one device. Sep-CMA-ES runs equal one device's; full CMA-ES's first
+    generation does, later ones are equally good draws (README, Scaling out)."""
     ray_address: str | None = None
     """The Ray cluster of `--backend ray`: `auto` (the cluster this machine joined with
     `ray start`), `ray://HEAD:10001`, ...; None starts a Ray instance on this machine."""

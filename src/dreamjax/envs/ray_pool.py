@@ -152,8 +152,9 @@ class _EnvActor:
         self.shared: dict[str, Any] = {}
         self.policy: tuple[int, BatchPolicy] | None = None
 
-    def ready(self) -> tuple[int, EnvInfo]:
-        return os.getpid(), self.info
+    def ready(self) -> tuple[str, EnvInfo]:
+        """(the Ray node this actor runs on, its envs' info)."""
+        return _ray().get_runtime_context().get_node_id(), self.info
 
     def run(self, run_id: int, build: Callable, shared: list, light: list,
             specs: list[EpisodeSpec], record: bool, steps: bool) -> list[EpisodeResult]:
@@ -239,6 +240,11 @@ class RayEnvPool:
             self._info = infos.pop()
             self._fresh = [False] * self.num_actors
         return self._info
+
+    def nodes(self) -> list[str]:
+        """The Ray node id of each actor now (waits for fresh actors to start)."""
+        return [node for node, _ in self._ray.get([a.ready.remote() for a in self._actors],
+                                                  timeout=self.startup_timeout)]
 
     def actors(self) -> list[Any]:
         """The current actor handles (for monitoring and fault-injection tests)."""

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from dreamjax.config import ControllerConfig, ESConfig
 from dreamjax.dream.ensemble import dream_rollouts, ensemble_fitness, ensemble_size
@@ -27,6 +28,7 @@ from dreamjax.dream.env import DreamEnv, DreamParams, check_dream_config
 from dreamjax.errors import ConfigError
 from dreamjax.es.generation import Evaluate, make_chunk_fn
 from dreamjax.es.loop import ControllerResult, train_controller
+from dreamjax.es.sharding import check_divides, place, shard_population
 from dreamjax.es.strategies import make_strategy, strategy_params
 from dreamjax.models.controller import ControllerSpec, controller_spec
 from dreamjax.models.mdnrnn import MDNRNN_FIELDS
@@ -66,14 +68,17 @@ def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_st
 @functools.lru_cache(maxsize=8)
 def _dream_programs(
     strategy_name: str, popsize: int, spec: ControllerSpec, rollouts: int, num_steps: int,
-    chunk: int, eval_episodes: int, fitness_mode: str = "mean",
+    chunk: int, eval_episodes: int, fitness_mode: str = "mean", mesh: Mesh | None = None,
 ) -> tuple[Any, Callable, Callable]:
     """(strategy, jitted chunk_fn, jitted mean eval_fn), cached so that a resumed or repeated
-    run in the same process reuses the compiled programs."""
+    run in the same process reuses the compiled programs; with a `mesh`, the population is
+    sharded over its `"pop"` axis (`dreamjax.es.sharding`)."""
     env = DreamEnv()
     strategy = make_strategy(strategy_name, popsize, spec.zeros())
     evaluate = dream_evaluate(env, spec.controller.apply, rollouts, num_steps,
                               fitness_mode=fitness_mode)
+    if mesh is not None:
+        evaluate = shard_population(evaluate, mesh)
     chunk_fn = make_chunk_fn(strategy, evaluate, chunk)
     eval_fn = make_mean_eval_fn(env, spec.controller.apply, eval_episodes, num_steps)
     return strategy, chunk_fn, eval_fn
@@ -96,8 +101,10 @@ class DreamFitness:
 
     @classmethod
     def build(cls, dream_params: DreamParams, es_cfg: ESConfig, spec: ControllerSpec,
-              fitness_mode: str = "mean") -> DreamFitness:
-        """The (cached) programs for this shape; rollouts last `max_steps_in_episode` steps."""
+              fitness_mode: str = "mean", mesh: Mesh | None = None) -> DreamFitness:
+        """The (cached) programs for this shape; rollouts last `max_steps_in_episode` steps.
+        With a `mesh` each device rolls out P / n candidates and M is replicated on it: the
+        same records as on one device."""
         num_steps = int(dream_params.max_steps_in_episode)
         K = ensemble_size(dream_params)
         for flag, n in (("--es.rollouts", es_cfg.rollouts),
@@ -105,9 +112,12 @@ class DreamFitness:
             if n % K:
                 raise ConfigError(f"{flag} ({n}) must be a multiple of the ensemble's {K} "
                                   "members (each dreams as many of a candidate's episodes)")
+        if mesh is not None:
+            check_divides(mesh, es_cfg.popsize)
+            dream_params = place(dream_params, mesh)
         strategy, chunk_fn, eval_fn = _dream_programs(
             es_cfg.strategy, es_cfg.popsize, spec, es_cfg.rollouts, num_steps, es_cfg.chunk,
-            es_cfg.eval_episodes, fitness_mode,
+            es_cfg.eval_episodes, fitness_mode, mesh,
         )
         return cls(spec, strategy, strategy_params(strategy, es_cfg.sigma_init), es_cfg.chunk,
                    chunk_fn, eval_fn, dream_params,
@@ -153,6 +163,7 @@ def train_controller_dream(
     callback: Callable[[list[dict]], None] | None = None,
     tensorboard_dir: str | Path | None = None,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> ControllerResult:
     """Train C by CMA-ES entirely inside the dream (PAPER.md §2.6); resumable.
 
@@ -165,7 +176,8 @@ def train_controller_dream(
     (`dreamjax.es.loop`): a finished folder is returned as is, an unfinished one resumes from
     its last checkpoint (same result as an uninterrupted run). `callback(records)` is called
     after each chunk with that chunk's log records; `tensorboard_dir`: the loop's TensorBoard
-    scalars (None: none).
+    scalars (None: none); `mesh`: shard the population over its devices
+    (`dreamjax.es.sharding.population_mesh`; same result).
     """
 
     def make_fitness() -> DreamFitness:
@@ -174,7 +186,7 @@ def train_controller_dream(
                                action_dim=model.action_dim, hidden_units=ctrl_cfg.hidden)
         params = dream_params.replace(obs_mode=spec.obs_mode)
         check_dream_config(model, params.obs_mode, params.reward_mode)
-        return DreamFitness.build(params, es_cfg, spec, fitness_mode)
+        return DreamFitness.build(params, es_cfg, spec, fitness_mode, mesh)
 
     generations = es_cfg.dream_generations if generations is None else int(generations)
     return train_controller(key, make_fitness, out_dir, es_cfg, generations=generations,

@@ -12,8 +12,9 @@ latent bank are replicated.
 - `local_mesh(sweep, pop)`: the (sweep, pop) mesh over `jax.local_devices()`;
 - `shard_population(evaluate, mesh)`: an `Evaluate` whose population and fitness are sharded
   over `"pop"` (wrap any fitness; `make_chunk_fn` fuses it as usual);
-- `sharded_dream_fitness(dream_params, es_cfg, spec, mesh)`: the dream `DreamFitness` of the ES
-  loop with the population sharded (same logs, checkpoints and resume);
+- `population_mesh(devices, popsize)`: the pipeline's (1, n) mesh for `--devices` (None: one
+  device); `DreamFitness.build(..., mesh=)` and `train_controller_dream(..., mesh=)` take it:
+  the ES loop's dream fitness with the population sharded (same logs, checkpoints and resume);
 - `place(tree, mesh, spec)`: put a pytree on the mesh (e.g. `P("sweep")` for stacked members,
   `P()` to replicate); `checkpoint.restore(..., sharding=)` restores straight onto it.
 
@@ -29,12 +30,8 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dreamjax.config import ESConfig
-from dreamjax.dream.env import DreamEnv, DreamParams
 from dreamjax.errors import ConfigError
-from dreamjax.es.dream import DreamFitness, dream_evaluate
-from dreamjax.es.generation import Evaluate, make_chunk_fn
-from dreamjax.models.controller import ControllerSpec
+from dreamjax.es.generation import Evaluate
 
 SWEEP, POP = "sweep", "pop"
 """The mesh axes: members of a sweep, candidates of a population."""
@@ -50,6 +47,21 @@ def local_mesh(sweep: int = 1, pop: int | None = None) -> Mesh:
                           "devices; choose sizes whose product is at most the device count")
     return jax.make_mesh((sweep, pop), (SWEEP, POP), (AxisType.Auto, AxisType.Auto),
                          devices=devices[: sweep * pop])
+
+
+def population_mesh(devices: int, popsize: int) -> Mesh | None:
+    """The (1, n) mesh `--devices` asks for: n = `devices`, or for 0 the most local devices
+    that divide `popsize`; None when n is 1 (nothing to shard). `ConfigError` when an explicit
+    n does not fit the local devices or does not divide `popsize`."""
+    available = len(jax.local_devices())
+    n = devices or max(d for d in range(1, available + 1) if popsize % d == 0)
+    if n == 1:
+        return None
+    if n > available:
+        raise ConfigError(f"--devices {n}: only {available} local devices")
+    mesh = local_mesh(1, n)
+    check_divides(mesh, popsize)
+    return mesh
 
 
 def check_divides(mesh: Mesh, popsize: int, members: int = 1) -> None:
@@ -81,18 +93,3 @@ def shard_population(evaluate: Evaluate, mesh: Mesh) -> Evaluate:
         return constrain(fitness), constrain(aux)
 
     return sharded
-
-
-def sharded_dream_fitness(dream_params: DreamParams, es_cfg: ESConfig, spec: ControllerSpec,
-                          mesh: Mesh) -> DreamFitness:
-    """The dream fitness of `DreamFitness.build` with its population sharded over `mesh`'s
-    `"pop"` axis and M replicated: a drop-in `make_fitness()` result for the ES loop
-    (`dreamjax.es.loop.train_controller`). dream_params must already have C's obs mode."""
-    check_divides(mesh, es_cfg.popsize)
-    base = DreamFitness.build(dream_params, es_cfg, spec)
-    num_steps = int(dream_params.max_steps_in_episode)
-    evaluate = shard_population(
-        dream_evaluate(DreamEnv(), spec.controller.apply, es_cfg.rollouts, num_steps), mesh)
-    chunk_fn = make_chunk_fn(base.strategy, evaluate, es_cfg.chunk)
-    return DreamFitness(spec, base.strategy, base.es_params, base.chunk, chunk_fn, base.eval_fn,
-                        place(dream_params, mesh), base.steps_per_generation)

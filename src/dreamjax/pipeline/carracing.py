@@ -41,6 +41,7 @@ from dreamjax.envs.pool import EnvPool
 from dreamjax.envs.ray_pool import RayEnvPool
 from dreamjax.errors import ArtifactError
 from dreamjax.es import train_controller_dream, train_controller_real
+from dreamjax.es.sharding import population_mesh
 from dreamjax.models.controller import Controller
 from dreamjax.pipeline import artifacts
 from dreamjax.pipeline.evaluate import eval_specs, evaluate
@@ -142,12 +143,17 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
 def describe(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> str:
     """The banner printed before any work: run folder, profile, time estimate."""
     est = estimate_seconds(cfg, game)
+    mesh = population_mesh(cfg.devices, cfg.es.popsize)
+    devices = len(jax.local_devices())
+    if mesh is not None:
+        devices = f"{devices} (the dream population over {mesh.shape['pop']})"
     total = sum(est[s] for s in cfg.stages if s in est)
     parts = ", ".join(f"{s} {est[s] / 60:.0f}m" for s in cfg.stages if s in est)
     return (
         f"[dreamjax] {game.name} world model | profile {cfg.profile} | run folder "
         f"{cfg.run_dir}\n[dreamjax] controller {cfg.controller.kind}, trained in {cfg.train_in} | "
-        f"JAX backend {jax.default_backend()} | {cfg.num_workers} env workers\n"
+        f"JAX backend {jax.default_backend()}, devices {devices} | {cfg.num_workers} env "
+        "workers\n"
         f"[dreamjax] estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
     )
 
@@ -269,7 +275,8 @@ def run_controller(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dic
         res = train_controller_dream(jax.random.fold_in(key, 0), dream_params, dirs["dream"],
                                      cfg.es, cfg.controller,
                                      tensorboard_dir=tensorboard_dir(run, "controller_dream"),
-                                     fitness_mode=cfg.dream.ensemble_fitness)
+                                     fitness_mode=cfg.dream.ensemble_fitness,
+                                     mesh=population_mesh(cfg.devices, cfg.es.popsize))
         summary["dream"] = {"best_return": res.best_return, "best_generation": res.best_generation}
         init_params = res.params
     if "real" in dirs:

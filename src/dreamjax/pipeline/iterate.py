@@ -39,6 +39,7 @@ from dreamjax.data.episodes import list_episodes, load_series
 from dreamjax.data.series import encode_series
 from dreamjax.dream.fidelity import episode_fidelity, summarize
 from dreamjax.es import train_controller_dream
+from dreamjax.es.sharding import population_mesh
 from dreamjax.pipeline import artifacts
 from dreamjax.pipeline.pools import collect_pool_factory
 from dreamjax.pipeline.run import RunFolder
@@ -147,7 +148,8 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
     res = train_controller_dream(
         jax.random.fold_in(key, 2), dream_params, rd / "dream", cfg.es, cfg.controller,
         generations=generations, init_params=init_params,
-        fitness_mode=cfg.dream.ensemble_fitness)
+        fitness_mode=cfg.dream.ensemble_fitness,
+        mesh=population_mesh(cfg.devices, cfg.es.popsize))
     _record(cfg, game, wm, res.params, rd / "check", it.check_episodes,
             _master(cfg, r, "check"), 0.0)
     _encode(run, cfg, vae, rd / "check", rd / "check_series")

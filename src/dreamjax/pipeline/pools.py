@@ -18,8 +18,11 @@ def make_pool(cfg: ExperimentConfig, env_fn: Callable[[], Any], workers: int | N
     `envs_per_worker` override the config's."""
     per = cfg.envs_per_worker if envs_per_worker is None else envs_per_worker
     if cfg.backend == "ray":
-        return RayEnvPool(env_fn, num_actors=cfg.workers if workers is None else workers,
+        pool = RayEnvPool(env_fn, num_actors=cfg.workers if workers is None else workers,
                           envs_per_actor=per, address=cfg.ray_address)
+        print(f"[dreamjax] Ray: {pool.num_actors} actors x {per} envs on "
+              f"{len(set(pool.nodes()))} node(s)", flush=True)
+        return pool
     return EnvPool(env_fn, num_workers=cfg.num_workers if workers is None else workers,
                    envs_per_worker=per)
 

@@ -163,8 +163,8 @@ def _literal_choices(tp: object) -> tuple | None:
     return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
 
 
-_MAY_BE_ZERO = {"workers", "generations", "dream_generations", "seed", "seed_start", "epochs",
-                "action_noise", "dropout"}
+_MAY_BE_ZERO = {"workers", "devices", "generations", "dream_generations", "seed", "seed_start",
+                "epochs", "action_noise", "dropout"}
 
 
 def _check_field(flag: str, name: str, value: object, tp: object) -> None:
