@@ -407,3 +407,24 @@ def test_main_passes_the_parsed_config(monkeypatch):
     seen = []
     assert _main(lambda cfg: seen.append(cfg) or 0, "smoke", "--seed", "9") == 0
     assert seen == [dataclasses.replace(profile_config("smoke"), seed=9)]
+
+
+def test_the_estimate_counts_every_iterative_round():
+    """The banner's estimate of `--train-in iterative`: round 0 is the dream run, and every
+    later round adds its dream generations, its M fine-tuning and its real episodes."""
+    from dreamjax.pipeline.carracing import CARRACING, estimate_seconds
+
+    base = profile_config("laptop")
+    rate, e, it, m = CARRACING.rates, base.es, base.iterate, base.mdnrnn
+    dream = estimate_seconds(dataclasses.replace(base, train_in="dream"))["controller"]
+
+    def iterative(rounds: int) -> float:
+        cfg = dataclasses.replace(base, train_in="iterative",
+                                  iterate=dataclasses.replace(it, rounds=rounds))
+        return estimate_seconds(cfg)["controller"]
+
+    real = it.episodes * e.max_steps * rate.get("real_episode_frac", 0.8) / rate["real_steps_s"]
+    assert iterative(1) == pytest.approx(dream + real)
+    fine_tune = it.mdnrnn_steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"]
+    dreams = it.dream_generations * e.popsize * e.rollouts * e.max_steps / rate["dream_steps_s"]
+    assert iterative(3) - iterative(2) >= real + fine_tune + dreams

@@ -67,17 +67,18 @@ TAU_TABLE = "tau_table.json"
 MIN_FRAMES = 100
 """Collection keeps an episode only if it lasts more than this many steps (PAPER.md §2.2)."""
 
-# Throughputs on a 2-core CPU shared with other jobs (measured 2026-12: ViZDoom at 640x480
-# ~110 steps/s per process with the preprocessing, the H = 512 dream ~10k steps/s for 64
-# rollouts, M training ~2k sequence steps/s at batch 32), for the printed estimate only.
+# Throughputs on the 2-core CPU with nothing else running (the laptop run of 2026-12-05,
+# `experiments/results/doom-laptop-400eps`: 2 ViZDoom workers 383 frames/s, V 361 frames/s,
+# M 11.5k sequence steps/s at batch 32, the H = 512 dream 42k capped steps/s at 16 x 16
+# rollouts, evaluation 469 steps/s), for the printed estimate only.
 _DOOM_RATE = {
-    "collect_frames_s": 180.0,
+    "collect_frames_s": 380.0,
     "collect_episode_steps": 330.0,
-    "vae_frames_s": 350.0,
-    "encode_frames_s": 2500.0,
-    "mdn_seq_steps_s": 3000.0,
-    "dream_steps_s": 12_000.0,
-    "real_steps_s": 180.0,
+    "vae_frames_s": 360.0,
+    "encode_frames_s": 800.0,
+    "mdn_seq_steps_s": 11_000.0,
+    "dream_steps_s": 42_000.0,
+    "real_steps_s": 450.0,
     "real_episode_frac": 0.5,
 }
 
