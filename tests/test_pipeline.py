@@ -23,6 +23,7 @@ from dreamjax.experiments import cli
 from dreamjax.pipeline.run import (
     FORMAT_VERSION,
     HOLDER_FILE,
+    LOCK_FILE,
     RunFolder,
     fingerprints,
     plan,
@@ -214,6 +215,23 @@ def test_locked_run_folder_is_refused(tmp_path):
     rec = Recorder()
     _quiet(cfg, rec.runners())
     assert rec.calls == list(STAGES)
+
+
+def test_hard_linked_copy_of_a_locked_run_folder_has_its_own_lock(tmp_path):
+    """`cp -al RUN COPY` links COPY/.lock to RUN's: COPY gets a lock file of its own, so a run
+    in the copy does not wait for RUN's (and RUN stays locked)."""
+    run, copy = RunFolder(tmp_path / "run"), tmp_path / "copy"
+    with run.lock():
+        copy.mkdir()
+        for name in (LOCK_FILE, HOLDER_FILE):
+            os.link(run.root / name, copy / name)
+        with RunFolder(copy).lock():
+            assert (copy / LOCK_FILE).stat().st_nlink == 1
+            assert (run.root / LOCK_FILE).stat().st_nlink == 1
+            with pytest.raises(ConfigError, match="in use by"), run.lock():
+                pass
+            with pytest.raises(ConfigError, match="in use by"), RunFolder(copy).lock():
+                pass
 
 
 def test_lock_of_a_killed_process_does_not_block(tmp_path):

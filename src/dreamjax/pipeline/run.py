@@ -64,7 +64,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
 encoding only, so only those two make a rerun verify them)."""
 
 LOCK_FILE = ".lock"
-"""The file `RunFolder.lock` flocks (empty; never replaced, so every opener locks one inode)."""
+"""The file `RunFolder.lock` flocks (empty). Replaced only when it is shared with another folder
+(a hard-linked copy); a locker checks that the path still names the file it locked."""
 HOLDER_FILE = "lock.json"
 """Who holds the lock: pid, host, start time (written after locking, removed on release)."""
 _BOOKKEEPING = {LOCK_FILE, HOLDER_FILE}
@@ -266,15 +267,8 @@ class RunFolder:
         """Hold the run folder for this process; a `ConfigError` naming the holder if another
         process has it. The flock dies with its process, so a killed run never blocks."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._locked_fd()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(
-                    f"--run-dir {self.root} is in use by {self._holder()}; wait for that run to "
-                    "end or choose another --run-dir"
-                ) from None
             holder = self.root / HOLDER_FILE
             io.write_json(holder, {
                 "pid": os.getpid(),
@@ -287,6 +281,36 @@ class RunFolder:
                 with contextlib.suppress(FileNotFoundError):
                     holder.unlink()
         finally:
+            os.close(fd)
+
+    def _locked_fd(self) -> int:
+        """An fd of `<run>/.lock` flocked by this process. A lock file shared with another
+        folder (a hard-linked copy, `cp -al`) is first replaced by this folder's own; a lock
+        taken on a file the path no longer names (replaced meanwhile) is dropped and retaken."""
+        path = self.root / LOCK_FILE
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_nlink > 1:
+                    tmp = path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+                    tmp.touch()
+                    os.replace(tmp, path)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ConfigError(
+                    f"--run-dir {self.root} is in use by {self._holder()}; wait for that run to "
+                    "end or choose another --run-dir"
+                ) from None
+            st = os.fstat(fd)
+            try:
+                now = path.stat()
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) \
+                    and st.st_nlink == 1:
+                return fd
             os.close(fd)
 
     def _holder(self) -> str:
