@@ -127,14 +127,12 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
     }
     per_gen = e.popsize * e.rollouts * e.max_steps
     evals = e.eval_episodes * e.max_steps
-    if cfg.train_in in ("dream", "dream-then-real", "iterative"):
-        it = cfg.iterate
-        gens = e.dream_generations + (
-            (it.rounds - 1) * it.dream_generations if cfg.train_in == "iterative" else 0)
+    it, iterative = cfg.iterate, cfg.train_in == "iterative"
+    if cfg.train_in in ("dream", "dream-then-real") or iterative:
+        gens = e.dream_generations + ((it.rounds - 1) * it.dream_generations if iterative else 0)
         n_eval = gens // max(e.eval_every, 1)
         est["controller"] += (gens * per_gen + n_eval * evals) / rate["dream_steps_s"]
-    if cfg.train_in == "iterative":  # each round's real episodes and M's fine-tuning
-        it = cfg.iterate
+    if iterative:  # each round's real episodes and M's fine-tuning
         est["controller"] += it.rounds * it.episodes * e.max_steps * frac / rate["real_steps_s"]
         est["controller"] += (it.rounds - 1) * it.mdnrnn_steps * m.batch_size * m.seq_len / rate[
             "mdn_seq_steps_s"]
