@@ -196,6 +196,7 @@ class DoomRandomPolicy:
 
     name = "doom_random"
     action_dim = 1
+    min_repeat = 1
     max_repeat = 10
 
     def __init__(self, master_seed: int, num_slots: int):
@@ -215,9 +216,20 @@ class DoomRandomPolicy:
         for s in np.flatnonzero(active):
             if self.frame[s] % self.repeat[s] == 0:
                 self.a[s] = self.rngs[s].uniform(-1.0, 1.0)
-                self.repeat[s] = self.rngs[s].integers(1, self.max_repeat + 1)
+                self.repeat[s] = self.rngs[s].integers(self.min_repeat, self.max_repeat + 1)
             self.frame[s] += 1
         return self.a.copy()
+
+
+class DoomHoldPolicy(DoomRandomPolicy):
+    """`DoomRandomPolicy` with repeats ten times as long, U{10..100}: the player runs into the
+    walls (the TakeCover room is about 92 steps wide at full speed) and stands there, the
+    consequence of holding a button that §2.2's short holds rarely show (about 5 % of their
+    steps are near a wall)."""
+
+    name = "doom_holds"
+    min_repeat = 10
+    max_repeat = 100
 
 
 ROAD_ROWS = (28, 36, 44)
@@ -330,18 +342,17 @@ class ThrottleFollowerPolicy(RoadFollowerPolicy):
 
 
 class MixedPolicy:
-    """Half and half: collection episode i (`split_tag(tag)[0]`) is driven by the paper's random
-    policy when i is even and by the noisy `RoadFollowerPolicy` when i is odd, each with the
-    episode's own stream."""
+    """Half and half: collection episode i (`split_tag(tag)[0]`) is driven by `part_classes[0]`
+    (the paper's random policy) when i is even and by `part_classes[1]` (the noisy
+    `RoadFollowerPolicy`) when i is odd, each with the episode's own stream."""
 
     name = "mixed"
     action_dim = CARRACING_ACTION_DIM
-    follower = RoadFollowerPolicy
-    """The policy of the odd episodes."""
+    part_classes: tuple[type, type] = (RandomModelPolicy, RoadFollowerPolicy)
+    """The policies of the even and the odd episodes."""
 
     def __init__(self, master_seed: int, num_slots: int):
-        self.parts = (RandomModelPolicy(master_seed, num_slots),
-                      self.follower(master_seed, num_slots))
+        self.parts = tuple(cls(master_seed, num_slots) for cls in self.part_classes)
         self.which = np.zeros(num_slots, np.int64)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
@@ -349,7 +360,7 @@ class MixedPolicy:
         self.parts[self.which[slot]].reset(slot, spec)
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """frames (S, 64, 64, 3), active (S,) bool -> (S, 3) float32 raw actions."""
+        """frames (S, 64, 64, 3), active (S,) bool -> (S, A) float32 raw actions."""
         out = np.zeros((len(frames), self.action_dim), np.float32)
         for k, part in enumerate(self.parts):
             mine = active & (self.which == k)
@@ -362,11 +373,20 @@ class MixedThrottlePolicy(MixedPolicy):
     """`MixedPolicy` with `ThrottleFollowerPolicy` on the odd episodes."""
 
     name = "mixed-throttle"
-    follower = ThrottleFollowerPolicy
+    part_classes = (RandomModelPolicy, ThrottleFollowerPolicy)
+
+
+class DoomMixedPolicy(MixedPolicy):
+    """Doom's half and half: even episodes §2.2's `DoomRandomPolicy`, odd ones `DoomHoldPolicy`."""
+
+    name = "doom_mixed"
+    action_dim = DoomRandomPolicy.action_dim
+    part_classes = (DoomRandomPolicy, DoomHoldPolicy)
 
 
 POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "follower": RoadFollowerPolicy, "mixed": MixedPolicy,
             "follower-throttle": ThrottleFollowerPolicy, "mixed-throttle": MixedThrottlePolicy,
-            "doom_random": DoomRandomPolicy}
+            "doom_random": DoomRandomPolicy, "doom_holds": DoomHoldPolicy,
+            "doom_mixed": DoomMixedPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""
