@@ -23,6 +23,8 @@ from dreamjax.data.collect import collect, damaged_episodes
 from dreamjax.data.episodes import episode_path, list_episodes, load_episode, save_episode
 from dreamjax.data.policies import (
     POLICIES,
+    DoomHoldPolicy,
+    DoomMixedPolicy,
     DoomRandomPolicy,
     collection_tag,
     episode_rng,
@@ -275,6 +277,28 @@ def test_random_policy_repeat_structure():
     drawn = acts[changed]
     assert (drawn >= -1.0).all() and (drawn < 1.0).all()
     assert drawn.min() < -0.9 and drawn.max() > 0.9 and abs(drawn.mean()) < 0.1
+
+
+def test_hold_policy_repeats_and_the_doom_mixed_parts():
+    """`doom_holds` is §2.2's policy with repeats U{10..100} (same redraw rule); `doom_mixed`
+    acts exactly as `doom_random` on even episodes and as `doom_holds` on odd ones."""
+    assert POLICIES["doom_holds"] is DoomHoldPolicy
+    assert POLICIES["doom_mixed"] is DoomMixedPolicy
+    policy = DoomHoldPolicy(7, 1)
+    policy.reset(0, EpisodeSpec(seed=0, tag=4))
+    acts, repeats = _drive(policy, 0, 20_000)
+    changed = np.r_[True, acts[1:] != acts[:-1]]
+    t = np.arange(1, len(acts))
+    np.testing.assert_array_equal(changed[1:], t % repeats[:-1] == 0)
+    assert repeats.min() >= 10 and repeats.max() <= 100 and np.unique(repeats).size > 80
+    frames = np.zeros((1, 64, 64, 3), np.uint8)
+    for tag, ref_cls in ((6, DoomRandomPolicy), (7, DoomHoldPolicy)):
+        mixed, ref = DoomMixedPolicy(3, 1), ref_cls(3, 1)
+        mixed.reset(0, EpisodeSpec(seed=0, tag=tag))
+        ref.reset(0, EpisodeSpec(seed=0, tag=tag))
+        for _ in range(300):
+            np.testing.assert_array_equal(mixed.act(frames, np.array([True])),
+                                          ref.act(frames, np.array([True])))
 
 
 def test_random_policy_seeded_per_episode():

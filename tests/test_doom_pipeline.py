@@ -125,11 +125,38 @@ def test_smoke_writes_results_and_report(run_dir):
     assert cal["tau"] == 1.15 and cal["min_frames"] == 100 and cal["real_episodes"] == 3
     assert 100 < cal["real_mean"] <= 120 and cal["dream_episodes"] == 256
     assert 0 <= cal["dream_kept"] <= 256 and cal["dream_mean"] <= 50  # es.max_steps = 50
+    (part,) = cal["parts"]  # one data policy: §2.2's, the top-level row
+    assert part["policy"] == "doom_random" and part["repeats"] == [1, 10]
+    assert all(part[k] == cal[k] for k in ("dream_mean", "dream_kept", "real_mean"))
     report = (run_dir / "report.md").read_text()
     assert report.startswith("# dreamjax DoomTakeCover report (smoke profile)")
     for pic in r["pictures"].values():
         assert (run_dir / pic).is_file() and (run_dir / pic).stat().st_size > 0, pic
     assert "report/dream_vs_real.mp4" in r["pictures"].values()
+
+
+def test_calibration_has_a_row_per_part_of_a_mixed_collection(run_dir):
+    """Read as a `doom_mixed` collection (episode i is part i % 2), the smoke run's calibration
+    has one row per part: each part's real lengths are its own episodes', the first part's row
+    is the top level, and the second dreams `doom_holds` (repeats 10..100)."""
+    from dreamjax.pipeline import artifacts
+    from dreamjax.pipeline.doom import survival_calibration
+
+    cfg = DOOM_PROFILES["smoke"]()
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir),
+                              collect=dataclasses.replace(cfg.collect, policy="doom_mixed"))
+    run = RunFolder(run_dir)
+    wm = artifacts.load_world_model(run, cfg.controller)
+    cal = survival_calibration(cfg, run, artifacts.config_dream_params(cfg, run, wm))
+    lengths = [len(load_episode(p)["rewards"]) for p in list_episodes(run.path("collect"))]
+    even, odd = cal["parts"]
+    assert (even["policy"], even["repeats"]) == ("doom_random", [1, 10])
+    assert (odd["policy"], odd["repeats"]) == ("doom_holds", [10, 100])
+    assert even["real_episodes"] == 2 and odd["real_episodes"] == 1
+    assert even["real_mean"] == pytest.approx(np.mean(lengths[0::2]))
+    assert odd["real_mean"] == pytest.approx(lengths[1])
+    assert cal["real_mean"] == even["real_mean"] and cal["dream_mean"] == even["dream_mean"]
+    assert odd["dream_episodes"] == 256 and 0 <= odd["dream_kept"] <= 256
 
 
 def test_smoke_follows_the_papers_doom_setup(run_dir):

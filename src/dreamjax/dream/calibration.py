@@ -3,10 +3,10 @@
 A dream that is easier than the game (M rarely predicts a death) pays C for behaviour that
 dies in the real game; PAPER.md §2.7 shows τ deciding that (its τ = 0.1 dream never kills).
 The data policy is the one policy whose real survival is known for free: its collected
-episodes. `held_action_lengths` rolls Doom's data policy (PAPER.md §2.2: a ~ U(-1, 1) redrawn
-at step t when t % repeat == 0, repeat ~ U{1..10} redrawn with it) through the dream, so its
-dream lengths can be set beside the lengths of the real episodes (`dreamjax.pipeline.doom`'s
-`survival_calibration`, in the report).
+episodes (for a mixed collection, each part's own). `held_action_lengths` rolls Doom's data
+policy (PAPER.md §2.2: a ~ U(-1, 1) redrawn at step t when t % repeat == 0, repeat ~ U{1..10}
+redrawn with it) through the dream, so its dream lengths can be set beside the lengths of the
+real episodes (`dreamjax.pipeline.doom`'s `survival_calibration`, in the report).
 
 Pure and unjitted; jit the caller.
 """
@@ -20,9 +20,10 @@ from dreamjax.dream.env import DreamEnv, DreamParams
 
 
 def held_action_lengths(key: jax.Array, dream_params: DreamParams, num_episodes: int,
-                        num_steps: int, max_repeat: int = 10) -> jax.Array:
+                        num_steps: int, max_repeat: int = 10, min_repeat: int = 1) -> jax.Array:
     """Lengths (num_episodes,) int32 of dream episodes (at most `num_steps` steps) under the
-    held-uniform data policy: the step on which the dream ends counts, as a real death does."""
+    held-uniform data policy with repeats U{min_repeat..max_repeat} (§2.2: 1..10;
+    `DoomHoldPolicy`: 10..100): the step on which the dream ends counts, as a real death does."""
     env = DreamEnv()
     A = dream_params.model.action_dim
 
@@ -35,7 +36,8 @@ def held_action_lengths(key: jax.Array, dream_params: DreamParams, num_episodes:
             k_a, k_r, k_s = jax.random.split(k_t, 3)
             new = t % repeat == 0
             a = jnp.where(new, jax.random.uniform(k_a, (A,), minval=-1.0, maxval=1.0), a)
-            repeat = jnp.where(new, jax.random.randint(k_r, (), 1, max_repeat + 1), repeat)
+            repeat = jnp.where(new, jax.random.randint(k_r, (), min_repeat, max_repeat + 1),
+                               repeat)
             _, state, _, terminated, _ = env.step_env(k_s, state, a, dream_params)
             length = length + alive.astype(jnp.int32)
             return (state, a, repeat, t + 1, alive & ~terminated, length), None

@@ -30,8 +30,8 @@ import numpy as np
 
 from dreamjax import io
 from dreamjax.config import ExperimentConfig, to_dict
-from dreamjax.data.episodes import episode_length, list_episodes
-from dreamjax.data.policies import DoomRandomPolicy
+from dreamjax.data.episodes import episode_index, episode_length, list_episodes
+from dreamjax.data.policies import POLICIES, DoomRandomPolicy
 from dreamjax.dream.calibration import held_action_lengths
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv, DreamParams
@@ -96,18 +96,33 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
     """The data policy's episode lengths in `dream_params` (the run's dream; an ensemble's
     first world; `held_action_lengths`, at most `es.max_steps` steps) against its real ones
     (the collected episodes), both counting only episodes of more than `min_frames` steps, as
-    collection does (PAPER.md §2.2)."""
-    real = np.array([episode_length(p) for p in list_episodes(run.path("collect"))])
+    collection does (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy);
+    `parts` has one row per part of a mixed collection (`doom_mixed`: episode i is part i % 2),
+    e.g. how long the held-button policy lives in the dream and in the game."""
+    policy = POLICIES[cfg.collect.policy]
+    classes = getattr(policy, "part_classes", (policy,))
+    paths = list_episodes(run.path("collect"))
     dream_params = member(dream_params, 0)
-    lengths = np.asarray(jax.jit(held_action_lengths, static_argnums=(2, 3))(
-        stage_key(cfg, "calibration"), dream_params, CALIBRATION_DREAMS, cfg.es.max_steps))
-    kept = lengths[lengths > MIN_FRAMES]
+    lengths_fn = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
+    key = stage_key(cfg, "calibration")
+    parts = []
+    for j, part in enumerate(classes):
+        real = np.array([episode_length(p) for p in paths if episode_index(p) % len(classes) == j],
+                        dtype=np.float64)
+        lengths = np.asarray(lengths_fn(key if j == 0 else jax.random.fold_in(key, j),
+                                        dream_params, CALIBRATION_DREAMS, cfg.es.max_steps,
+                                        part.max_repeat, part.min_repeat))
+        kept = lengths[lengths > MIN_FRAMES]
+        parts.append({"policy": part.name, "repeats": [part.min_repeat, part.max_repeat],
+                      "dream_episodes": int(lengths.size), "dream_kept": int(kept.size),
+                      "dream_mean": float(kept.mean()) if kept.size else 0.0,
+                      "dream_std": float(kept.std()) if kept.size else 0.0,
+                      "real_episodes": int(real.size),
+                      "real_mean": float(real.mean()) if real.size else 0.0,
+                      "real_std": float(real.std()) if real.size else 0.0})
+    first = {k: v for k, v in parts[0].items() if k not in ("policy", "repeats")}
     return {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
-            "dream_episodes": int(lengths.size), "dream_kept": int(kept.size),
-            "dream_mean": float(kept.mean()) if kept.size else 0.0,
-            "dream_std": float(kept.std()) if kept.size else 0.0,
-            "real_episodes": int(real.size), "real_mean": float(real.mean()),
-            "real_std": float(real.std())}
+            **first, "parts": parts}
 
 
 DOOM = GameSpec(

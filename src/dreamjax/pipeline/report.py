@@ -144,6 +144,12 @@ def render_markdown(r: dict) -> str:
                   f"{cal['real_std']:.0f} in the real game (its {cal['real_episodes']} collected "
                   f"episodes), counting episodes of more than {cal['min_frames']} steps as "
                   "collection does: a longer dream life is a dream easier than the game."]
+        for part in cal.get("parts", [])[1:]:
+            lo, hi = part["repeats"]
+            lines += ["", f"The `{part['policy']}` part of the data (actions held {lo}-{hi} "
+                      f"steps) lives {part['dream_mean']:.0f} ± {part['dream_std']:.0f} steps "
+                      f"in the dream and {part['real_mean']:.0f} ± {part['real_std']:.0f} in "
+                      f"the game (its {part['real_episodes']} episodes)."]
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     for s, w in r["stage_wall_s"].items():
         lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")
