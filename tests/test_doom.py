@@ -23,7 +23,7 @@ from dreamjax.data.collect import collect, damaged_episodes
 from dreamjax.data.episodes import episode_path, list_episodes, load_episode, save_episode
 from dreamjax.data.policies import (
     POLICIES,
-    DoomHoldPolicy,
+    DoomConstantPolicy,
     DoomMixedPolicy,
     DoomRandomPolicy,
     collection_tag,
@@ -279,20 +279,23 @@ def test_random_policy_repeat_structure():
     assert drawn.min() < -0.9 and drawn.max() > 0.9 and abs(drawn.mean()) < 0.1
 
 
-def test_hold_policy_repeats_and_the_doom_mixed_parts():
-    """`doom_holds` is §2.2's policy with repeats U{10..100} (same redraw rule); `doom_mixed`
-    acts exactly as `doom_random` on even episodes and as `doom_holds` on odd ones."""
-    assert POLICIES["doom_holds"] is DoomHoldPolicy
+def test_constant_policy_and_the_doom_mixed_parts():
+    """`doom_constant` draws one a ~ U(-1, 1) and holds it for 2100 steps; `doom_mixed` acts
+    exactly as `doom_constant` on episodes i with i % 4 == 3 and as `doom_random` on the
+    others."""
+    assert POLICIES["doom_constant"] is DoomConstantPolicy
     assert POLICIES["doom_mixed"] is DoomMixedPolicy
-    policy = DoomHoldPolicy(7, 1)
-    policy.reset(0, EpisodeSpec(seed=0, tag=4))
-    acts, repeats = _drive(policy, 0, 20_000)
-    changed = np.r_[True, acts[1:] != acts[:-1]]
-    t = np.arange(1, len(acts))
-    np.testing.assert_array_equal(changed[1:], t % repeats[:-1] == 0)
-    assert repeats.min() >= 10 and repeats.max() <= 100 and np.unique(repeats).size > 80
+    firsts = []
+    for tag in range(60):
+        policy = DoomConstantPolicy(7, 1)
+        policy.reset(0, EpisodeSpec(seed=0, tag=tag))
+        acts, _ = _drive(policy, 0, 2100)
+        assert (acts == acts[0]).all()
+        firsts.append(acts[0])
+    assert len(set(firsts)) == 60 and min(firsts) < -0.8 and max(firsts) > 0.8
     frames = np.zeros((1, 64, 64, 3), np.uint8)
-    for tag, ref_cls in ((6, DoomRandomPolicy), (7, DoomHoldPolicy)):
+    for tag, ref_cls in ((4, DoomRandomPolicy), (6, DoomRandomPolicy), (7, DoomConstantPolicy),
+                         (11, DoomConstantPolicy)):
         mixed, ref = DoomMixedPolicy(3, 1), ref_cls(3, 1)
         mixed.reset(0, EpisodeSpec(seed=0, tag=tag))
         ref.reset(0, EpisodeSpec(seed=0, tag=tag))

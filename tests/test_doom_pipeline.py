@@ -135,28 +135,34 @@ def test_smoke_writes_results_and_report(run_dir):
     assert "report/dream_vs_real.mp4" in r["pictures"].values()
 
 
-def test_calibration_has_a_row_per_part_of_a_mixed_collection(run_dir):
-    """Read as a `doom_mixed` collection (episode i is part i % 2), the smoke run's calibration
-    has one row per part: each part's real lengths are its own episodes', the first part's row
-    is the top level, and the second dreams `doom_holds` (repeats 10..100)."""
+def test_calibration_has_a_row_per_policy_of_a_mixed_collection(run_dir, tmp_path):
+    """Read as a `doom_mixed` collection (episode i is `doom_constant`'s when i % 4 == 3; in a
+    copy of the smoke run, its episode 2 renamed 3), the calibration has one row per policy:
+    each row's real lengths are its own episodes', the first row is the top level, and the
+    second dreams a held action."""
+    from dreamjax.data.episodes import episode_path
     from dreamjax.pipeline import artifacts
     from dreamjax.pipeline.doom import survival_calibration
 
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    run = RunFolder(copy)
+    folder = run.path("collect")
+    episode_path(folder, 2).rename(episode_path(folder, 3))
     cfg = DOOM_PROFILES["smoke"]()
-    cfg = dataclasses.replace(cfg, run_dir=str(run_dir),
+    cfg = dataclasses.replace(cfg, run_dir=str(copy),
                               collect=dataclasses.replace(cfg.collect, policy="doom_mixed"))
-    run = RunFolder(run_dir)
     wm = artifacts.load_world_model(run, cfg.controller)
     cal = survival_calibration(cfg, run, artifacts.config_dream_params(cfg, run, wm))
-    lengths = [len(load_episode(p)["rewards"]) for p in list_episodes(run.path("collect"))]
-    even, odd = cal["parts"]
-    assert (even["policy"], even["repeats"]) == ("doom_random", [1, 10])
-    assert (odd["policy"], odd["repeats"]) == ("doom_holds", [10, 100])
-    assert even["real_episodes"] == 2 and odd["real_episodes"] == 1
-    assert even["real_mean"] == pytest.approx(np.mean(lengths[0::2]))
-    assert odd["real_mean"] == pytest.approx(lengths[1])
-    assert cal["real_mean"] == even["real_mean"] and cal["dream_mean"] == even["dream_mean"]
-    assert odd["dream_episodes"] == 256 and 0 <= odd["dream_kept"] <= 256
+    lengths = [len(load_episode(episode_path(folder, i))["rewards"]) for i in (0, 1, 3)]
+    rnd, const = cal["parts"]
+    assert (rnd["policy"], rnd["repeats"]) == ("doom_random", [1, 10])
+    assert (const["policy"], const["repeats"]) == ("doom_constant", [2100, 2100])
+    assert rnd["real_episodes"] == 2 and const["real_episodes"] == 1
+    assert rnd["real_mean"] == pytest.approx(np.mean(lengths[:2]))
+    assert const["real_mean"] == lengths[2]
+    assert cal["real_mean"] == rnd["real_mean"] and cal["dream_mean"] == rnd["dream_mean"]
+    assert const["dream_episodes"] == 256 and 0 <= const["dream_kept"] <= 256
 
 
 def test_smoke_follows_the_papers_doom_setup(run_dir):

@@ -31,14 +31,14 @@ class CollectConfig:
     max_steps: int = 1000
     """Steps per episode; the paper records every episode to exactly 1000 frames."""
     policy: Literal["paper", "brownian", "follower", "mixed", "follower-throttle",
-                    "mixed-throttle", "doom_random", "doom_holds", "doom_mixed"] = "paper"
+                    "mixed-throttle", "doom_random", "doom_constant", "doom_mixed"] = "paper"
     """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
     `brownian`: actions follow a clipped random walk; `follower`: a noisy hand-coded road
     follower on V's frame; `mixed`: even episodes `paper`, odd ones `follower`;
     `follower-throttle` / `mixed-throttle`: the same with gas, coasting and braking segments in
     the follower's episodes; `doom_random` (Doom, PAPER.md §2.2): a uniform action held for
-    1-10 steps; `doom_holds`: held for 10-100 steps, long enough to reach a wall; `doom_mixed`:
-    even episodes `doom_random`, odd ones `doom_holds`."""
+    1-10 steps; `doom_constant`: one uniform action held for the whole episode (to a wall);
+    `doom_mixed`: `doom_constant` on every fourth episode, `doom_random` on the others."""
 
 
 @dataclass(frozen=True)

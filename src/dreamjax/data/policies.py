@@ -221,15 +221,17 @@ class DoomRandomPolicy:
         return self.a.copy()
 
 
-class DoomHoldPolicy(DoomRandomPolicy):
-    """`DoomRandomPolicy` with repeats ten times as long, U{10..100}: the player runs into the
-    walls (the TakeCover room is about 92 steps wide at full speed) and stands there, the
-    consequence of holding a button that §2.2's short holds rarely show (about 5 % of their
-    steps are near a wall)."""
+class DoomConstantPolicy(DoomRandomPolicy):
+    """One a ~ U(-1, 1) held for the whole episode (its repeat outlasts the 2100-step cap):
+    LEFT, nothing or RIGHT, each a third of the episodes. Held, a button takes the player to a
+    wall in about 64 steps (the TakeCover room is about 92 steps wide at full speed), where it
+    stands and is hit: the real game kills it in about 175 steps. §2.2's holds of 1-10 steps
+    rarely show that (about 5 % of their steps are near a wall), so a dream from them alone can
+    pay a controller that holds one button."""
 
-    name = "doom_holds"
-    min_repeat = 10
-    max_repeat = 100
+    name = "doom_constant"
+    min_repeat = 2100
+    max_repeat = 2100
 
 
 ROAD_ROWS = (28, 36, 44)
@@ -342,21 +344,21 @@ class ThrottleFollowerPolicy(RoadFollowerPolicy):
 
 
 class MixedPolicy:
-    """Half and half: collection episode i (`split_tag(tag)[0]`) is driven by `part_classes[0]`
-    (the paper's random policy) when i is even and by `part_classes[1]` (the noisy
-    `RoadFollowerPolicy`) when i is odd, each with the episode's own stream."""
+    """Collection episode i (`split_tag(tag)[0]`) is driven by `part_classes[i % n]`, each with
+    the episode's own stream: here half and half, the paper's random policy when i is even and
+    the noisy `RoadFollowerPolicy` when i is odd."""
 
     name = "mixed"
     action_dim = CARRACING_ACTION_DIM
-    part_classes: tuple[type, type] = (RandomModelPolicy, RoadFollowerPolicy)
-    """The policies of the even and the odd episodes."""
+    part_classes: tuple[type, ...] = (RandomModelPolicy, RoadFollowerPolicy)
+    """The policy of episode i is `part_classes[i % len(part_classes)]`."""
 
     def __init__(self, master_seed: int, num_slots: int):
         self.parts = tuple(cls(master_seed, num_slots) for cls in self.part_classes)
         self.which = np.zeros(num_slots, np.int64)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
-        self.which[slot] = split_tag(spec.tag)[0] % 2
+        self.which[slot] = split_tag(spec.tag)[0] % len(self.parts)
         self.parts[self.which[slot]].reset(slot, spec)
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -377,16 +379,17 @@ class MixedThrottlePolicy(MixedPolicy):
 
 
 class DoomMixedPolicy(MixedPolicy):
-    """Doom's half and half: even episodes §2.2's `DoomRandomPolicy`, odd ones `DoomHoldPolicy`."""
+    """Doom's mix: episode i is `DoomConstantPolicy`'s when i % 4 == 3, §2.2's
+    `DoomRandomPolicy`'s otherwise (three in four)."""
 
     name = "doom_mixed"
     action_dim = DoomRandomPolicy.action_dim
-    part_classes = (DoomRandomPolicy, DoomHoldPolicy)
+    part_classes = (DoomRandomPolicy, DoomRandomPolicy, DoomRandomPolicy, DoomConstantPolicy)
 
 
 POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "follower": RoadFollowerPolicy, "mixed": MixedPolicy,
             "follower-throttle": ThrottleFollowerPolicy, "mixed-throttle": MixedThrottlePolicy,
-            "doom_random": DoomRandomPolicy, "doom_holds": DoomHoldPolicy,
+            "doom_random": DoomRandomPolicy, "doom_constant": DoomConstantPolicy,
             "doom_mixed": DoomMixedPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""

@@ -23,7 +23,8 @@ def held_action_lengths(key: jax.Array, dream_params: DreamParams, num_episodes:
                         num_steps: int, max_repeat: int = 10, min_repeat: int = 1) -> jax.Array:
     """Lengths (num_episodes,) int32 of dream episodes (at most `num_steps` steps) under the
     held-uniform data policy with repeats U{min_repeat..max_repeat} (§2.2: 1..10;
-    `DoomHoldPolicy`: 10..100): the step on which the dream ends counts, as a real death does."""
+    `DoomConstantPolicy`: one draw for the whole episode): the step on which the dream ends
+    counts, as a real death does."""
     env = DreamEnv()
     A = dream_params.model.action_dim
 

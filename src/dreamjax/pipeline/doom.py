@@ -97,8 +97,8 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
     first world; `held_action_lengths`, at most `es.max_steps` steps) against its real ones
     (the collected episodes), both counting only episodes of more than `min_frames` steps, as
     collection does (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy);
-    `parts` has one row per part of a mixed collection (`doom_mixed`: episode i is part i % 2),
-    e.g. how long the held-button policy lives in the dream and in the game."""
+    `parts` has one row per policy of a mixed collection (`doom_mixed`), e.g. how long a held
+    button (`doom_constant`) lives in the dream and in the game."""
     policy = POLICIES[cfg.collect.policy]
     classes = getattr(policy, "part_classes", (policy,))
     paths = list_episodes(run.path("collect"))
@@ -106,9 +106,9 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
     lengths_fn = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
     key = stage_key(cfg, "calibration")
     parts = []
-    for j, part in enumerate(classes):
-        real = np.array([episode_length(p) for p in paths if episode_index(p) % len(classes) == j],
-                        dtype=np.float64)
+    for j, part in enumerate(dict.fromkeys(classes)):
+        real = np.array([episode_length(p) for p in paths
+                         if classes[episode_index(p) % len(classes)] is part], np.float64)
         lengths = np.asarray(lengths_fn(key if j == 0 else jax.random.fold_in(key, j),
                                         dream_params, CALIBRATION_DREAMS, cfg.es.max_steps,
                                         part.max_repeat, part.min_repeat))
