@@ -146,8 +146,10 @@ def render_markdown(r: dict) -> str:
                   "collection does: a longer dream life is a dream easier than the game."]
         for part in cal.get("parts", [])[1:]:
             lo, hi = part["repeats"]
-            lines += ["", f"The `{part['policy']}` part of the data (actions held {lo}-{hi} "
-                      f"steps) lives {part['dream_mean']:.0f} ± {part['dream_std']:.0f} steps "
+            held = ("one action held for the whole episode" if lo >= hi else
+                    f"actions held {lo}-{hi} steps")
+            lines += ["", f"The `{part['policy']}` part of the data ({held}) lives "
+                      f"{part['dream_mean']:.0f} ± {part['dream_std']:.0f} steps "
                       f"in the dream and {part['real_mean']:.0f} ± {part['real_std']:.0f} in "
                       f"the game (its {part['real_episodes']} episodes)."]
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
