@@ -151,7 +151,7 @@ def render_markdown(r: dict) -> str:
             lines += ["", f"The `{part['policy']}` part of the data ({held}) lives "
                       f"{part['dream_mean']:.0f} ± {part['dream_std']:.0f} steps "
                       f"in the dream and {part['real_mean']:.0f} ± {part['real_std']:.0f} in "
-                      f"the game (its {part['real_episodes']} episodes)."]
+                      f"the game ({part['real_episodes']} of its episodes)."]
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     for s, w in r["stage_wall_s"].items():
         lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")
