@@ -358,7 +358,7 @@ class MixedPolicy:
         self.which = np.zeros(num_slots, np.int64)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
-        self.which[slot] = split_tag(spec.tag)[0] % len(self.parts)
+        self.which[slot] = episode_part(type(self), split_tag(spec.tag)[0])
         self.parts[self.which[slot]].reset(slot, spec)
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -385,6 +385,17 @@ class DoomMixedPolicy(MixedPolicy):
     name = "doom_mixed"
     action_dim = DoomRandomPolicy.action_dim
     part_classes = (DoomRandomPolicy, DoomRandomPolicy, DoomRandomPolicy, DoomConstantPolicy)
+
+
+def part_classes(policy: type) -> tuple[type, ...]:
+    """The policies a collection policy class runs: a `MixedPolicy`'s `part_classes`, else
+    itself alone."""
+    return getattr(policy, "part_classes", (policy,))
+
+
+def episode_part(policy: type, index: int) -> int:
+    """Which of `part_classes(policy)` drives collection episode `index`: index % n."""
+    return int(index) % len(part_classes(policy))
 
 
 POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,

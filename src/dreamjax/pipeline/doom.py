@@ -31,7 +31,7 @@ import numpy as np
 from dreamjax import io
 from dreamjax.config import ExperimentConfig, to_dict
 from dreamjax.data.episodes import episode_index, episode_length, list_episodes
-from dreamjax.data.policies import POLICIES, DoomRandomPolicy
+from dreamjax.data.policies import POLICIES, DoomRandomPolicy, episode_part, part_classes
 from dreamjax.dream.calibration import held_action_lengths
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv, DreamParams
@@ -100,7 +100,7 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
     `parts` has one row per policy of a mixed collection (`doom_mixed`), e.g. how long a held
     button (`doom_constant`) lives in the dream and in the game."""
     policy = POLICIES[cfg.collect.policy]
-    classes = getattr(policy, "part_classes", (policy,))
+    classes = part_classes(policy)
     paths = list_episodes(run.path("collect"))
     dream_params = member(dream_params, 0)
     lengths_fn = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
@@ -108,7 +108,8 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
     parts = []
     for j, part in enumerate(dict.fromkeys(classes)):
         real = np.array([episode_length(p) for p in paths
-                         if classes[episode_index(p) % len(classes)] is part], np.float64)
+                         if classes[episode_part(policy, episode_index(p))] is part],
+                        np.float64)
         lengths = np.asarray(lengths_fn(key if j == 0 else jax.random.fold_in(key, j),
                                         dream_params, CALIBRATION_DREAMS, cfg.es.max_steps,
                                         part.max_repeat, part.min_repeat))
