@@ -128,7 +128,14 @@ def test_smoke_writes_results_and_report(run_dir):
     (part,) = cal["parts"]  # one data policy: §2.2's, the top-level row
     assert part["policy"] == "doom_random" and part["repeats"] == [1, 10]
     assert all(part[k] == cal[k] for k in ("dream_mean", "dream_kept", "real_mean"))
+    held = cal["held"]  # each button held for a whole episode, in the dream and in the game
+    assert [(h["button"], h["action"]) for h in held] == [("LEFT", -1.0), ("nothing", 0.0),
+                                                          ("RIGHT", 1.0)]
+    assert all(h["dream_episodes"] == 256 and h["real_episodes"] == 8 for h in held)
+    assert all(1 <= h[k] <= 50 for h in held for k in ("dream_mean", "real_mean"))
     report = (run_dir / "report.md").read_text()
+    assert "| held | life in the dream | life in the game | dream / game |" in report
+    assert all(f"| {h['button']} | {h['dream_mean']:.0f} ± " in report for h in held)
     assert report.startswith("# dreamjax DoomTakeCover report (smoke profile)")
     for pic in r["pictures"].values():
         assert (run_dir / pic).is_file() and (run_dir / pic).stat().st_size > 0, pic

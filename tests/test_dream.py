@@ -448,3 +448,27 @@ def test_data_policy_lengths_in_the_dream_are_analytic():
     want = (1 - (1 - p) ** T) / p
     assert lengths.min() >= 1 and lengths.max() <= T
     assert abs(lengths.mean() - want) < 4 * lengths.std() / np.sqrt(n)
+
+
+def test_a_held_button_is_that_action_every_step():
+    """`held_action_lengths` with low == high and episode-long repeats (the held-button probes):
+    in a hand-set M whose done logit is 100·tanh(tanh(50·a_0)) (LSTM unit 0's input and output
+    gates open, forget gate shut, its cell input reading a_0; columns i|j|f|o), a held RIGHT
+    (+1) dies on step 1, a held LEFT (-1) or nothing (0) never dies, and §2.2's uniform draws
+    die on the first step whose a_0 > 0."""
+    from dreamjax.dream.calibration import held_action_lengths
+
+    H, D, T = SMALL.hidden, SMALL.z_dim + SMALL.action_dim, 30
+    never = small_params(done_bias=-50.0)
+    kernel = jnp.zeros((D + H, 4 * H)).at[SMALL.z_dim, H].set(50.0)  # a_0 -> j of unit 0
+    bias = jnp.zeros(4 * H).at[0].set(50.0).at[2 * H].set(-50.0).at[3 * H].set(50.0)
+    out_w = jnp.zeros((H, never.mdn_params["params"]["output_w"].shape[1])).at[0, 0].set(100.0)
+    out_b = jnp.zeros_like(never.mdn_params["params"]["output_b"])
+    prm = {"lstm_kernel": kernel, "lstm_bias": bias, "output_w": out_w, "output_b": out_b}
+    dp = never.replace(mdn_params={"params": prm})
+    run = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
+    for a, want in ((1.0, 1), (-1.0, T), (0.0, T)):
+        np.testing.assert_array_equal(run(jax.random.key(0), dp, 16, T, T, T, a, a), want)
+    uniform = np.asarray(run(jax.random.key(0), dp, 400, T, 1, 1))  # a new draw every step
+    assert uniform.min() == 1 and uniform.max() <= T
+    assert abs(uniform.mean() - 2.0) < 0.3  # geometric with p = 1/2

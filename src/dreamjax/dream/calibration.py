@@ -6,7 +6,9 @@ The data policy is the one policy whose real survival is known for free: its col
 episodes (for a mixed collection, each part's own). `held_action_lengths` rolls Doom's data
 policy (PAPER.md §2.2: a ~ U(-1, 1) redrawn at step t when t % repeat == 0, repeat ~ U{1..10}
 redrawn with it) through the dream, so its dream lengths can be set beside the lengths of the
-real episodes (`dreamjax.pipeline.doom`'s `survival_calibration`, in the report).
+real episodes (`dreamjax.pipeline.doom`'s `survival_calibration`, in the report). With
+`low == high` and repeats as long as the episode it holds one fixed action throughout: the
+held-button probes, whose real lives the calibration measures on a few training-seed episodes.
 
 Pure and unjitted; jit the caller.
 """
@@ -20,11 +22,12 @@ from dreamjax.dream.env import DreamEnv, DreamParams
 
 
 def held_action_lengths(key: jax.Array, dream_params: DreamParams, num_episodes: int,
-                        num_steps: int, max_repeat: int = 10, min_repeat: int = 1) -> jax.Array:
+                        num_steps: int, max_repeat: int = 10, min_repeat: int = 1,
+                        low: float = -1.0, high: float = 1.0) -> jax.Array:
     """Lengths (num_episodes,) int32 of dream episodes (at most `num_steps` steps) under the
-    held-uniform data policy with repeats U{min_repeat..max_repeat} (§2.2: 1..10;
-    `DoomConstantPolicy`: one draw for the whole episode): the step on which the dream ends
-    counts, as a real death does."""
+    held-uniform data policy, a ~ U(low, high) with repeats U{min_repeat..max_repeat} (§2.2:
+    U(-1, 1), 1..10; `DoomConstantPolicy`: one draw for the whole episode; low = high: that
+    action throughout): the step on which the dream ends counts, as a real death does."""
     env = DreamEnv()
     A = dream_params.model.action_dim
 
@@ -36,7 +39,7 @@ def held_action_lengths(key: jax.Array, dream_params: DreamParams, num_episodes:
             state, a, repeat, t, alive, length = carry
             k_a, k_r, k_s = jax.random.split(k_t, 3)
             new = t % repeat == 0
-            a = jnp.where(new, jax.random.uniform(k_a, (A,), minval=-1.0, maxval=1.0), a)
+            a = jnp.where(new, jax.random.uniform(k_a, (A,), minval=low, maxval=high), a)
             repeat = jnp.where(new, jax.random.randint(k_r, (), min_repeat, max_repeat + 1),
                                repeat)
             _, state, _, terminated, _ = env.step_env(k_s, state, a, dream_params)

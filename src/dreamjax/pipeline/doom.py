@@ -88,7 +88,50 @@ def _doom_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
 
 
 CALIBRATION_DREAMS = 256
-"""Dreams of the data policy in the survival calibration."""
+"""Dreams of the data policy (and of each held button) in the survival calibration."""
+HELD_BUTTONS: dict[str, float] = {"LEFT": -1.0, "nothing": 0.0, "RIGHT": 1.0}
+"""The held-button probes: C's raw output held for a whole episode (PAPER.md §2.1's mapping)."""
+PROBE_EPISODES = 8
+"""Real episodes per held button."""
+PROBE_SEED_START = 2_000_000
+"""Env seeds of the probes' real episodes (training side: never the evaluation seeds)."""
+
+
+class HeldButton:
+    """A pool policy holding one raw action on every slot: a held-button probe."""
+
+    def __init__(self, action: float):
+        self.action = np.float32(action)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        """Nothing to draw: the action is fixed."""
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """frames (S, 64, 64, 3) -> (S, 1) float32, the held action."""
+        return np.full((len(frames), doom.ACTION_DIM), self.action, np.float32)
+
+
+def held_button_probes(cfg: ExperimentConfig, dream_params: DreamParams,
+                       key: jax.Array) -> list[dict]:
+    """Each of `HELD_BUTTONS` held for a whole episode (at most `es.max_steps` steps): its life
+    in `CALIBRATION_DREAMS` dreams and in `PROBE_EPISODES` real episodes (seeds
+    `PROBE_SEED_START`..), every episode counted. In the game a held button reaches a wall in
+    about 64 steps and is hit there; §2.2's data rarely show that, and a dream that lets a held
+    button live far longer than the game pays a controller that holds it."""
+    steps = cfg.es.max_steps
+    lengths_fn = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
+    specs = [EpisodeSpec(seed=PROBE_SEED_START + i, tag=0) for i in range(PROBE_EPISODES)]
+    rows = []
+    with real_pool(cfg, steps, DOOM) as pool:
+        for name, a in HELD_BUTTONS.items():
+            dream = np.asarray(lengths_fn(key, dream_params, CALIBRATION_DREAMS, steps, steps,
+                                          steps, a, a), np.float64)
+            real = np.array([r.length for r in pool.run(specs, HeldButton(a))], np.float64)
+            rows.append({"button": name, "action": a, "dream_episodes": int(dream.size),
+                         "dream_mean": float(dream.mean()), "dream_std": float(dream.std()),
+                         "real_episodes": int(real.size), "real_mean": float(real.mean()),
+                         "real_std": float(real.std())})
+    return rows
 
 
 def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
@@ -98,7 +141,8 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
     (the collected episodes), both counting only episodes of more than `min_frames` steps, as
     collection does (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy);
     `parts` has one row per policy of a mixed collection (`doom_mixed`), e.g. how long a held
-    button (`doom_constant`) lives in the dream and in the game."""
+    button (`doom_constant`) lives in the dream and in the game; `held`: the held-button probes
+    (`held_button_probes`), which need a few real episodes of their own."""
     policy = POLICIES[cfg.collect.policy]
     classes = part_classes(policy)
     paths = list_episodes(run.path("collect"))
@@ -122,8 +166,9 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
                       "real_mean": float(real.mean()) if real.size else 0.0,
                       "real_std": float(real.std()) if real.size else 0.0})
     first = {k: v for k, v in parts[0].items() if k not in ("policy", "repeats")}
+    held = held_button_probes(cfg, dream_params, jax.random.fold_in(key, len(parts)))
     return {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
-            **first, "parts": parts}
+            **first, "parts": parts, "held": held}
 
 
 DOOM = GameSpec(

@@ -152,6 +152,23 @@ def render_markdown(r: dict) -> str:
                       f"{part['dream_mean']:.0f} ± {part['dream_std']:.0f} steps "
                       f"in the dream and {part['real_mean']:.0f} ± {part['real_std']:.0f} in "
                       f"the game ({part['real_episodes']} of its episodes)."]
+        held = cal.get("held", [])
+        if held:
+            lines += ["", "One button held for the whole episode (a controller that holds it "
+                      "reaches a wall in the game and is hit there):", "",
+                      "| held | life in the dream | life in the game | dream / game |",
+                      "|---|---|---|---|"]
+            for row in held:
+                ratio = row["dream_mean"] / max(row["real_mean"], 1.0)
+                lines.append(f"| {row['button']} | {row['dream_mean']:.0f} ± "
+                             f"{row['dream_std']:.0f} ({row['dream_episodes']} dreams) | "
+                             f"{row['real_mean']:.0f} ± {row['real_std']:.0f} "
+                             f"({row['real_episodes']} episodes) | {ratio:.1f} |")
+            worst = max(held, key=lambda r: r["dream_mean"] / max(r["real_mean"], 1.0))
+            if worst["dream_mean"] > 2 * worst["real_mean"]:
+                lines += ["", f"The dream lets a held {worst['button']} live "
+                          f"{worst['dream_mean'] / max(worst['real_mean'], 1.0):.1f}× as long "
+                          "as the game does: a controller that holds it is overrated here."]
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     for s, w in r["stage_wall_s"].items():
         lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")
