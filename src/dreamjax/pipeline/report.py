@@ -154,8 +154,9 @@ def render_markdown(r: dict) -> str:
                       f"the game ({part['real_episodes']} of its episodes)."]
         held = cal.get("held", [])
         if held:
-            lines += ["", "One button held for the whole episode (a controller that holds it "
-                      "reaches a wall in the game and is hit there):", "",
+            lines += ["", "One action held for the whole episode (in the game a held LEFT or "
+                      "RIGHT reaches a wall in about 64 steps and is hit there; nothing held "
+                      "stands in the middle and is hit there):", "",
                       "| held | life in the dream | life in the game | dream / game |",
                       "|---|---|---|---|"]
             for row in held:
