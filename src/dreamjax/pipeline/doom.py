@@ -95,6 +95,8 @@ PROBE_EPISODES = 8
 """Real episodes per held button."""
 PROBE_SEED_START = 2_000_000
 """Env seeds of the probes' real episodes (training side: never the evaluation seeds)."""
+_dream_lengths = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
+"""`held_action_lengths`, jitted once for the data-policy rows and the probes."""
 
 
 class HeldButton:
@@ -119,12 +121,11 @@ def held_button_probes(cfg: ExperimentConfig, dream_params: DreamParams,
     about 64 steps and is hit there; §2.2's data rarely show that, and a dream that lets a held
     button live far longer than the game pays a controller that holds it."""
     steps = cfg.es.max_steps
-    lengths_fn = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
     specs = [EpisodeSpec(seed=PROBE_SEED_START + i, tag=0) for i in range(PROBE_EPISODES)]
     rows = []
     with real_pool(cfg, steps, DOOM) as pool:
         for name, a in HELD_BUTTONS.items():
-            dream = np.asarray(lengths_fn(key, dream_params, CALIBRATION_DREAMS, steps, steps,
+            dream = np.asarray(_dream_lengths(key, dream_params, CALIBRATION_DREAMS, steps, steps,
                                           steps, a, a), np.float64)
             real = np.array([r.length for r in pool.run(specs, HeldButton(a))], np.float64)
             rows.append({"button": name, "action": a, "dream_episodes": int(dream.size),
@@ -147,14 +148,13 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
     classes = part_classes(policy)
     paths = list_episodes(run.path("collect"))
     dream_params = member(dream_params, 0)
-    lengths_fn = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
     key = stage_key(cfg, "calibration")
     parts = []
     for j, part in enumerate(dict.fromkeys(classes)):
         real = np.array([episode_length(p) for p in paths
                          if classes[episode_part(policy, episode_index(p))] is part],
                         np.float64)
-        lengths = np.asarray(lengths_fn(key if j == 0 else jax.random.fold_in(key, j),
+        lengths = np.asarray(_dream_lengths(key if j == 0 else jax.random.fold_in(key, j),
                                         dream_params, CALIBRATION_DREAMS, cfg.es.max_steps,
                                         part.max_repeat, part.min_repeat))
         kept = lengths[lengths > MIN_FRAMES]

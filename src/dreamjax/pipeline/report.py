@@ -159,17 +159,16 @@ def render_markdown(r: dict) -> str:
                       "stands in the middle and is hit there):", "",
                       "| held | life in the dream | life in the game | dream / game |",
                       "|---|---|---|---|"]
-            for row in held:
-                ratio = row["dream_mean"] / max(row["real_mean"], 1.0)
+            ratios = [row["dream_mean"] / max(row["real_mean"], 1.0) for row in held]
+            for row, ratio in zip(held, ratios, strict=True):
                 lines.append(f"| {row['button']} | {row['dream_mean']:.0f} ± "
                              f"{row['dream_std']:.0f} ({row['dream_episodes']} dreams) | "
                              f"{row['real_mean']:.0f} ± {row['real_std']:.0f} "
                              f"({row['real_episodes']} episodes) | {ratio:.1f} |")
-            worst = max(held, key=lambda r: r["dream_mean"] / max(r["real_mean"], 1.0))
+            ratio, worst = max(zip(ratios, held, strict=True), key=lambda p: p[0])
             if worst["dream_mean"] > 2 * worst["real_mean"]:
-                lines += ["", f"The dream lets a held {worst['button']} live "
-                          f"{worst['dream_mean'] / max(worst['real_mean'], 1.0):.1f}× as long "
-                          "as the game does: a controller that holds it is overrated here."]
+                lines += ["", f"The dream lets a held {worst['button']} live {ratio:.1f}× as "
+                          "long as the game does: a controller that holds it is overrated here."]
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     for s, w in r["stage_wall_s"].items():
         lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")
