@@ -20,7 +20,14 @@ from dreamjax.config import profile_config
 from dreamjax.data.episodes import list_episodes, load_episode
 from dreamjax.dream.ensemble import dream_rollouts, ensemble_fitness, ensemble_size, member
 from dreamjax.dream.env import DreamEnv, make_dream_params
-from dreamjax.dream.fidelity import episode_fidelity, open_loop, teacher_forced
+from dreamjax.dream.fidelity import (
+    auc,
+    death_anticipation,
+    done_logits,
+    episode_fidelity,
+    open_loop,
+    teacher_forced,
+)
 from dreamjax.dream.rollout import population_rollouts
 from dreamjax.errors import ConfigError
 from dreamjax.models.controller import controller_for, init_controller, obs_dim
@@ -168,6 +175,52 @@ def test_fidelity_teacher_forced_and_open_loop_follow_m_step():
     assert max(f["open_loop_drift"].values()) < 1e-8
     assert f["one_step_z_error"] < 1e-8  # teacher forcing on M's own path: the same means
     assert f["real_return"] == pytest.approx(T) and f["steps"] == T
+
+
+def test_auc_counts_ordered_pairs_and_ties():
+    """AUC = P(positive scores above negative), ties 1/2: 1 when separated, 0 when reversed,
+    1/2 for a constant score, and (1 + 1/2 + 1 + 1) / 4 for scores 1, 2, 2, 3 with positives
+    at 2 and 3."""
+    y = np.array([False, False, True, True])
+    assert auc(np.array([0.0, 1.0, 2.0, 3.0]), y) == 1.0
+    assert auc(np.array([3.0, 2.0, 1.0, 0.0]), y) == 0.0
+    assert auc(np.zeros(4), y) == 0.5
+    assert auc(np.array([1.0, 2.0, 2.0, 3.0]), np.array([False, True, False, True])) == 0.875
+    with pytest.raises(ValueError, match="both classes"):
+        auc(np.zeros(3), np.zeros(3, bool))
+
+
+def test_death_anticipation_of_an_m_that_reads_the_action():
+    """A hand-set M whose done logit is 100·tanh(tanh(50·a_0)) (LSTM unit 0: input and output
+    gates open, forget gate shut, its cell input reading a_0): on episodes whose last 4 actions
+    are +1 and the rest -1, `done_logits` equals a loop of m_step, "ends within 4 steps" is
+    separated exactly (AUC 1), "ends on this step" ties each last step with the 3 before it
+    (AUC (57 - 9/2) / 57 over 3 + 57 steps), and the step index cannot separate episodes of
+    different lengths."""
+    H, D = SMALL.hidden, SMALL.z_dim + SMALL.action_dim
+    base = init_mdnrnn(jax.random.key(0), SMALL)["params"]
+    prm = {"lstm_kernel": jnp.zeros((D + H, 4 * H)).at[SMALL.z_dim, H].set(50.0),
+           "lstm_bias": jnp.zeros(4 * H).at[0].set(50.0).at[2 * H].set(-50.0).at[3 * H].set(50.0),
+           "output_w": jnp.zeros_like(base["output_w"]).at[0, 0].set(100.0),
+           "output_b": jnp.zeros_like(base["output_b"])}
+    params = {"params": prm}
+    rng = np.random.default_rng(0)
+    episodes = []
+    for T in (15, 20, 25):
+        acts = np.zeros((T, 3), np.float32)
+        acts[:, 0] = np.where(np.arange(T) >= T - 4, 1.0, -1.0)
+        episodes.append((rng.normal(size=(T, 4)).astype(np.float32), acts))
+    mu, acts = episodes[0]
+    logit, lstm = np.asarray(done_logits(SMALL, params, mu, acts)), SMALL.initial_state(())
+    for t in range(len(mu)):
+        lstm, out = m_step(SMALL, params, lstm, mu[t], acts[t], jnp.float32(t == 0))
+        np.testing.assert_allclose(logit[t], out.done_logit, rtol=1e-6)
+    assert np.all((logit > 50) == (acts[:, 0] > 0)) and np.all(logit[acts[:, 0] < 0] < -50)
+    a = death_anticipation(SMALL, params, episodes, within=4)
+    assert (a["episodes"], a["steps"], a["within"]) == (3, 60, 4)
+    assert a["auc_within"] == 1.0
+    assert a["auc_last"] == pytest.approx((57 - 9 * 0.5) / 57)
+    assert a["auc_within_clock"] < 1.0 and a["auc_last_clock"] < 1.0
 
 
 def test_iterative_config_is_checked():

@@ -7,6 +7,10 @@ rewards (T,)):
   a_t) and z_{t+1}: predicted vs true return, the per-step reward error, whether its reward
   head's P(r > 0) > 1/2 calls the "new tile" steps right (recall, precision), and the
   one-step z error (relative, as below).
+- `death_anticipation` (a done head's M, e.g. Doom's): M's done logit read teacher-forced over
+  episodes that end in death, as a score for "the episode ends on this step" and "within k
+  steps" (the AUC), beside the step index alone (a clock); an M that sees the killing hit but
+  not its coming scores high on the first and near the clock on the second.
 - `open_loop`: from the real mu_0, M is fed its own predictions (the mixture mean
   E[z_{t+1}] = Σ_k π_k μ_k) and the real actions, as a dream with τ -> 0 would be; the squared
   distance of its z from V's mu after k steps (relative to the per-dimension variance of the
@@ -70,6 +74,57 @@ def open_loop(model: MDNRNN, params: Any, z0: jax.Array, actions: jax.Array
 
     _, (zs, r) = jax.lax.scan(body, (model.initial_state(()), z0), (actions, restart))
     return zs, r
+
+
+@partial(jax.jit, static_argnums=0)
+def done_logits(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array) -> jax.Array:
+    """M's done logits (T,) teacher-forced on mu (T, Z), actions (T, A) from the zero state
+    (restart = 1 at t = 0); entry t, after reading (mu_t, a_t), is "the episode ends after this
+    step" (PAPER.md §2.4). Needs M's done head."""
+    restart = jnp.zeros((mu.shape[0],), jnp.float32).at[0].set(1.0)
+
+    def body(lstm, xs):
+        lstm, out = m_step(model, params, lstm, *xs)
+        return lstm, out.done_logit
+
+    return jax.lax.scan(body, model.initial_state(()), (mu, actions, restart))[1]
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """P(a random positive scores above a random negative), ties counting 1/2: the
+    Mann-Whitney U over n1 · n0, from average ranks."""
+    score = np.asarray(score, np.float64).ravel()
+    positive = np.asarray(positive, bool).ravel()
+    n1 = int(positive.sum())
+    n0 = positive.size - n1
+    if score.shape != positive.shape or n1 == 0 or n0 == 0:
+        raise ValueError(f"auc: needs one score per label and both classes; got {score.size} "
+                         f"scores, {n1} positives, {n0} negatives")
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def death_anticipation(model: MDNRNN, params: Any,
+                       episodes: list[tuple[np.ndarray, np.ndarray]], within: int = 10) -> dict:
+    """AUCs of M's teacher-forced done logit (`done_logits`) over `episodes`, each (mu (T, Z),
+    actions (T, A)) ended by death on its last step: `last` for "the episode ends on this
+    step", `within` for "it ends within `within` steps"; `*_clock`: the same for the step
+    index alone, the score of an M that knows only how long episodes last."""
+    if within < 1:
+        raise ValueError(f"death_anticipation: within must be >= 1, got {within}")
+    logit, clock, last, near = [], [], [], []
+    for mu, actions in episodes:
+        t = np.arange(len(mu))
+        logit.append(np.asarray(done_logits(model, params, jnp.asarray(mu, jnp.float32),
+                                            jnp.asarray(actions, jnp.float32))))
+        clock.append(t)
+        last.append(t == len(mu) - 1)
+        near.append(t >= len(mu) - within)
+    logit, clock, last, near = (np.concatenate(x) for x in (logit, clock, last, near))
+    return {"episodes": len(episodes), "steps": int(logit.size), "within": within,
+            "auc_last": auc(logit, last), "auc_last_clock": auc(clock, last),
+            "auc_within": auc(logit, near), "auc_within_clock": auc(clock, near)}
 
 
 def episode_fidelity(model: MDNRNN, params: Any, mu: np.ndarray, actions: np.ndarray,

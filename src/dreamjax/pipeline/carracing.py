@@ -89,9 +89,10 @@ class GameSpec:
     """Frames per second of the report's dream-vs-real video (the env's own rate)."""
     rates: Mapping[str, float] = field(default_factory=lambda: dict(_RATE))
     """Stage throughputs on a 2-core CPU for the printed time estimate (`_RATE`'s keys)."""
-    calibrate: Callable[[ExperimentConfig, RunFolder, DreamParams], dict] | None = None
-    """(cfg, run, the dream of the final world model) -> how the dream's episode ends compare
-    with the real game's (the report's `calibration`); None: not measured."""
+    calibrate: Callable[..., dict] | None = None
+    """(cfg, run, the dream of the final world model, world_model=that world model) -> how the
+    dream's episode ends compare with the real game's (the report's `calibration`); None: not
+    measured."""
 
 
 def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
@@ -360,6 +361,6 @@ def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
     )
     res = write_report(cfg, run.root, pics, game=game.name, paper_score=game.paper_score,
                        paper_method=game.paper_method,
-                       calibration=(game.calibrate(cfg, run, dream_params) if game.calibrate
-                                    else None))
+                       calibration=(game.calibrate(cfg, run, dream_params, world_model=wm)
+                                    if game.calibrate else None))
     return {"score": res["score"]}

@@ -29,12 +29,14 @@ import jax
 import numpy as np
 
 from dreamjax import io
+from dreamjax.agent import WorldModel, encode_all
 from dreamjax.config import ExperimentConfig, to_dict
 from dreamjax.data.episodes import episode_index, episode_length, list_episodes
 from dreamjax.data.policies import POLICIES, DoomRandomPolicy, episode_part, part_classes
 from dreamjax.dream.calibration import held_action_lengths
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv, DreamParams
+from dreamjax.dream.fidelity import death_anticipation
 from dreamjax.envs import doom
 from dreamjax.envs.protocol import EpisodeSpec
 from dreamjax.es.dream import make_mean_eval_fn
@@ -95,6 +97,12 @@ PROBE_EPISODES = 8
 """Real episodes per held button."""
 PROBE_SEED_START = 2_000_000
 """Env seeds of the probes' real episodes (training side: never the evaluation seeds)."""
+ANTICIPATION_EPISODES = 16
+"""Real episodes of the §2.2 policy that M's done head is read on (`death_anticipation_check`)."""
+ANTICIPATION_SEED_START = 2_100_000
+"""Their env seeds (training side: never the evaluation seeds)."""
+ANTICIPATION_WITHIN = 10
+"""Steps ahead at which M's done head is asked to see death coming."""
 _dream_lengths = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
 """`held_action_lengths`, jitted once for the data-policy rows and the probes."""
 
@@ -135,15 +143,39 @@ def held_button_probes(cfg: ExperimentConfig, dream_params: DreamParams,
     return rows
 
 
-def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
-                         dream_params: DreamParams) -> dict:
+def death_anticipation_check(cfg: ExperimentConfig, world_model: WorldModel) -> dict:
+    """Does M see death coming? `ANTICIPATION_EPISODES` real episodes of §2.2's policy (seeds
+    `ANTICIPATION_SEED_START`..), encoded by V and read teacher-forced by the agent's M:
+    `dreamjax.dream.fidelity.death_anticipation` over those that end in death. A dream whose M
+    only sees the killing hit kills at a rate dodging cannot lower."""
+    specs = [EpisodeSpec(seed=ANTICIPATION_SEED_START + i, tag=i)
+             for i in range(ANTICIPATION_EPISODES)]
+    with real_pool(cfg, doom.MAX_EPISODE_STEPS, DOOM) as pool:  # whole episodes, any profile
+        res = pool.run(specs, DoomRandomPolicy(ANTICIPATION_SEED_START, pool.num_slots),
+                       steps=True)
+    died = [r for r in res if r.terminated is not None and r.terminated[-1]]
+    if not died:
+        return {"episodes": 0, "within": ANTICIPATION_WITHIN}
+    mu, _ = encode_all(world_model.vae, world_model.vae_params,
+                       np.concatenate([r.obs for r in died]))
+    cuts = np.cumsum([r.length for r in died])[:-1]
+    return death_anticipation(world_model.mdn, world_model.mdn_params,
+                              [(m, r.actions) for m, r in zip(np.split(mu, cuts), died,
+                                                               strict=True)],
+                              ANTICIPATION_WITHIN)
+
+
+def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: DreamParams,
+                         world_model: WorldModel | None = None) -> dict:
     """The data policy's episode lengths in `dream_params` (the run's dream; an ensemble's
     first world; `held_action_lengths`, at most `es.max_steps` steps) against its real ones
     (the collected episodes), both counting only episodes of more than `min_frames` steps, as
     collection does (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy);
     `parts` has one row per policy of a mixed collection (`doom_mixed`), e.g. how long a held
     button (`doom_constant`) lives in the dream and in the game; `held`: the held-button probes
-    (`held_button_probes`), which need a few real episodes of their own."""
+    (`held_button_probes`), which need a few real episodes of their own; with `world_model`
+    (the report's), `anticipation`: whether its M sees death coming (`death_anticipation_check`,
+    which does not depend on τ)."""
     policy = POLICIES[cfg.collect.policy]
     classes = part_classes(policy)
     paths = list_episodes(run.path("collect"))
@@ -167,8 +199,11 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder,
                       "real_std": float(real.std()) if real.size else 0.0})
     first = {k: v for k, v in parts[0].items() if k not in ("policy", "repeats")}
     held = held_button_probes(cfg, dream_params, jax.random.fold_in(key, len(parts)))
-    return {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
-            **first, "parts": parts, "held": held}
+    out = {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
+           **first, "parts": parts, "held": held}
+    if world_model is not None:
+        out["anticipation"] = death_anticipation_check(cfg, world_model)
+    return out
 
 
 DOOM = GameSpec(

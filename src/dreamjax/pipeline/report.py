@@ -169,6 +169,17 @@ def render_markdown(r: dict) -> str:
             if worst["dream_mean"] > 2 * worst["real_mean"]:
                 lines += ["", f"The dream lets a held {worst['button']} live {ratio:.1f}× as "
                           "long as the game does: a controller that holds it is overrated here."]
+        ant = cal.get("anticipation", {})
+        if ant.get("episodes"):
+            lines += ["", f"Does M see death coming? Read teacher-forced on {ant['episodes']} "
+                      "real episodes of the data policy that end in death, its done logit "
+                      "scores an AUC of "
+                      f"{ant['auc_last']:.2f} for \"the episode ends on this step\" and "
+                      f"{ant['auc_within']:.2f} for \"it ends within {ant['within']} steps\"; "
+                      f"the step index alone (a clock) scores {ant['auc_last_clock']:.2f} and "
+                      f"{ant['auc_within_clock']:.2f}. An M near the clock on the second sees "
+                      "the hit that kills but not its coming, and its dream kills at a rate "
+                      "that dodging cannot lower."]
     lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     for s, w in r["stage_wall_s"].items():
         lines.append(f"| {s} | {'' if w is None else f'{w:.0f}'} |")
