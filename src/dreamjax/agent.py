@@ -13,8 +13,8 @@ written once:
 calls it too, so the dream and the real-env agent cannot drift apart. `WorldModelPolicy` is the
 `BatchPolicy` (dreamjax.envs.pool) that runs `agent_step` for every slot of the real-env pool at
 once: for CMA-ES in the real env, for evaluation, and, with one controller and optional action
-noise, for controller-driven collection. `encode_frames` (`encode_all`: in fixed batches) and
-`render` are V's encoder and decoder on uint8 frames.
+noise, for controller-driven collection. `encode_frames` and `render` are V's encoder and
+decoder on uint8 frames.
 
 V is any Linen module with `encode(x) -> (mu, logvar)` for x (B, 64, 64, 3) in [0, 1] and
 `decode(z) -> x` (e.g. `dreamjax.models.vae.ConvVAE`); this module does not import it.
@@ -366,19 +366,6 @@ class WorldModelPolicy:
 @partial(jax.jit, static_argnums=0)
 def _decode(vae: Any, vae_params: Any, z: jax.Array) -> jax.Array:
     return vae.apply(vae_params, z, method="decode")
-
-
-def encode_all(vae: Any, vae_params: Any, frames: np.ndarray, batch: int = 256
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """V's posterior of many uint8 frames (N, 64, 64, 3) -> mu, logvar (N, Z), in batches of
-    `batch` (the last one zero-padded, so `encode_frames` compiles once)."""
-    n = len(frames)
-    pad = np.zeros((-n % batch, *FRAME_SHAPE), np.uint8)
-    padded = np.concatenate([np.asarray(frames, np.uint8), pad])
-    parts = [encode_frames(vae, vae_params, jnp.asarray(padded[i:i + batch]))
-             for i in range(0, len(padded), batch)]
-    mu, logvar = (np.concatenate([np.asarray(p[j]) for p in parts])[:n] for j in (0, 1))
-    return mu, logvar
 
 
 def render(vae: Any, vae_params: Any, z_seq: jax.Array, batch: int = 256) -> np.ndarray:

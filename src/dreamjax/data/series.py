@@ -1,7 +1,8 @@
 """Latent series: every episode's frames encoded by V to per-frame (mu, logvar), and the dream's
 bank of initial latents (PAPER.md §1.4). The file format is in `dreamjax.data.episodes`.
 
-NumPy only at import time (no model code): `encode_series` takes the encoder as a function.
+NumPy only at import time (no model code): `encode_series` and `encode_padded` take the encoder
+as a function.
 """
 
 from __future__ import annotations
@@ -28,16 +29,34 @@ from dreamjax.errors import ConfigError
 SERIES_MANIFEST = "series.json"
 
 
+def encode_padded(encode_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                  frames: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames (N, 64, 64, 3) -> mu, logvar (N, Z) through `encode_fn`, always called
+    with `batch_size` frames (the last batch zero-padded, so a jitted encoder compiles once)."""
+    mus, lvs = [], []
+    for s in range(0, len(frames), batch_size):
+        chunk = frames[s:s + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            chunk = np.concatenate([chunk, np.zeros((batch_size - n, *FRAME_SHAPE), np.uint8)])
+        mu, lv = (np.asarray(x) for x in encode_fn(chunk))
+        if mu.ndim != 2 or mu.shape[0] != batch_size or lv.shape != mu.shape:
+            raise ValueError(f"encode_fn returned mu {mu.shape} logvar {lv.shape} for "
+                             f"{batch_size} frames; expected ({batch_size}, Z) each")
+        mus.append(mu[:n])
+        lvs.append(lv[:n])
+    return np.concatenate(mus), np.concatenate(lvs)
+
+
 def encode_series(encode_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                   episodes_dir: str | os.PathLike, series_dir: str | os.PathLike, *,
                   batch_size: int, vae_id: str, progress: bool = True) -> dict:
     """Encode every episode's frames to per-frame (mu, logvar) series files; resumable.
 
     `encode_fn(frames (N, 64, 64, 3) uint8) -> (mu (N, Z), logvar (N, Z))`, always called with
-    N = batch_size (the last batch of an episode is zero-padded, so a jitted encoder compiles
-    once). Existing series files are skipped; `series.json` records `vae_id`, and a folder made
-    with a different `vae_id` is refused. Returns {"episodes", "encoded", "skipped", "frames",
-    "seconds"}.
+    N = batch_size (`encode_padded`). Existing series files are skipped; `series.json` records
+    `vae_id`, and a folder made with a different `vae_id` is refused. Returns {"episodes",
+    "encoded", "skipped", "frames", "seconds"}.
     """
     if batch_size < 1:
         raise ConfigError(f"--encode.batch_size must be >= 1, got {batch_size}")
@@ -61,22 +80,8 @@ def encode_series(encode_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray
     todo = [f for f in files if not (out / f.name).exists()]
     for f in tqdm(todo, desc="encode", unit="ep", disable=not progress, dynamic_ncols=True):
         ep = load_episode(f)
-        fr = ep["frames"]  # (T, 64, 64, 3)
-        T = len(fr)
-        mus, lvs = [], []
-        for s in range(0, T, batch_size):
-            chunk = fr[s:s + batch_size]
-            n = len(chunk)
-            if n < batch_size:
-                chunk = np.concatenate([chunk, np.zeros((batch_size - n, *FRAME_SHAPE),
-                                                        np.uint8)])
-            mu, lv = (np.asarray(x) for x in encode_fn(chunk))
-            if mu.ndim != 2 or mu.shape[0] != batch_size or lv.shape != mu.shape:
-                raise ValueError(f"encode_fn returned mu {mu.shape} logvar {lv.shape} for "
-                                 f"{batch_size} frames; expected ({batch_size}, Z) each")
-            mus.append(mu[:n])
-            lvs.append(lv[:n])
-        mu, lv = np.concatenate(mus), np.concatenate(lvs)  # (T, Z) each
+        T = len(ep["frames"])
+        mu, lv = encode_padded(encode_fn, ep["frames"], batch_size)  # (T, Z) each
         io.save_npz(out / f.name, mu=mu.astype(np.float16), logvar=lv.astype(np.float16),
                     **{k: ep[k] for k in STEP_KEYS}, seed=np.asarray(ep["seed"], np.int64),
                     vae_id=np.asarray(vae_id))

@@ -41,21 +41,26 @@ def _mixture_mean(out: Any) -> jax.Array:
     return jnp.sum(jnp.exp(out.logpi) * out.mu, axis=-1)
 
 
+def _read(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array) -> Any:
+    """M read teacher-forced along mu (T, Z), actions (T, A) from the zero state (restart = 1
+    at t = 0): its `MDNOutput`s stacked over T; entry t is its prediction after reading
+    (mu_t, a_t). Traced inside the jitted readers below, which keep only what they return."""
+    restart = jnp.zeros((mu.shape[0],), jnp.float32).at[0].set(1.0)
+
+    def body(lstm, xs):
+        return m_step(model, params, lstm, *xs)
+
+    return jax.lax.scan(body, model.initial_state(()), (mu, actions, restart))[1]
+
+
 @partial(jax.jit, static_argnums=0)
 def teacher_forced(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """M on the real sequence: mu (T, Z), actions (T, A) -> (predicted reward (T,), logit of
     P(r > 0) (T,), predicted z mean (T, Z)); entry t is M's prediction after reading
     (mu_t, a_t). Needs M's reward head."""
-    restart = jnp.zeros((mu.shape[0],), jnp.float32).at[0].set(1.0)
-
-    def body(lstm, xs):
-        z, a, rs = xs
-        lstm, out = m_step(model, params, lstm, z, a, rs)
-        return lstm, (out.reward, out.reward_parts[..., 0], _mixture_mean(out))
-
-    _, (r, logit, z) = jax.lax.scan(body, model.initial_state(()), (mu, actions, restart))
-    return r, logit, z
+    out = _read(model, params, mu, actions)
+    return out.reward, out.reward_parts[..., 0], _mixture_mean(out)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -78,16 +83,9 @@ def open_loop(model: MDNRNN, params: Any, z0: jax.Array, actions: jax.Array
 
 @partial(jax.jit, static_argnums=0)
 def done_logits(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array) -> jax.Array:
-    """M's done logits (T,) teacher-forced on mu (T, Z), actions (T, A) from the zero state
-    (restart = 1 at t = 0); entry t, after reading (mu_t, a_t), is "the episode ends after this
-    step" (PAPER.md §2.4). Needs M's done head."""
-    restart = jnp.zeros((mu.shape[0],), jnp.float32).at[0].set(1.0)
-
-    def body(lstm, xs):
-        lstm, out = m_step(model, params, lstm, *xs)
-        return lstm, out.done_logit
-
-    return jax.lax.scan(body, model.initial_state(()), (mu, actions, restart))[1]
+    """M's done logits (T,) teacher-forced on mu (T, Z), actions (T, A) (`_read`); entry t is
+    "the episode ends after this step" (PAPER.md §2.4). Needs M's done head."""
+    return _read(model, params, mu, actions).done_logit
 
 
 def auc(score: np.ndarray, positive: np.ndarray) -> float:

@@ -89,9 +89,9 @@ class GameSpec:
     """Frames per second of the report's dream-vs-real video (the env's own rate)."""
     rates: Mapping[str, float] = field(default_factory=lambda: dict(_RATE))
     """Stage throughputs on a 2-core CPU for the printed time estimate (`_RATE`'s keys)."""
-    calibrate: Callable[..., dict] | None = None
-    """(cfg, run, the dream of the final world model, world_model=that world model) -> how the
-    dream's episode ends compare with the real game's (the report's `calibration`); None: not
+    calibrate: Callable[[ExperimentConfig, RunFolder, DreamParams, WorldModel], dict] | None = None
+    """(cfg, run, the dream of the final world model, that world model) -> how the dream's
+    episode ends compare with the real game's (the report's `calibration`); None: not
     measured."""
 
 
@@ -228,12 +228,8 @@ def run_vae(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
 def run_encode(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
     """Every episode's frames -> V's (mu, logvar) series, and the dream's initial-latents bank."""
     vae, params, vae_id = artifacts.load_vae(run)
-
-    def encode_fn(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = encode_frames(vae, params, frames)
-        return np.asarray(mu), np.asarray(logvar)
-
-    summary = encode_series(encode_fn, run.path("collect"), run.path("encode"),
+    summary = encode_series(functools.partial(encode_frames, vae, params), run.path("collect"),
+                            run.path("encode"),
                             batch_size=cfg.encode.batch_size, vae_id=vae_id)
     mu, logvar = initial_latents(list_episodes(run.path("encode")), 1000)
     io.save_npz(artifacts.initial_latents_path(run), mu=mu, logvar=logvar)
@@ -361,6 +357,6 @@ def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
     )
     res = write_report(cfg, run.root, pics, game=game.name, paper_score=game.paper_score,
                        paper_method=game.paper_method,
-                       calibration=(game.calibrate(cfg, run, dream_params, world_model=wm)
-                                    if game.calibrate else None))
+                       calibration=(game.calibrate(cfg, run, dream_params, wm) if game.calibrate
+                                    else None))
     return {"score": res["score"]}

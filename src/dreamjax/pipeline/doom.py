@@ -29,10 +29,11 @@ import jax
 import numpy as np
 
 from dreamjax import io
-from dreamjax.agent import WorldModel, encode_all
+from dreamjax.agent import WorldModel, encode_frames
 from dreamjax.config import ExperimentConfig, to_dict
 from dreamjax.data.episodes import episode_index, episode_length, list_episodes
 from dreamjax.data.policies import POLICIES, DoomRandomPolicy, episode_part, part_classes
+from dreamjax.data.series import encode_padded
 from dreamjax.dream.calibration import held_action_lengths
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv, DreamParams
@@ -156,8 +157,9 @@ def death_anticipation_check(cfg: ExperimentConfig, world_model: WorldModel) -> 
     died = [r for r in res if r.terminated is not None and r.terminated[-1]]
     if not died:
         return {"episodes": 0, "within": ANTICIPATION_WITHIN}
-    mu, _ = encode_all(world_model.vae, world_model.vae_params,
-                       np.concatenate([r.obs for r in died]))
+    mu, _ = encode_padded(functools.partial(encode_frames, world_model.vae,
+                                            world_model.vae_params),
+                          np.concatenate([r.obs for r in died]), cfg.encode.batch_size)
     cuts = np.cumsum([r.length for r in died])[:-1]
     return death_anticipation(world_model.mdn, world_model.mdn_params,
                               [(m, r.actions) for m, r in zip(np.split(mu, cuts), died,

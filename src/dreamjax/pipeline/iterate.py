@@ -24,6 +24,7 @@ evaluation then runs (`dreamjax.pipeline.artifacts.final_world_model`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,8 @@ def _encode(run: RunFolder, cfg: ExperimentConfig, vae: tuple, episodes: Path, s
             ) -> None:
     """V's (mu, logvar) series of `episodes` into `series` (resumable)."""
     model, params, vae_id = vae
-
-    def encode_fn(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = encode_frames(model, params, frames)
-        return np.asarray(mu), np.asarray(logvar)
-
-    encode_series(encode_fn, episodes, series, batch_size=cfg.encode.batch_size, vae_id=vae_id)
+    encode_series(functools.partial(encode_frames, model, params), episodes, series,
+                  batch_size=cfg.encode.batch_size, vae_id=vae_id)
 
 
 def _record(cfg: ExperimentConfig, game: Any, wm: WorldModel, ctrl_params: Any, folder: Path,
