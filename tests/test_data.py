@@ -35,6 +35,8 @@ from dreamjax.data.episodes import (
 from dreamjax.data.policies import (
     POLICIES,
     BrownianPolicy,
+    ExploreFollowerPolicy,
+    MixedExplorePolicy,
     MixedPolicy,
     MixedThrottlePolicy,
     RandomModelPolicy,
@@ -410,7 +412,8 @@ def test_sequence_batches_shapes_mask_contiguity_and_resume(synthetic, series):
 
 
 @pytest.mark.parametrize("policy", ["paper", "brownian", "follower", "mixed",
-                                    "follower-throttle", "mixed-throttle"])
+                                    "follower-throttle", "mixed-throttle", "follower-explore",
+                                    "mixed-explore"])
 def test_collection_policies_are_slot_independent_and_bounded(policy):
     """An episode's actions depend only on (master seed, index, frames), not on its slot or on
     the slots beside it (so a resumed collection reproduces it)."""
@@ -505,10 +508,46 @@ def test_throttle_follower_steers_like_the_follower_with_segmented_pedals():
         assert abs(frac - want) < 0.12
 
 
+def test_explore_follower_adds_held_kicks_that_ignore_the_frame():
+    """Pedals exactly the throttle follower's on the same episode; steering = the follower's
+    steer + a kick, clipped, where the kick is held for 5-30 steps, zero about half the time and
+    otherwise in [-1, 1], and is the same whatever the frames are."""
+    T = 3000
+    frames = np.stack([_road_frame(20 + t % 20, 36 + t % 20) for t in range(T)])[:, None]
+    grass = np.full((T, 1, 64, 64, 3), (102, 204, 102), np.uint8)
+    thr, exp, exp_grass = (cls(4, 1) for cls in (ThrottleFollowerPolicy, ExploreFollowerPolicy,
+                                                 ExploreFollowerPolicy))
+    for pol in (thr, exp, exp_grass):
+        pol.reset(0, EpisodeSpec(seed=0, tag=5))
+        pol.lapse_prob = 0.0
+        pol.noise_std[0] = 0.0
+    kicks, starts = [], []
+    for t in range(T):
+        if exp.kick_left[0] == 0:
+            starts.append(t)
+        a_thr = thr.act(frames[t], np.array([True]))[0]
+        a = exp.act(frames[t], np.array([True]))[0]
+        g = exp_grass.act(grass[t], np.array([True]))[0]
+        np.testing.assert_array_equal(a[1:], a_thr[1:])
+        kick = float(exp.kick_value[0])
+        assert g[0] == pytest.approx(np.clip(kick, -1, 1), abs=1e-6)  # no road: steer = kick
+        steer = exp.gain[0] * road_offset(frames[t, 0])
+        assert a_thr[0] == pytest.approx(np.clip(steer, -1, 1), abs=1e-6)
+        assert a[0] == pytest.approx(np.clip(steer + kick, -1, 1), abs=1e-6)
+        kicks.append(kick)
+    kicks = np.array(kicks)
+    runs = np.diff(starts)
+    assert runs.min() >= 5 and runs.max() <= 30
+    assert all(np.all(kicks[a:b] == kicks[a]) for a, b in zip(starts, starts[1:]))
+    assert np.all(np.abs(kicks) <= 1.0)
+    assert abs((kicks == 0).mean() - 0.5) < 0.12 and np.abs(kicks).max() > 0.8
+
+
 def test_mixed_policy_is_paper_on_even_and_follower_on_odd_episodes():
     frames = np.random.default_rng(2).integers(0, 256, (8, 1, 64, 64, 3), dtype=np.uint8)
     for cls, follower in ((MixedPolicy, RoadFollowerPolicy),
-                          (MixedThrottlePolicy, ThrottleFollowerPolicy)):
+                          (MixedThrottlePolicy, ThrottleFollowerPolicy),
+                          (MixedExplorePolicy, ExploreFollowerPolicy)):
         _check_mixed(cls, follower, frames)
 
 

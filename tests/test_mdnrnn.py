@@ -27,9 +27,9 @@ from dreamjax.models.mdnrnn import (
 SMALL = {"z_dim": 4, "action_dim": 2, "hidden": 16, "n_mix": 3}
 HEADS = {**SMALL, "restart_input": True, "reward_head": True, "done_head": True}
 
-loss_jit = jax.jit(mdnrnn_loss_fn, static_argnames=("model",))
+loss_jit = jax.jit(mdnrnn_loss_fn, static_argnames=("model", "overshoot"))
 loss_and_grad = jax.jit(
-    jax.value_and_grad(mdnrnn_loss_fn, has_aux=True), static_argnames=("model",)
+    jax.value_and_grad(mdnrnn_loss_fn, has_aux=True), static_argnames=("model", "overshoot")
 )
 
 
@@ -455,3 +455,60 @@ def test_reward_pessimism_weights_over_prediction_analytically():
         np.testing.assert_allclose(reward_loss(parts, rewards, mask, w), want, rtol=1e-5)
     np.testing.assert_allclose(reward_loss(parts, rewards, mask), reward_loss(parts, rewards,
                                                                                 mask, 1.0))
+
+
+@pytest.mark.parametrize("heads", [False, True])
+def test_overshoot_loss_is_the_teacher_forced_loss_plus_a_loop_of_open_loop_steps(heads):
+    """With `overshoot=k` the teacher-forced metrics are exactly those without it (the scan in
+    branch intervals == one scan), and `open_loop_nll` equals a hand loop of `MDNRNN.step`: from
+    the teacher-forced state at every k-th step, the real z there, then M's own mixture means
+    with the real actions, scored against the real z; a branch stops counting at the window's
+    end, at an invalid target (mask) and where an episode starts (restarts)."""
+    model = MDNRNN(**(HEADS if heads else SMALL))
+    params = init_mdnrnn(jax.random.PRNGKey(3), model)
+    B, T, k = 3, 10, 4
+    batch = synthetic_batch(np.random.default_rng(4), model, B, T)
+    mask = np.ones((B, T), np.float32)
+    mask[1, 7:] = 0.0
+    batch["mask"] = mask
+    if heads:
+        batch["restarts"][2, 6] = 1.0
+    key = jax.random.PRNGKey(5)
+    loss0, m0 = loss_jit(params, batch, key, model=model)
+    loss1, m1 = loss_jit(params, batch, key, model=model, overshoot=k)
+    for name in m0:
+        np.testing.assert_allclose(m1[name], m0[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss1, loss0 + m1["open_loop_nll"], rtol=1e-5)
+
+    z = np.asarray(batch["mu"])  # logvar -30: z == mu
+    restarts = batch.get("restarts")
+    total, count = 0.0, 0
+    for b in range(B):
+        state = model.initial_state(())
+        states = {}
+        for t in range(T):
+            r = None
+            if heads:
+                r = jnp.float32(restarts[b, t])
+                if restarts[b, t] > 0.5:
+                    state = model.initial_state(())
+            states[t] = state
+            state, _ = model.apply(params, state, z[b, t], batch["actions"][b, t], r,
+                                   method=MDNRNN.step)
+        for s in range(0, T, k):
+            lstm, z_in = states[s], z[b, s]
+            if heads and restarts[b, s] > 0.5:
+                lstm = model.initial_state(())
+            for j in range(k):
+                t = s + j
+                if t >= T or mask[b, t] == 0 or (j > 0 and heads and restarts[b, t] > 0.5):
+                    break
+                r = jnp.float32(restarts[b, t] if j == 0 else 0.0) if heads else None
+                lstm, out = model.apply(params, lstm, z_in, batch["actions"][b, t], r,
+                                        method=MDNRNN.step)
+                total += float(jnp.sum(mdn_log_prob(out, z[b, t + 1])))
+                count += model.z_dim
+                z_in = jnp.sum(jnp.exp(out.logpi) * out.mu, axis=-1)
+    np.testing.assert_allclose(m1["open_loop_nll"], -total / count, rtol=1e-4)
+    (_, _), grads = loss_and_grad(params, batch, key, model=model, overshoot=k)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))

@@ -31,12 +31,15 @@ class CollectConfig:
     max_steps: int = 1000
     """Steps per episode; the paper records every episode to exactly 1000 frames."""
     policy: Literal["paper", "brownian", "follower", "mixed", "follower-throttle",
-                    "mixed-throttle", "doom_random", "doom_constant", "doom_mixed"] = "paper"
+                    "mixed-throttle", "follower-explore", "mixed-explore", "doom_random",
+                    "doom_constant", "doom_mixed"] = "paper"
     """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
     `brownian`: actions follow a clipped random walk; `follower`: a noisy hand-coded road
     follower on V's frame; `mixed`: even episodes `paper`, odd ones `follower`;
     `follower-throttle` / `mixed-throttle`: the same with gas, coasting and braking segments in
-    the follower's episodes; `doom_random` (Doom, PAPER.md §2.2): a uniform action held for
+    the follower's episodes; `follower-explore` / `mixed-explore`: the throttle follower with
+    held steering kicks that do not depend on the frame (so M learns what steering does);
+    `doom_random` (Doom, PAPER.md §2.2): a uniform action held for
     1-10 steps; `doom_constant`: one uniform action held for the whole episode (to a wall);
     `doom_mixed`: `doom_constant` on every fourth episode, `doom_random` on the others."""
 
@@ -88,6 +91,10 @@ class MDNRNNConfig:
     reward_pessimism: float = 1.0
     """Weight (>= 1) of over-prediction in the reward head's loss: the BCE of steps without a
     new tile and the squared error where the predicted reward exceeds the true one; 1: none."""
+    overshoot: int = 0
+    """Open-loop steps k of the multi-step loss: every k steps M also runs k steps on its own
+    mean predictions with the real actions, scored against the real z (`overshoot_loss`), so
+    that it carries a steer's effect instead of predicting that the road re-centres; 0: off."""
     learning_rate: float = 1e-3
     """Adam learning rate."""
     grad_clip: float = 1.0
@@ -110,9 +117,10 @@ class MDNRNNConfig:
     """Write a metrics line every this many steps."""
 
     @property
-    def loss_weights(self) -> dict[str, float]:
-        """The M loss's keyword weights (`mdnrnn_carry_loss_fn`)."""
-        return {"done_weight": self.done_weight, "reward_pessimism": self.reward_pessimism}
+    def loss_weights(self) -> dict[str, float | int]:
+        """The M loss's keyword arguments (`mdnrnn_carry_loss_fn`)."""
+        return {"done_weight": self.done_weight, "reward_pessimism": self.reward_pessimism,
+                "overshoot": self.overshoot}
 
 
 @dataclass(frozen=True)

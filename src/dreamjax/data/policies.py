@@ -300,12 +300,16 @@ class RoadFollowerPolicy:
                 steer = self.lapse_steer[s]
             else:
                 steer = self.gain[s] * road_offset(frames[s]) + self.noise[s]
-            out[s] = (np.clip(steer, -1.0, 1.0), *self.pedals(s))
+            out[s] = (np.clip(steer + self.kick(s), -1.0, 1.0), *self.pedals(s))
         return out
 
     def pedals(self, slot: int) -> tuple[float, float]:
         """Raw (gas, brake) of this step: the episode's constant gas, no brake."""
         return 2.0 * self.gas[slot] - 1.0, -1.0
+
+    def kick(self, slot: int) -> float:
+        """What this step adds to the steering: nothing (`ExploreFollowerPolicy` adds kicks)."""
+        return 0.0
 
 
 class ThrottleFollowerPolicy(RoadFollowerPolicy):
@@ -343,6 +347,38 @@ class ThrottleFollowerPolicy(RoadFollowerPolicy):
         return 2.0 * self.gas[slot] - 1.0, self.brake[slot] if self.brake[slot] > 0 else -1.0
 
 
+class ExploreFollowerPolicy(ThrottleFollowerPolicy):
+    """`ThrottleFollowerPolicy` whose steering gets kicks that do not depend on the frame, so
+    that M can tell what steering does: a follower steers toward the road, the road re-centres
+    whatever the action, and an M trained on that alone learned a quarter of the real response
+    to a held steer (`experiments/results/carracing-action-response/`). Piecewise-constant
+    segments of U{5..30} steps: with probability 0.5 a kick ~ U(-1, 1) added to the steering,
+    else none; the kicks draw from a stream of their own (the episode's second spawned one)."""
+
+    name = "follower-explore"
+
+    def __init__(self, master_seed: int, num_slots: int):
+        super().__init__(master_seed, num_slots)
+        self.kick_rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.kick_left = np.zeros(num_slots, np.int64)
+        self.kick_value = np.zeros(num_slots)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        super().reset(slot, spec)
+        seq = self.rngs[slot].bit_generator.seed_seq
+        self.kick_rngs[slot] = np.random.default_rng(seq.spawn(1)[0])
+        self.kick_left[slot] = 0
+
+    def kick(self, slot: int) -> float:
+        """The current segment's kick (a new segment is drawn when it ends)."""
+        if self.kick_left[slot] == 0:
+            rng = self.kick_rngs[slot]
+            self.kick_left[slot] = rng.integers(5, 31)
+            self.kick_value[slot] = rng.uniform(-1.0, 1.0) if rng.uniform() < 0.5 else 0.0
+        self.kick_left[slot] -= 1
+        return float(self.kick_value[slot])
+
+
 class MixedPolicy:
     """Collection episode i (`split_tag(tag)[0]`) is driven by `part_classes[i % n]`, each with
     the episode's own stream: here half and half, the paper's random policy when i is even and
@@ -378,6 +414,13 @@ class MixedThrottlePolicy(MixedPolicy):
     part_classes = (RandomModelPolicy, ThrottleFollowerPolicy)
 
 
+class MixedExplorePolicy(MixedPolicy):
+    """`MixedPolicy` with `ExploreFollowerPolicy` on the odd episodes."""
+
+    name = "mixed-explore"
+    part_classes = (RandomModelPolicy, ExploreFollowerPolicy)
+
+
 class DoomMixedPolicy(MixedPolicy):
     """Doom's mix: episode i is `DoomConstantPolicy`'s when i % 4 == 3, §2.2's
     `DoomRandomPolicy`'s otherwise (three in four)."""
@@ -401,6 +444,7 @@ def episode_part(policy: type, index: int) -> int:
 POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "follower": RoadFollowerPolicy, "mixed": MixedPolicy,
             "follower-throttle": ThrottleFollowerPolicy, "mixed-throttle": MixedThrottlePolicy,
+            "follower-explore": ExploreFollowerPolicy, "mixed-explore": MixedExplorePolicy,
             "doom_random": DoomRandomPolicy, "doom_constant": DoomConstantPolicy,
             "doom_mixed": DoomMixedPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""

@@ -310,6 +310,7 @@ def mdnrnn_carry_loss_fn(
     done_weight: float = 10.0,
     reward_weight: float = 1.0,
     reward_pessimism: float = 1.0,
+    overshoot: int = 0,
     unroll: int = 1,
 ) -> tuple[Array, tuple[dict, LSTMState]]:
     """M's training loss (PAPER.md §1.4, §2.4) from the LSTM state `carry` (None: zeros).
@@ -323,9 +324,10 @@ def mdnrnn_carry_loss_fn(
     chunk (a truncated-BPTT epoch start). z = mu + exp(logvar/2)·ε is resampled per call; inputs are
     steps 0..T-1, the z targets steps 1..T, the reward/done targets rewards[t]/dones[t] for input
     step t (`reward_pessimism`: `reward_loss`'s weight on over-prediction). The recurrence is
-    `MDNRNN.__call__`'s fast scan with its hand-written gradient. Returns
-    (loss, ({"z_nll", ["reward_loss"], ["done_loss"]}, final state)): the form `dreamjax.train.fit`
-    takes with a carry.
+    `MDNRNN.__call__`'s fast scan with its hand-written gradient. `overshoot` k > 0 adds the
+    open-loop loss `overshoot_loss` on branches every k steps (`metrics["open_loop_nll"]`).
+    Returns (loss, ({"z_nll", ["reward_loss"], ["done_loss"], ["open_loop_nll"]}, final
+    state)): the form `dreamjax.train.fit` takes with a carry.
     """
     for name in ("mu", "logvar", "actions"):
         if name not in batch:
@@ -366,9 +368,17 @@ def mdnrnn_carry_loss_fn(
         raise ValueError(f"mdnrnn.py: step_mask must be (B, T) = {(B, T)}, got "
                          f"{head_mask.shape}")
 
-    state, out = model.apply(
-        params, state, z[:, :T], actions[:, :T], restart_input, unroll, reset
-    )
+    starts = tuple(range(0, T, overshoot)) if overshoot > 0 else (0,)
+    outs, branch_states = [], []
+    for a, b in zip(starts, (*starts[1:], T), strict=True):  # one scan per branch interval
+        branch_states.append(state)
+        state, o = model.apply(
+            params, state, z[:, a:b], actions[:, a:b],
+            None if restart_input is None else restart_input[:, a:b], unroll,
+            None if reset is None else reset[:, a:b],
+        )
+        outs.append(o)
+    out = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *outs)
     z_nll = -jnp.sum(mdn_log_prob(out, z[:, 1:]) * mask[..., None]) / (
         jnp.maximum(jnp.sum(mask), 1.0) * model.z_dim
     )
@@ -388,7 +398,50 @@ def mdnrnn_carry_loss_fn(
                            done_weight)
         loss = loss + d_loss
         metrics["done_loss"] = d_loss
+    if overshoot > 0:
+        ol = overshoot_loss(params, model, branch_states, starts, overshoot, z, actions, mask,
+                            reset, restart_input)
+        loss = loss + ol
+        metrics["open_loop_nll"] = ol
     return loss, (metrics, state)
+
+
+def overshoot_loss(params: dict, model: MDNRNN, branch_states: list[LSTMState],
+                   starts: tuple[int, ...], k: int, z: Array, actions: Array, mask: Array,
+                   reset: Array | None, restart_input: Array | None) -> Array:
+    """Mean NLL of the real z_{s+j+1} under M run open loop for j < k steps from each branch
+    point s in `starts`: M's teacher-forced state there (`branch_states`), the real z_s, then its
+    own mixture means fed back with the real actions a_{s+j}; gradients flow through the fed-back
+    means. A one-step loss lets M predict "the road re-centres" whatever C steers; this one makes
+    it carry an action's effect over k steps, as the dream needs. z, actions (B, T+1, ...); mask,
+    reset (B, T); a branch step counts while its target is valid and no episode starts in it."""
+    B, T = mask.shape
+    idx = jnp.asarray([[min(s + j, T - 1) for j in range(k)] for s in starts])  # (S, k)
+    inside = jnp.asarray([[float(s + j < T) for j in range(k)] for s in starts])
+    valid = mask[:, idx] * inside  # (B, S, k)
+    first = (jnp.arange(k) == 0).astype(jnp.float32)
+    if reset is not None:
+        fresh = reset[:, idx] * (1.0 - first)  # an episode starting after the branch point
+        valid = valid * (jnp.cumsum(fresh, axis=-1) == 0)
+    a_seq = jnp.moveaxis(actions[:, idx], 2, 0)  # (k, B, S, A)
+    targets = jnp.moveaxis(z[:, idx + 1], 2, 0)  # (k, B, S, Z)
+    rs = None if restart_input is None else jnp.moveaxis(restart_input[:, idx] * first, 2, 0)
+    state0 = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *branch_states)  # (B, S, H)
+    if reset is not None:  # the teacher-forced scan zeroes the state before an episode's start
+        keep = (reset[:, jnp.asarray(starts)] <= 0.5)[..., None].astype(jnp.float32)
+        state0 = jax.tree.map(lambda x: x * keep, state0)
+
+    def body(carry, xs):
+        lstm, z_in = carry
+        a, r = xs
+        lstm, out = model.apply(params, lstm, z_in, a, r, method=MDNRNN.step)
+        z_next = jnp.sum(jnp.exp(out.logpi) * out.mu, axis=-1)  # E[z'] (B, S, Z)
+        return (lstm, z_next), out
+
+    _, outs = jax.lax.scan(body, (state0, z[:, jnp.asarray(starts)]), (a_seq, rs))
+    logp = mdn_log_prob(outs, targets)  # (k, B, S, Z)
+    w = jnp.moveaxis(valid, 2, 0)[..., None]
+    return -jnp.sum(logp * w) / (jnp.maximum(jnp.sum(w), 1.0) * model.z_dim)
 
 
 def mdnrnn_loss_fn(

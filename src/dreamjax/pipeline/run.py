@@ -76,7 +76,7 @@ Verifier = Callable[[ExperimentConfig, "RunFolder"], "list[str]"]
 file's path (empty: intact)."""
 
 
-_ADDED_FIELDS = {"mdnrnn": {"ensemble": 1},
+_ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
@@ -165,7 +165,7 @@ def _literal_choices(tp: object) -> tuple | None:
 
 
 _MAY_BE_ZERO = {"workers", "devices", "generations", "dream_generations", "seed", "seed_start",
-                "epochs", "action_noise", "dropout"}
+                "epochs", "action_noise", "dropout", "overshoot"}
 
 
 def _check_field(flag: str, name: str, value: object, tp: object) -> None:
