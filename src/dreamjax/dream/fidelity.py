@@ -30,15 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dreamjax.agent import m_step
-from dreamjax.models.mdnrnn import MDNRNN
+from dreamjax.models.mdnrnn import MDNRNN, mixture_mean
 
 HORIZONS: tuple[int, ...] = (1, 10, 30, 100)
 """Open-loop steps after which the drift of M's z from V's is reported."""
-
-
-def _mixture_mean(out: Any) -> jax.Array:
-    """E[z_{t+1}] (..., Z) of M's per-dimension mixture."""
-    return jnp.sum(jnp.exp(out.logpi) * out.mu, axis=-1)
 
 
 def _read(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array) -> Any:
@@ -60,7 +55,7 @@ def teacher_forced(model: MDNRNN, params: Any, mu: jax.Array, actions: jax.Array
     P(r > 0) (T,), predicted z mean (T, Z)); entry t is M's prediction after reading
     (mu_t, a_t). Needs M's reward head."""
     out = _read(model, params, mu, actions)
-    return out.reward, out.reward_parts[..., 0], _mixture_mean(out)
+    return out.reward, out.reward_parts[..., 0], mixture_mean(out)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -74,7 +69,7 @@ def open_loop(model: MDNRNN, params: Any, z0: jax.Array, actions: jax.Array
         lstm, z = carry
         a, rs = xs
         lstm, out = m_step(model, params, lstm, z, a, rs)
-        z = _mixture_mean(out)
+        z = mixture_mean(out)
         return (lstm, z), (z, out.reward)
 
     _, (zs, r) = jax.lax.scan(body, (model.initial_state(()), z0), (actions, restart))

@@ -247,6 +247,11 @@ def mdn_nll(out: MDNOutput, z_next: Array) -> Array:
     return -jnp.mean(mdn_log_prob(out, z_next))
 
 
+def mixture_mean(out: MDNOutput) -> Array:
+    """E[z_{t+1}] (..., Z) of M's per-dimension mixture."""
+    return jnp.sum(jnp.exp(out.logpi) * out.mu, axis=-1)
+
+
 def sample_next_z(key: Array, out: MDNOutput, temperature: float | Array) -> Array:
     """Sample z (..., Z) from the mixture at temperature τ (PAPER.md §2.5).
 
@@ -412,10 +417,13 @@ def overshoot_loss(params: dict, model: MDNRNN, branch_states: list[LSTMState],
     """Mean NLL of the real z_{s+j+1} under M run open loop for j < k steps from each branch
     point s in `starts`: M's teacher-forced state there (`branch_states`), the real z_s, then its
     own mixture means fed back with the real actions a_{s+j}; gradients flow through the fed-back
-    means. A one-step loss lets M predict "the road re-centres" whatever C steers; this one makes
-    it carry an action's effect over k steps, as the dream needs. z, actions (B, T+1, ...); mask,
-    reset (B, T); a branch step counts while its target is valid and no episode starts in it."""
-    B, T = mask.shape
+    means, so M must carry an action's effect over k steps (a one-step loss let it predict that
+    the road re-centres whatever C steers). Unbiased only where the actions did not depend on
+    frames M does not see in the branch: on a road follower's data it learns the follower's
+    correlations (measured: `experiments/results/carracing-action-response/`). z, actions
+    (B, T+1, ...); mask, reset (B, T); a branch step counts while its target is valid and no
+    episode starts in it."""
+    T = mask.shape[1]
     idx = jnp.asarray([[min(s + j, T - 1) for j in range(k)] for s in starts])  # (S, k)
     inside = jnp.asarray([[float(s + j < T) for j in range(k)] for s in starts])
     valid = mask[:, idx] * inside  # (B, S, k)
@@ -435,8 +443,7 @@ def overshoot_loss(params: dict, model: MDNRNN, branch_states: list[LSTMState],
         lstm, z_in = carry
         a, r = xs
         lstm, out = model.apply(params, lstm, z_in, a, r, method=MDNRNN.step)
-        z_next = jnp.sum(jnp.exp(out.logpi) * out.mu, axis=-1)  # E[z'] (B, S, Z)
-        return (lstm, z_next), out
+        return (lstm, mixture_mean(out)), out  # E[z'] (B, S, Z) fed back
 
     _, outs = jax.lax.scan(body, (state0, z[:, jnp.asarray(starts)]), (a_seq, rs))
     logp = mdn_log_prob(outs, targets)  # (k, B, S, Z)
