@@ -5,12 +5,14 @@ open loop). Prints, per k, the road offset difference (+1 minus -1, pixels of th
 `dreamjax.data.policies.road_offset`) of the real frame, of V's reconstruction of it and of V's
 decoding of M's prediction, and M's z difference projected on V's real one (slope, cosine).
 
-    python actsens.py M_RUN EPISODE_RUN        # TAU=1.15: 32 sampled dreams averaged in z
+    python actsens.py M_RUN EPISODE_RUN [M_DIR]   # M_DIR: e.g. an iterative round's mdnrnn/
+                                                  # TAU=1.15: 32 sampled dreams averaged in z
 """
 
 import glob
 import os
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +70,8 @@ def dream_z(wm, step, mu, actions, t, a_b):
 
 def main():
     run = RunFolder(sys.argv[1])
-    wm = artifacts.load_world_model(run, PROFILES["laptop"]().controller)
+    m_dir = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+    wm = artifacts.load_world_model(run, PROFILES["laptop"]().controller, m_dir)
     files = sorted(glob.glob(f"{sys.argv[2]}/episodes/ep_*.npz"))[1:40:2]  # the follower's
     env = make_env(fast=True)
     step = jax.jit(lambda lstm, z, a, r: m_step(wm.mdn, wm.mdn_params, lstm, z, a, r))
@@ -98,7 +101,7 @@ def main():
                 zrows.append((k, dr @ dm / (dr @ dr),
                               dr @ dm / np.linalg.norm(dr) / np.linalg.norm(dm)))
     rows, zrows = np.array(rows), np.array(zrows)
-    print(f"M {sys.argv[1]}, tau {TAU}, {len(zrows) // len(K)} branch states")
+    print(f"M {m_dir or sys.argv[1]}, tau {TAU}, {len(zrows) // len(K)} branch states")
     for k in K:
         diff = {}
         for col, name in ((2, "real"), (3, "V recon"), (4, "M")):
