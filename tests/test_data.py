@@ -523,7 +523,7 @@ def test_explore_follower_adds_held_kicks_that_ignore_the_frame():
         pol.noise_std[0] = 0.0
     kicks, starts = [], []
     for t in range(T):
-        if exp.kick_left[0] == 0:
+        if exp.kick_segments.left[0] == 0:
             starts.append(t)
         a_thr = thr.act(frames[t], np.array([True]))[0]
         a = exp.act(frames[t], np.array([True]))[0]

@@ -312,38 +312,60 @@ class RoadFollowerPolicy:
         return 0.0
 
 
+class Segments:
+    """Piecewise-constant segments, per slot: a countdown of U{min_len..max_len} steps and a
+    random stream of their own (spawned from the episode's), from which a policy draws each new
+    segment's values (`ThrottleFollowerPolicy`'s pedals, `ExploreFollowerPolicy`'s kicks)."""
+
+    def __init__(self, num_slots: int, min_len: int, max_len: int):
+        self.min_len, self.max_len = min_len, max_len
+        self.rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.left = np.zeros(num_slots, np.int64)
+
+    def reset(self, slot: int, episode_rng: np.random.Generator) -> None:
+        """A new episode: the next stream spawned from `episode_rng`'s seed, no segment yet."""
+        seq = episode_rng.bit_generator.seed_seq
+        self.rngs[slot] = np.random.default_rng(seq.spawn(1)[0])
+        self.left[slot] = 0
+
+    def tick(self, slot: int) -> np.random.Generator | None:
+        """One step: the stream to draw the new segment's values from when a segment starts
+        here (its length already drawn), else None."""
+        rng = None
+        if self.left[slot] == 0:
+            rng = self.rngs[slot]
+            self.left[slot] = rng.integers(self.min_len, self.max_len + 1)
+        self.left[slot] -= 1
+        return rng
+
+
 class ThrottleFollowerPolicy(RoadFollowerPolicy):
     """`RoadFollowerPolicy` whose pedals change within the episode, so that M sees what gas,
     coasting and braking do to the car (a dream-trained C exploited an M that never saw the
     car stop on the road: it steered with no gas and was paid for tiles). Piecewise-constant
     segments of U{20..80} steps: with probability 0.7 env gas ~ U(0.05, 0.4) and no brake, 0.15
     coasting (no gas, no brake), 0.15 braking ~ U(0.1, 0.6) with no gas. Its steering is the
-    follower's, from the same draws; the pedals draw from a stream of their own (spawned from
-    the episode's)."""
+    follower's, from the same draws; the pedals draw from a stream of their own (`Segments`,
+    the episode's first spawned one)."""
 
     name = "follower-throttle"
 
     def __init__(self, master_seed: int, num_slots: int):
         super().__init__(master_seed, num_slots)
-        self.pedal_rngs: list[np.random.Generator | None] = [None] * num_slots
-        self.segment_left = np.zeros(num_slots, np.int64)
+        self.pedal_segments = Segments(num_slots, 20, 80)
         self.brake = np.zeros(num_slots)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
         super().reset(slot, spec)
-        seq = self.rngs[slot].bit_generator.seed_seq
-        self.pedal_rngs[slot] = np.random.default_rng(seq.spawn(1)[0])
-        self.segment_left[slot] = 0
+        self.pedal_segments.reset(slot, self.rngs[slot])
 
     def pedals(self, slot: int) -> tuple[float, float]:
         """Raw (gas, brake) of the current segment (a new one is drawn when it ends)."""
-        if self.segment_left[slot] == 0:
-            rng = self.pedal_rngs[slot]
-            self.segment_left[slot] = rng.integers(20, 81)
+        rng = self.pedal_segments.tick(slot)
+        if rng is not None:
             u = rng.uniform()
             self.gas[slot] = rng.uniform(0.05, 0.4) if u < 0.7 else 0.0
             self.brake[slot] = rng.uniform(0.1, 0.6) if u >= 0.85 else 0.0
-        self.segment_left[slot] -= 1
         return 2.0 * self.gas[slot] - 1.0, self.brake[slot] if self.brake[slot] > 0 else -1.0
 
 
@@ -353,29 +375,25 @@ class ExploreFollowerPolicy(ThrottleFollowerPolicy):
     whatever the action, and an M trained on that alone learned a quarter of the real response
     to a held steer (`experiments/results/carracing-action-response/`). Piecewise-constant
     segments of U{5..30} steps: with probability 0.5 a kick ~ U(-1, 1) added to the steering,
-    else none; the kicks draw from a stream of their own (the episode's second spawned one)."""
+    else none; the kicks draw from a stream of their own (`Segments`, the episode's second
+    spawned one)."""
 
     name = "follower-explore"
 
     def __init__(self, master_seed: int, num_slots: int):
         super().__init__(master_seed, num_slots)
-        self.kick_rngs: list[np.random.Generator | None] = [None] * num_slots
-        self.kick_left = np.zeros(num_slots, np.int64)
+        self.kick_segments = Segments(num_slots, 5, 30)
         self.kick_value = np.zeros(num_slots)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
         super().reset(slot, spec)
-        seq = self.rngs[slot].bit_generator.seed_seq
-        self.kick_rngs[slot] = np.random.default_rng(seq.spawn(1)[0])
-        self.kick_left[slot] = 0
+        self.kick_segments.reset(slot, self.rngs[slot])
 
     def kick(self, slot: int) -> float:
         """The current segment's kick (a new segment is drawn when it ends)."""
-        if self.kick_left[slot] == 0:
-            rng = self.kick_rngs[slot]
-            self.kick_left[slot] = rng.integers(5, 31)
+        rng = self.kick_segments.tick(slot)
+        if rng is not None:
             self.kick_value[slot] = rng.uniform(-1.0, 1.0) if rng.uniform() < 0.5 else 0.0
-        self.kick_left[slot] -= 1
         return float(self.kick_value[slot])
 
 
