@@ -117,7 +117,7 @@ class MDNRNNConfig:
     """Write a metrics line every this many steps."""
 
     @property
-    def loss_weights(self) -> dict[str, float | int]:
+    def loss_kwargs(self) -> dict[str, float | int]:
         """The M loss's keyword arguments (`mdnrnn_carry_loss_fn`)."""
         return {"done_weight": self.done_weight, "reward_pessimism": self.reward_pessimism,
                 "overshoot": self.overshoot}

@@ -264,13 +264,13 @@ def _member_scale(factors: jax.Array) -> optax.GradientTransformation:
 
 
 def _sweep_loss(params: Any, batch: dict, key: jax.Array, *, model: MDNRNN,
-                **loss_weights: float) -> tuple[jax.Array, dict]:
+                **loss_kwargs: float | int) -> tuple[jax.Array, dict]:
     """Sum of the members' `mdnrnn_loss_fn`; metrics per member (`<name>_<k>`). batch:
     "data" (K, ...) windows, "keys" (K, 2) key data, "step" (): member k's loss key is
     fold_in(keys[k], step), what `fit` gives a single run (`key` is unused)."""
     keys = jax.vmap(lambda kd: jax.random.fold_in(jax.random.wrap_key_data(kd), batch["step"]))(
         batch["keys"])
-    one = functools.partial(mdnrnn_loss_fn, model=model, **loss_weights)
+    one = functools.partial(mdnrnn_loss_fn, model=model, **loss_kwargs)
     loss, metrics = jax.vmap(one)(params, batch["data"], keys)
     out = {f"loss_{k}": loss[k] for k in range(loss.shape[0])}
     for name, v in metrics.items():
@@ -323,7 +323,7 @@ def train_mdnrnn_sweep(
     out = Path(out_dir)
     result = fit(
         jax.random.key(0),  # unused: each member's key travels in its batch
-        loss_fn=functools.partial(_sweep_loss, model=model, **cfg.loss_weights),
+        loss_fn=functools.partial(_sweep_loss, model=model, **cfg.loss_kwargs),
         params=params,
         tx=optax.chain(optax.clip(cfg.grad_clip), optax.scale_by_adam(), _member_scale(lrs)),
         batches=batches, num_steps=cfg.steps, ckpt_dir=out / "ckpt",

@@ -199,13 +199,13 @@ def train_mdnrnn(
         def batches(start: int) -> Iterator[dict]:
             return iter(TBPTTBatches(files, B, L, seed, start_step=start))
 
-        loss_fn = functools.partial(mdnrnn_carry_loss_fn, model=model, **cfg.loss_weights)
+        loss_fn = functools.partial(mdnrnn_carry_loss_fn, model=model, **cfg.loss_kwargs)
         carry = model.initial_state((B,))
     else:
         def batches(start: int) -> Iterator[dict]:
             return iter(SequenceBatches(files, B, L, seed, start_step=start))
 
-        loss_fn = functools.partial(mdnrnn_loss_fn, model=model, **cfg.loss_weights)
+        loss_fn = functools.partial(mdnrnn_loss_fn, model=model, **cfg.loss_kwargs)
         carry = None
     K = cfg.ensemble
     init = jax.jit(init_mdnrnn, static_argnums=1)  # one compile
