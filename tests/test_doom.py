@@ -26,6 +26,8 @@ from dreamjax.data.policies import (
     DoomConstantPolicy,
     DoomMixedPolicy,
     DoomRandomPolicy,
+    DoomSweepMixedPolicy,
+    DoomSweepPolicy,
     collection_tag,
     episode_rng,
     episode_seed,
@@ -262,18 +264,23 @@ def _drive(policy: DoomRandomPolicy, slot: int, n: int) -> tuple[np.ndarray, np.
     return np.array(acts), np.array(repeats)
 
 
-def test_random_policy_repeat_structure():
+@pytest.mark.parametrize("name, cls, low, high", [("doom_random", DoomRandomPolicy, 1, 10),
+                                                    ("doom_sweep", DoomSweepPolicy, 20, 120)])
+def test_random_policy_repeat_structure(name, cls, low, high):
     """A new a is drawn exactly at the frames t with t % repeat == 0 (the repeat drawn at the
-    last change, absolute frame index), and only there; repeats cover 1..10; a ~ U(-1, 1)."""
-    assert POLICIES["doom_random"] is DoomRandomPolicy
-    policy = DoomRandomPolicy(7, 1)
+    last change, absolute frame index), and only there; repeats cover low..high (§2.2: 1..10;
+    the sweeps: 20..120, so some holds last 76+ steps); a ~ U(-1, 1)."""
+    assert POLICIES[name] is cls
+    policy = cls(7, 1)
     policy.reset(0, EpisodeSpec(seed=0, tag=4))
-    acts, repeats = _drive(policy, 0, 3000)
+    acts, repeats = _drive(policy, 0, 3000 * low)
     changed = np.r_[True, acts[1:] != acts[:-1]]
     t = np.arange(1, len(acts))
     np.testing.assert_array_equal(changed[1:], t % repeats[:-1] == 0)
     assert not ((repeats[1:] != repeats[:-1]) & ~changed[1:]).any()  # moves only on a change
-    assert np.array_equal(np.unique(repeats), np.arange(1, 11))
+    assert np.array_equal(np.unique(repeats), np.arange(low, high + 1))
+    holds = np.diff(np.flatnonzero(changed))
+    assert holds.max() <= high and (holds >= 0.6 * high).any()
     drawn = acts[changed]
     assert (drawn >= -1.0).all() and (drawn < 1.0).all()
     assert drawn.min() < -0.9 and drawn.max() > 0.9 and abs(drawn.mean()) < 0.1
@@ -282,7 +289,7 @@ def test_random_policy_repeat_structure():
 def test_constant_policy_and_the_doom_mixed_parts():
     """`doom_constant` draws one a ~ U(-1, 1) and holds it for 2100 steps; `doom_mixed` acts
     exactly as `doom_constant` on episodes i with i % 4 == 3 and as `doom_random` on the
-    others."""
+    others; `doom_sweep_mixed` as `doom_sweep` on odd episodes and `doom_random` on even."""
     assert POLICIES["doom_constant"] is DoomConstantPolicy
     assert POLICIES["doom_mixed"] is DoomMixedPolicy
     firsts = []
@@ -294,9 +301,14 @@ def test_constant_policy_and_the_doom_mixed_parts():
         firsts.append(acts[0])
     assert len(set(firsts)) == 60 and min(firsts) < -0.8 and max(firsts) > 0.8
     frames = np.zeros((1, 64, 64, 3), np.uint8)
-    for tag, ref_cls in ((4, DoomRandomPolicy), (6, DoomRandomPolicy), (7, DoomConstantPolicy),
-                         (11, DoomConstantPolicy)):
-        mixed, ref = DoomMixedPolicy(3, 1), ref_cls(3, 1)
+    assert POLICIES["doom_sweep_mixed"] is DoomSweepMixedPolicy
+    for mixed_cls, tag, ref_cls in ((DoomMixedPolicy, 4, DoomRandomPolicy),
+                                    (DoomMixedPolicy, 6, DoomRandomPolicy),
+                                    (DoomMixedPolicy, 7, DoomConstantPolicy),
+                                    (DoomMixedPolicy, 11, DoomConstantPolicy),
+                                    (DoomSweepMixedPolicy, 4, DoomRandomPolicy),
+                                    (DoomSweepMixedPolicy, 7, DoomSweepPolicy)):
+        mixed, ref = mixed_cls(3, 1), ref_cls(3, 1)
         mixed.reset(0, EpisodeSpec(seed=0, tag=tag))
         ref.reset(0, EpisodeSpec(seed=0, tag=tag))
         for _ in range(300):
@@ -535,3 +547,23 @@ def test_sequence_batches_step_mask_covers_a_short_episodes_last_step(tmp_path):
     np.testing.assert_array_equal(b["mask"], np.tile([1, 1, 1, 0, 0, 0], (2, 1)))
     np.testing.assert_array_equal(b["step_mask"], np.tile([1, 1, 1, 1, 0, 0], (2, 1)))
     assert (b["dones"][:, 3] & (b["step_mask"][:, 3] == 1)).all()
+
+
+def test_patrol_schedule_and_the_open_loop_pool_policy():
+    """The patrol of period P is RIGHT for P // 2 steps, then LEFT and RIGHT for P steps each in
+    turn; `OpenLoop` plays a schedule from each slot's own episode start (inactive slots do not
+    advance) and repeats its last action after the end."""
+    from dreamjax.pipeline.doom import OpenLoop, patrol_schedule
+
+    a = patrol_schedule(64, 300)[:, 0]
+    assert a.shape == (300,)
+    want = np.r_[np.ones(32), -np.ones(64), np.ones(64), -np.ones(64), np.ones(64), -np.ones(12)]
+    np.testing.assert_array_equal(a, want)
+    sched = np.arange(5, dtype=np.float32)[:, None]
+    policy = OpenLoop(sched, 2)
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    policy.reset(0, EpisodeSpec(seed=0, tag=0))
+    policy.reset(1, EpisodeSpec(seed=0, tag=1))
+    got = [policy.act(frames, np.array([True, t % 2 == 0])).copy() for t in range(7)]
+    np.testing.assert_array_equal([g[0, 0] for g in got], [0, 1, 2, 3, 4, 4, 4])
+    np.testing.assert_array_equal([g[1, 0] for g in got], [0, 1, 1, 2, 2, 3, 3])

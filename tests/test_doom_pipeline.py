@@ -133,14 +133,19 @@ def test_smoke_writes_results_and_report(run_dir):
                                                           ("RIGHT", 1.0)]
     assert all(h["dream_episodes"] == 256 and h["real_episodes"] == 8 for h in held)
     assert all(1 <= h[k] <= 50 for h in held for k in ("dream_mean", "real_mean"))
+    patrol = cal["patrol"]  # open-loop sweeps of the room, in the dream and in the game
+    assert [p["period"] for p in patrol] == [64, 100]
+    assert all(p["dream_episodes"] == 256 and p["real_episodes"] == 8 for p in patrol)
+    assert all(1 <= p[k] <= 50 for p in patrol for k in ("dream_mean", "real_mean"))
     ant = cal["anticipation"]  # M's done head read on 16 whole real episodes that end in death
     assert 1 <= ant["episodes"] <= 16 and ant["within"] == 10 and ant["steps"] > 100
     assert all(0.0 <= ant[k] <= 1.0 for k in ("auc_last", "auc_within", "auc_last_clock",
                                                "auc_within_clock"))
     report = (run_dir / "report.md").read_text()
     assert f"scores an AUC of {ant['auc_last']:.2f} for" in report
-    assert "| held | life in the dream | life in the game | dream / game |" in report
+    assert "| probe | life in the dream | life in the game | dream / game |" in report
     assert all(f"| {h['button']} | {h['dream_mean']:.0f} ± " in report for h in held)
+    assert all(f"| patrol {p['period']} | {p['dream_mean']:.0f} ± " in report for p in patrol)
     assert report.startswith("# dreamjax DoomTakeCover report (smoke profile)")
     for pic in r["pictures"].values():
         assert (run_dir / pic).is_file() and (run_dir / pic).stat().st_size > 0, pic

@@ -450,6 +450,38 @@ def test_data_policy_lengths_in_the_dream_are_analytic():
     assert abs(lengths.mean() - want) < 4 * lengths.std() / np.sqrt(n)
 
 
+def _dies_on_right():
+    """Dream params of a hand-set M whose done logit is 100·tanh(tanh(50·a_0)) (LSTM unit 0's
+    input and output gates open, forget gate shut, its cell input reading a_0; columns
+    i|j|f|o): a step with a_0 > 0 ends the dream, any other never does."""
+    H, D = SMALL.hidden, SMALL.z_dim + SMALL.action_dim
+    never = small_params(done_bias=-50.0)
+    kernel = jnp.zeros((D + H, 4 * H)).at[SMALL.z_dim, H].set(50.0)  # a_0 -> j of unit 0
+    bias = jnp.zeros(4 * H).at[0].set(50.0).at[2 * H].set(-50.0).at[3 * H].set(50.0)
+    out_w = jnp.zeros((H, never.mdn_params["params"]["output_w"].shape[1])).at[0, 0].set(100.0)
+    out_b = jnp.zeros_like(never.mdn_params["params"]["output_b"])
+    prm = {"lstm_kernel": kernel, "lstm_bias": bias, "output_w": out_w, "output_b": out_b}
+    return never.replace(mdn_params={"params": prm})
+
+
+def test_an_open_loop_schedule_plays_its_actions_in_order():
+    """`schedule_lengths` in the M that dies on a_0 > 0: a schedule whose first positive action
+    is at step k lives k + 1 steps in every dream, an all-non-positive one its whole length T;
+    the patrol probe (RIGHT first) dies on step 1, mirrored on its first RIGHT, step P/2 + 1."""
+    from dreamjax.dream.calibration import schedule_lengths
+    from dreamjax.pipeline.doom import patrol_schedule
+
+    T, dp = 40, _dies_on_right()
+    run = jax.jit(schedule_lengths, static_argnums=2)
+    for k in (0, 7, 39):
+        actions = jnp.full((T, SMALL.action_dim), -0.5).at[k, 0].set(0.2)
+        np.testing.assert_array_equal(run(jax.random.key(k), dp, 8, actions), k + 1)
+    np.testing.assert_array_equal(run(jax.random.key(0), dp, 8, jnp.zeros((T, 3))), T)
+    patrol = jnp.pad(jnp.asarray(patrol_schedule(16, T)), ((0, 0), (0, 2)))  # a_0; A = 3
+    np.testing.assert_array_equal(run(jax.random.key(1), dp, 8, patrol), 1)
+    np.testing.assert_array_equal(run(jax.random.key(1), dp, 8, -patrol), 16 // 2 + 1)
+
+
 def test_a_held_button_is_that_action_every_step():
     """`held_action_lengths` with low == high and episode-long repeats (the held-button probes):
     in a hand-set M whose done logit is 100·tanh(tanh(50·a_0)) (LSTM unit 0's input and output
@@ -458,14 +490,8 @@ def test_a_held_button_is_that_action_every_step():
     die on the first step whose a_0 > 0."""
     from dreamjax.dream.calibration import held_action_lengths
 
-    H, D, T = SMALL.hidden, SMALL.z_dim + SMALL.action_dim, 30
-    never = small_params(done_bias=-50.0)
-    kernel = jnp.zeros((D + H, 4 * H)).at[SMALL.z_dim, H].set(50.0)  # a_0 -> j of unit 0
-    bias = jnp.zeros(4 * H).at[0].set(50.0).at[2 * H].set(-50.0).at[3 * H].set(50.0)
-    out_w = jnp.zeros((H, never.mdn_params["params"]["output_w"].shape[1])).at[0, 0].set(100.0)
-    out_b = jnp.zeros_like(never.mdn_params["params"]["output_b"])
-    prm = {"lstm_kernel": kernel, "lstm_bias": bias, "output_w": out_w, "output_b": out_b}
-    dp = never.replace(mdn_params={"params": prm})
+    T = 30
+    dp = _dies_on_right()
     run = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
     for a, want in ((1.0, 1), (-1.0, T), (0.0, T)):
         np.testing.assert_array_equal(run(jax.random.key(0), dp, 16, T, T, T, a, a), want)

@@ -234,6 +234,21 @@ class DoomConstantPolicy(DoomRandomPolicy):
     max_repeat = 2100
 
 
+class DoomSweepPolicy(DoomRandomPolicy):
+    """§2.2's process with repeats U{20..120} instead of U{1..10} (the same absolute-frame test,
+    so a value is held for 30 steps at the median, 76 or more one time in ten): LEFT, nothing or
+    RIGHT held long enough to cross the room (about 92 steps wide at full speed) and reach a
+    wall. In the game moving across the room is what survives (open-loop patrols of 64-100
+    steps each way live 660-820 steps, standing still 158), but §2.2's holds of 1-10 steps
+    never show M a sweep, and the `laptop` dreams of seeds 1 and 2 kill every patrol at about
+    200 steps while they let a held button live 765-1020
+    (`experiments/results/doom-sweep/PROVENANCE.md`)."""
+
+    name = "doom_sweep"
+    min_repeat = 20
+    max_repeat = 120
+
+
 ROAD_ROWS = (28, 36, 44)
 """Rows of V's 64x64 frame the road follower looks at (ahead of the car, which sits at rows
 50-58, columns 31-33)."""
@@ -448,6 +463,14 @@ class DoomMixedPolicy(MixedPolicy):
     part_classes = (DoomRandomPolicy, DoomRandomPolicy, DoomRandomPolicy, DoomConstantPolicy)
 
 
+class DoomSweepMixedPolicy(MixedPolicy):
+    """§2.2's `DoomRandomPolicy` on the even episodes, `DoomSweepPolicy` on the odd ones."""
+
+    name = "doom_sweep_mixed"
+    action_dim = DoomRandomPolicy.action_dim
+    part_classes = (DoomRandomPolicy, DoomSweepPolicy)
+
+
 def part_classes(policy: type) -> tuple[type, ...]:
     """The policies a collection policy class runs: a `MixedPolicy`'s `part_classes`, else
     itself alone."""
@@ -464,5 +487,6 @@ POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "follower-throttle": ThrottleFollowerPolicy, "mixed-throttle": MixedThrottlePolicy,
             "follower-explore": ExploreFollowerPolicy, "mixed-explore": MixedExplorePolicy,
             "doom_random": DoomRandomPolicy, "doom_constant": DoomConstantPolicy,
-            "doom_mixed": DoomMixedPolicy}
+            "doom_mixed": DoomMixedPolicy, "doom_sweep": DoomSweepPolicy,
+            "doom_sweep_mixed": DoomSweepMixedPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""

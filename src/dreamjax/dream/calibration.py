@@ -9,6 +9,7 @@ redrawn with it) through the dream, so its dream lengths can be set beside the l
 real episodes (`dreamjax.pipeline.doom`'s `survival_calibration`, in the report). With
 `low == high` and repeats as long as the episode it holds one fixed action throughout: the
 held-button probes, whose real lives the calibration measures on a few training-seed episodes.
+`schedule_lengths` plays one fixed action sequence instead (the patrol probes).
 
 Pure and unjitted; jit the caller.
 """
@@ -49,6 +50,33 @@ def held_action_lengths(key: jax.Array, dream_params: DreamParams, num_episodes:
         init = (state, jnp.zeros((A,), jnp.float32), jnp.int32(1), jnp.int32(0),
                 jnp.bool_(True), jnp.int32(0))
         (*_, length), _ = jax.lax.scan(body, init, jax.random.split(k_steps, num_steps))
+        return length
+
+    return jax.vmap(one)(jax.random.split(key, num_episodes))
+
+
+def schedule_lengths(key: jax.Array, dream_params: DreamParams, num_episodes: int,
+                     actions: jax.Array) -> jax.Array:
+    """Lengths (num_episodes,) int32 of dream episodes under one open-loop action schedule,
+    actions (T, A): step t plays actions[t], whatever the dream shows (at most T steps; the
+    step on which the dream ends counts). The patrol probes (`dreamjax.pipeline.doom`)."""
+    env = DreamEnv()
+    T, A = actions.shape
+    assert dream_params.model.action_dim == A, (actions.shape, dream_params.model.action_dim)
+
+    def one(k: jax.Array) -> jax.Array:
+        k_reset, k_steps = jax.random.split(k)
+        _, state = env.reset_env(k_reset, dream_params)
+
+        def body(carry, xs):
+            state, alive, length = carry
+            k_t, a = xs
+            _, state, _, terminated, _ = env.step_env(k_t, state, a, dream_params)
+            length = length + alive.astype(jnp.int32)
+            return (state, alive & ~terminated, length), None
+
+        init = (state, jnp.bool_(True), jnp.int32(0))
+        (*_, length), _ = jax.lax.scan(body, init, (jax.random.split(k_steps, T), actions))
         return length
 
     return jax.vmap(one)(jax.random.split(key, num_episodes))

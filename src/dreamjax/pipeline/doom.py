@@ -34,7 +34,7 @@ from dreamjax.config import ExperimentConfig, to_dict
 from dreamjax.data.episodes import episode_index, episode_length, list_episodes
 from dreamjax.data.policies import POLICIES, DoomRandomPolicy, episode_part, part_classes
 from dreamjax.data.series import encode_padded
-from dreamjax.dream.calibration import held_action_lengths
+from dreamjax.dream.calibration import held_action_lengths, schedule_lengths
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv, DreamParams
 from dreamjax.dream.fidelity import death_anticipation
@@ -91,11 +91,11 @@ def _doom_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
 
 
 CALIBRATION_DREAMS = 256
-"""Dreams of the data policy (and of each held button) in the survival calibration."""
+"""Dreams of the data policy (and of each probe) in the survival calibration."""
 HELD_BUTTONS: dict[str, float] = {"LEFT": -1.0, "nothing": 0.0, "RIGHT": 1.0}
 """The held-button probes: C's raw output held for a whole episode (PAPER.md §2.1's mapping)."""
 PROBE_EPISODES = 8
-"""Real episodes per held button."""
+"""Real episodes per probe (held button or patrol)."""
 PROBE_SEED_START = 2_000_000
 """Env seeds of the probes' real episodes (training side: never the evaluation seeds)."""
 ANTICIPATION_EPISODES = 16
@@ -105,43 +105,69 @@ ANTICIPATION_SEED_START = 2_100_000
 ANTICIPATION_WITHIN = 10
 """Steps ahead at which M's done head is asked to see death coming."""
 _dream_lengths = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
-"""`held_action_lengths`, jitted once for the data-policy rows and the probes."""
+"""`held_action_lengths`, jitted once for the data-policy rows."""
 
 
-class HeldButton:
-    """A pool policy holding one raw action on every slot: a held-button probe."""
+PATROL_PERIODS = (64, 100)
+"""The patrol probes' periods: RIGHT for period // 2 steps, then LEFT and RIGHT for `period`
+steps each in turn. The room is about 92 steps wide, so from the middle these sweep it; in the
+game they live 660 and 820 steps (16 episodes each, seeds 3000+), standing still 158."""
 
-    def __init__(self, action: float):
-        self.action = np.float32(action)
+
+def patrol_schedule(period: int, steps: int) -> np.ndarray:
+    """(steps, 1) float32 raw actions of the patrol of `period` (`PATROL_PERIODS`)."""
+    t = np.arange(steps) - period // 2
+    right = (t < 0) | ((t // period) % 2 == 1)
+    return np.where(right, 1.0, -1.0).astype(np.float32)[:, None]
+
+
+class OpenLoop:
+    """A pool policy playing one action schedule (T, A) on every slot from its episode's first
+    step (the last action after T steps), whatever the frames show: the probes."""
+
+    def __init__(self, actions: np.ndarray, num_slots: int):
+        self.actions = np.asarray(actions, np.float32)
+        self.t = np.zeros(num_slots, np.int64)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
-        """Nothing to draw: the action is fixed."""
+        self.t[slot] = 0
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """frames (S, 64, 64, 3) -> (S, 1) float32, the held action."""
-        return np.full((len(frames), doom.ACTION_DIM), self.action, np.float32)
+        """frames (S, 64, 64, 3), active (S,) bool -> (S, A) float32: each slot's next action."""
+        out = self.actions[np.minimum(self.t, len(self.actions) - 1)]
+        self.t += active
+        return out
 
 
-def held_button_probes(cfg: ExperimentConfig, dream_params: DreamParams,
-                       key: jax.Array) -> list[dict]:
-    """Each of `HELD_BUTTONS` held for a whole episode (at most `es.max_steps` steps): its life
-    in `CALIBRATION_DREAMS` dreams and in `PROBE_EPISODES` real episodes (seeds
-    `PROBE_SEED_START`..), every episode counted. In the game a held button reaches a wall in
-    about 64 steps and is hit there; §2.2's data rarely show that, and a dream that lets a held
-    button live far longer than the game pays a controller that holds it."""
+_schedule_lengths = jax.jit(schedule_lengths, static_argnums=2)
+
+
+def open_loop_probes(cfg: ExperimentConfig, dream_params: DreamParams, key: jax.Array
+                     ) -> tuple[list[dict], list[dict]]:
+    """(held, patrol) rows: each of `HELD_BUTTONS` held for a whole episode, and each patrol of
+    `PATROL_PERIODS` (at most `es.max_steps` steps): its life in `CALIBRATION_DREAMS` dreams
+    and in `PROBE_EPISODES` real episodes (seeds `PROBE_SEED_START`..), every episode counted.
+    In the game a held button reaches a wall in about 64 steps and is hit there, and a patrol
+    lives 4-5 times as long; §2.2's data show neither, and a dream that lets a held button
+    outlive a patrol pays a controller that holds it."""
     steps = cfg.es.max_steps
     specs = [EpisodeSpec(seed=PROBE_SEED_START + i, tag=0) for i in range(PROBE_EPISODES)]
+    schedules = [({"button": name, "action": a}, np.full((steps, doom.ACTION_DIM), a, np.float32))
+                 for name, a in HELD_BUTTONS.items()]
+    schedules += [({"period": p}, patrol_schedule(p, steps)) for p in PATROL_PERIODS]
     rows = []
     with real_pool(cfg, steps, DOOM) as pool:
-        for name, a in HELD_BUTTONS.items():
-            dream = np.asarray(_dream_lengths(key, dream_params, CALIBRATION_DREAMS, steps, steps,
-                                          steps, a, a), np.float64)
-            real = np.array([r.length for r in pool.run(specs, HeldButton(a))], np.float64)
-            rows.append({"button": name, "action": a, "dream_episodes": int(dream.size),
+        for head, actions in schedules:
+            dream = np.asarray(_schedule_lengths(key, dream_params, CALIBRATION_DREAMS,
+                                                 actions), np.float64)
+            real = np.array([r.length for r in pool.run(specs, OpenLoop(actions, pool.num_slots))],
+                            np.float64)
+            rows.append({**head, "dream_episodes": int(dream.size),
                          "dream_mean": float(dream.mean()), "dream_std": float(dream.std()),
                          "real_episodes": int(real.size), "real_mean": float(real.mean()),
                          "real_std": float(real.std())})
-    return rows
+    n = len(HELD_BUTTONS)
+    return rows[:n], rows[n:]
 
 
 def death_anticipation_check(cfg: ExperimentConfig, world_model: WorldModel) -> dict:
@@ -174,8 +200,9 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: Dr
     (the collected episodes), both counting only episodes of more than `min_frames` steps, as
     collection does (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy);
     `parts` has one row per policy of a mixed collection (`doom_mixed`), e.g. how long a held
-    button (`doom_constant`) lives in the dream and in the game; `held`: the held-button probes
-    (`held_button_probes`), which need a few real episodes of their own; with `world_model`
+    button (`doom_constant`) lives in the dream and in the game; `held` and `patrol`: the
+    held-button and patrol probes (`open_loop_probes`), which need a few real episodes of their
+    own; with `world_model`
     (the report's), `anticipation`: whether its M sees death coming (`death_anticipation_check`,
     which does not depend on τ)."""
     policy = POLICIES[cfg.collect.policy]
@@ -200,9 +227,9 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: Dr
                       "real_mean": float(real.mean()) if real.size else 0.0,
                       "real_std": float(real.std()) if real.size else 0.0})
     first = {k: v for k, v in parts[0].items() if k not in ("policy", "repeats")}
-    held = held_button_probes(cfg, dream_params, jax.random.fold_in(key, len(parts)))
+    held, patrol = open_loop_probes(cfg, dream_params, jax.random.fold_in(key, len(parts)))
     out = {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
-           **first, "parts": parts, "held": held}
+           **first, "parts": parts, "held": held, "patrol": patrol}
     if world_model is not None:
         out["anticipation"] = death_anticipation_check(cfg, world_model)
     return out

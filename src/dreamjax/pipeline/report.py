@@ -152,23 +152,36 @@ def render_markdown(r: dict) -> str:
                       f"{part['dream_mean']:.0f} ± {part['dream_std']:.0f} steps "
                       f"in the dream and {part['real_mean']:.0f} ± {part['real_std']:.0f} in "
                       f"the game ({part['real_episodes']} of its episodes)."]
-        held = cal.get("held", [])
+        held, patrol = cal.get("held", []), cal.get("patrol", [])
         if held:
-            lines += ["", "One action held for the whole episode (in the game a held LEFT or "
-                      "RIGHT reaches a wall in about 64 steps and is hit there; nothing held "
-                      "stands in the middle and is hit there):", "",
-                      "| held | life in the dream | life in the game | dream / game |",
+            lines += ["", "Open-loop probes: one action held for the whole episode (in the game a "
+                      "held LEFT or RIGHT reaches a wall in about 64 steps and is hit there; "
+                      "nothing held stands in the middle and is hit there), and patrols of "
+                      "period P (RIGHT for P/2 steps, then LEFT and RIGHT for P steps each in "
+                      "turn, sweeping the room):", "",
+                      "| probe | life in the dream | life in the game | dream / game |",
                       "|---|---|---|---|"]
-            ratios = [row["dream_mean"] / max(row["real_mean"], 1.0) for row in held]
-            for row, ratio in zip(held, ratios, strict=True):
-                lines.append(f"| {row['button']} | {row['dream_mean']:.0f} ± "
+            names = [row["button"] for row in held] + [f"patrol {row['period']}"
+                                                       for row in patrol]
+            for name, row in zip(names, held + patrol, strict=True):
+                ratio = row["dream_mean"] / max(row["real_mean"], 1.0)
+                lines.append(f"| {name} | {row['dream_mean']:.0f} ± "
                              f"{row['dream_std']:.0f} ({row['dream_episodes']} dreams) | "
                              f"{row['real_mean']:.0f} ± {row['real_std']:.0f} "
                              f"({row['real_episodes']} episodes) | {ratio:.1f} |")
-            ratio, worst = max(zip(ratios, held, strict=True), key=lambda p: p[0])
+            ratio, worst = max(((row["dream_mean"] / max(row["real_mean"], 1.0), row)
+                                for row in held), key=lambda p: p[0])
             if worst["dream_mean"] > 2 * worst["real_mean"]:
                 lines += ["", f"The dream lets a held {worst['button']} live {ratio:.1f}× as "
                           "long as the game does: a controller that holds it is overrated here."]
+            best = max(patrol, key=lambda row: row["real_mean"], default=None)
+            if best and worst["dream_mean"] > best["dream_mean"] and (
+                    best["real_mean"] > worst["real_mean"]):
+                lines += ["", f"The dream ranks a held {worst['button']} above the patrol "
+                          f"{best['period']} ({worst['dream_mean']:.0f} against "
+                          f"{best['dream_mean']:.0f} steps) where the game ranks the patrol "
+                          f"first ({best['real_mean']:.0f} against {worst['real_mean']:.0f}): "
+                          "C learns to hold the button."]
         ant = cal.get("anticipation", {})
         if ant.get("episodes"):
             lines += ["", f"Does M see death coming? Read teacher-forced on {ant['episodes']} "
