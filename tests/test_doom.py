@@ -25,6 +25,8 @@ from dreamjax.data.policies import (
     POLICIES,
     DoomConstantPolicy,
     DoomMixedPolicy,
+    DoomPatrolMixedPolicy,
+    DoomPatrolPolicy,
     DoomRandomPolicy,
     DoomSweepMixedPolicy,
     DoomSweepPolicy,
@@ -289,7 +291,8 @@ def test_random_policy_repeat_structure(name, cls, low, high):
 def test_constant_policy_and_the_doom_mixed_parts():
     """`doom_constant` draws one a ~ U(-1, 1) and holds it for 2100 steps; `doom_mixed` acts
     exactly as `doom_constant` on episodes i with i % 4 == 3 and as `doom_random` on the
-    others; `doom_sweep_mixed` as `doom_sweep` on odd episodes and `doom_random` on even."""
+    others; `doom_sweep_mixed` and `doom_patrol_mixed` as `doom_sweep` / `doom_patrol` on odd
+    episodes and `doom_random` on even."""
     assert POLICIES["doom_constant"] is DoomConstantPolicy
     assert POLICIES["doom_mixed"] is DoomMixedPolicy
     firsts = []
@@ -302,18 +305,42 @@ def test_constant_policy_and_the_doom_mixed_parts():
     assert len(set(firsts)) == 60 and min(firsts) < -0.8 and max(firsts) > 0.8
     frames = np.zeros((1, 64, 64, 3), np.uint8)
     assert POLICIES["doom_sweep_mixed"] is DoomSweepMixedPolicy
+    assert POLICIES["doom_patrol_mixed"] is DoomPatrolMixedPolicy
     for mixed_cls, tag, ref_cls in ((DoomMixedPolicy, 4, DoomRandomPolicy),
                                     (DoomMixedPolicy, 6, DoomRandomPolicy),
                                     (DoomMixedPolicy, 7, DoomConstantPolicy),
                                     (DoomMixedPolicy, 11, DoomConstantPolicy),
                                     (DoomSweepMixedPolicy, 4, DoomRandomPolicy),
-                                    (DoomSweepMixedPolicy, 7, DoomSweepPolicy)):
+                                    (DoomSweepMixedPolicy, 7, DoomSweepPolicy),
+                                    (DoomPatrolMixedPolicy, 2, DoomRandomPolicy),
+                                    (DoomPatrolMixedPolicy, 9, DoomPatrolPolicy)):
         mixed, ref = mixed_cls(3, 1), ref_cls(3, 1)
         mixed.reset(0, EpisodeSpec(seed=0, tag=tag))
         ref.reset(0, EpisodeSpec(seed=0, tag=tag))
         for _ in range(300):
             np.testing.assert_array_equal(mixed.act(frames, np.array([True])),
                                           ref.act(frames, np.array([True])))
+
+
+def test_patrol_policy_alternates_buttons_with_one_period_per_episode():
+    """`doom_patrol`: every action is -1 or +1; the sign flips every P steps, P ~ U{16..160}
+    per episode (the first run of each episode at most P steps, the last cut by the episode's
+    end), and P, the first direction and the first run vary across episodes."""
+    assert POLICIES["doom_patrol"] is DoomPatrolPolicy
+    periods, firsts, signs = set(), set(), set()
+    for tag in range(40):
+        policy = DoomPatrolPolicy(5, 1)
+        policy.reset(0, EpisodeSpec(seed=0, tag=tag))
+        acts, _ = _drive(policy, 0, 2100)
+        assert set(np.unique(acts)) <= {-1.0, 1.0}
+        runs = np.diff(np.flatnonzero(np.r_[True, acts[1:] != acts[:-1], True]))
+        period = int(policy.period[0])
+        assert 16 <= period <= 160 and 1 <= runs[0] <= period
+        assert (runs[1:-1] == period).all() and runs[-1] <= period
+        periods.add(period)
+        firsts.add(int(runs[0]))
+        signs.add(float(acts[0]))
+    assert len(periods) > 20 and len(firsts) > 20 and signs == {-1.0, 1.0}
 
 
 def test_random_policy_seeded_per_episode():

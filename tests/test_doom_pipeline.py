@@ -134,7 +134,7 @@ def test_smoke_writes_results_and_report(run_dir):
     assert all(h["dream_episodes"] == 256 and h["real_episodes"] == 8 for h in held)
     assert all(1 <= h[k] <= 50 for h in held for k in ("dream_mean", "real_mean"))
     patrol = cal["patrol"]  # open-loop sweeps of the room, in the dream and in the game
-    assert [p["period"] for p in patrol] == [64, 100]
+    assert [p["period"] for p in patrol] == [64, 128]
     assert all(p["dream_episodes"] == 256 and p["real_episodes"] == 8 for p in patrol)
     assert all(1 <= p[k] <= 50 for p in patrol for k in ("dream_mean", "real_mean"))
     ant = cal["anticipation"]  # M's done head read on 16 whole real episodes that end in death

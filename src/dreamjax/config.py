@@ -32,7 +32,8 @@ class CollectConfig:
     """Steps per episode; the paper records every episode to exactly 1000 frames."""
     policy: Literal["paper", "brownian", "follower", "mixed", "follower-throttle",
                     "mixed-throttle", "follower-explore", "mixed-explore", "doom_random",
-                    "doom_constant", "doom_mixed", "doom_sweep", "doom_sweep_mixed"] = "paper"
+                    "doom_constant", "doom_mixed", "doom_sweep", "doom_sweep_mixed", "doom_patrol",
+                    "doom_patrol_mixed"] = "paper"
     """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
     `brownian`: actions follow a clipped random walk; `follower`: a noisy hand-coded road
     follower on V's frame; `mixed`: even episodes `paper`, odd ones `follower`;
@@ -43,7 +44,9 @@ class CollectConfig:
     1-10 steps; `doom_constant`: one uniform action held for the whole episode (to a wall);
     `doom_mixed`: `doom_constant` on every fourth episode, `doom_random` on the others;
     `doom_sweep`: `doom_random` with holds of up to 120 steps (sweeps across the room);
-    `doom_sweep_mixed`: `doom_random` on even episodes, `doom_sweep` on odd ones."""
+    `doom_sweep_mixed`: `doom_random` on even episodes, `doom_sweep` on odd ones;
+    `doom_patrol`: LEFT and RIGHT in turn, each held for a period of 16-160 steps drawn per
+    episode; `doom_patrol_mixed`: `doom_random` on even episodes, `doom_patrol` on odd ones."""
 
 
 @dataclass(frozen=True)

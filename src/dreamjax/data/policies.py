@@ -238,15 +238,49 @@ class DoomSweepPolicy(DoomRandomPolicy):
     """§2.2's process with repeats U{20..120} instead of U{1..10} (the same absolute-frame test,
     so a value is held for 30 steps at the median, 76 or more one time in ten): LEFT, nothing or
     RIGHT held long enough to cross the room (about 92 steps wide at full speed) and reach a
-    wall. In the game moving across the room is what survives (open-loop patrols of 64-100
-    steps each way live 660-820 steps, standing still 158), but §2.2's holds of 1-10 steps
-    never show M a sweep, and the `laptop` dreams of seeds 1 and 2 kill every patrol at about
-    200 steps while they let a held button live 765-1020
+    wall. In the game sweeping the room is what survives (blind patrols of 64 and 128 steps
+    each way live 622 and 953 steps, standing still 158), but §2.2's holds of 1-10 steps never
+    show M a sweep, and the `laptop` dreams of seeds 1 and 2 kill every patrol at about 200
+    steps while they let a held button live 765-1020
     (`experiments/results/doom-sweep/PROVENANCE.md`)."""
 
     name = "doom_sweep"
     min_repeat = 20
     max_repeat = 120
+
+
+class DoomPatrolPolicy(DoomRandomPolicy):
+    """Patrols: LEFT and RIGHT (raw -1 and +1) in turn, each held for one period P ~ U{16..160}
+    drawn per episode, the first from a random direction for U{1..P} steps. In the game a
+    patrol's life depends on its period (16 episodes each: P = 16: 208 steps, 64: 622, 128:
+    953, 200: 291; `experiments/results/doom-sweep/patrol_real.py`), so these episodes show M
+    what sweeping the room does and what stopping at a wall does, which §2.2's 1-10-step holds
+    never show."""
+
+    name = "doom_patrol"
+    min_period = 16
+    max_period = 160
+
+    def __init__(self, master_seed: int, num_slots: int):
+        super().__init__(master_seed, num_slots)
+        self.period = np.ones(num_slots, np.int64)
+        self.offset = np.zeros(num_slots, np.int64)
+        self.sign = np.ones(num_slots, np.float32)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        super().reset(slot, spec)
+        rng = self.rngs[slot]
+        self.period[slot] = rng.integers(self.min_period, self.max_period + 1)
+        self.offset[slot] = self.period[slot] - rng.integers(1, self.period[slot] + 1)
+        self.sign[slot] = rng.choice(np.array([-1.0, 1.0], np.float32))
+
+    def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """frames (S, 64, 64, 3), active (S,) bool -> (S, 1) float32 actions in {-1, +1}."""
+        for s in np.flatnonzero(active):
+            turns = (self.frame[s] + self.offset[s]) // self.period[s]
+            self.a[s] = self.sign[s] * (1.0 if turns % 2 == 0 else -1.0)
+            self.frame[s] += 1
+        return self.a.copy()
 
 
 ROAD_ROWS = (28, 36, 44)
@@ -471,6 +505,14 @@ class DoomSweepMixedPolicy(MixedPolicy):
     part_classes = (DoomRandomPolicy, DoomSweepPolicy)
 
 
+class DoomPatrolMixedPolicy(MixedPolicy):
+    """§2.2's `DoomRandomPolicy` on the even episodes, `DoomPatrolPolicy` on the odd ones."""
+
+    name = "doom_patrol_mixed"
+    action_dim = DoomRandomPolicy.action_dim
+    part_classes = (DoomRandomPolicy, DoomPatrolPolicy)
+
+
 def part_classes(policy: type) -> tuple[type, ...]:
     """The policies a collection policy class runs: a `MixedPolicy`'s `part_classes`, else
     itself alone."""
@@ -488,5 +530,6 @@ POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "follower-explore": ExploreFollowerPolicy, "mixed-explore": MixedExplorePolicy,
             "doom_random": DoomRandomPolicy, "doom_constant": DoomConstantPolicy,
             "doom_mixed": DoomMixedPolicy, "doom_sweep": DoomSweepPolicy,
-            "doom_sweep_mixed": DoomSweepMixedPolicy}
+            "doom_sweep_mixed": DoomSweepMixedPolicy, "doom_patrol": DoomPatrolPolicy,
+            "doom_patrol_mixed": DoomPatrolMixedPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""

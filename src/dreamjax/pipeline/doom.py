@@ -108,10 +108,12 @@ _dream_lengths = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
 """`held_action_lengths`, jitted once for the data-policy rows."""
 
 
-PATROL_PERIODS = (64, 100)
+PATROL_PERIODS = (64, 128)
 """The patrol probes' periods: RIGHT for period // 2 steps, then LEFT and RIGHT for `period`
-steps each in turn. The room is about 92 steps wide, so from the middle these sweep it; in the
-game they live 660 and 820 steps (16 episodes each, seeds 3000+), standing still 158."""
+steps each in turn, sweeping the room. In the game (16 episodes each, seeds 3000-3015,
+`experiments/results/doom-sweep/patrol_real.py`) these live 622 and 953 steps, standing still
+158, and the best blind patrol is a strong policy: periods 32 / 100 / 160 / 200 live 208 / 812
+/ 532 / 291."""
 
 
 def patrol_schedule(period: int, steps: int) -> np.ndarray:
@@ -148,7 +150,7 @@ def open_loop_probes(cfg: ExperimentConfig, dream_params: DreamParams, key: jax.
     `PATROL_PERIODS` (at most `es.max_steps` steps): its life in `CALIBRATION_DREAMS` dreams
     and in `PROBE_EPISODES` real episodes (seeds `PROBE_SEED_START`..), every episode counted.
     In the game a held button reaches a wall in about 64 steps and is hit there, and a patrol
-    lives 4-5 times as long; §2.2's data show neither, and a dream that lets a held button
+    lives 3-6 times as long; §2.2's data show neither, and a dream that lets a held button
     outlive a patrol pays a controller that holds it."""
     steps = cfg.es.max_steps
     specs = [EpisodeSpec(seed=PROBE_SEED_START + i, tag=0) for i in range(PROBE_EPISODES)]
