@@ -73,11 +73,10 @@ MIN_FRAMES = 100
 # Throughputs on the 2-core CPU with nothing else running (the laptop run of 2026-12-05,
 # `experiments/results/doom-laptop-400eps`: 2 ViZDoom workers 383 frames/s, V 361 frames/s,
 # M 11.5k sequence steps/s at batch 32, the H = 512 dream 42k capped steps/s at 16 x 16
-# rollouts, evaluation 469 steps/s; `doom_patrol_mixed` episodes average 443 steps,
-# `experiments/results/doom-patrol-seed1`), for the printed estimate only.
+# rollouts, evaluation 469 steps/s), for the printed estimate only.
 _DOOM_RATE = {
     "collect_frames_s": 380.0,
-    "collect_episode_steps": 440.0,
+    "collect_episode_steps": 330.0,
     "vae_frames_s": 360.0,
     "encode_frames_s": 800.0,
     "mdn_seq_steps_s": 11_000.0,
