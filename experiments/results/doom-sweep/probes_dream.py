@@ -21,6 +21,7 @@ from dreamjax.pipeline.doom import patrol_schedule
 from dreamjax.pipeline.run import RunFolder
 
 STEPS = 2100
+PERIODS = (2, 4, 8, 16, 32, 64, 100, 128, 160)
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     wm = artifacts.load_world_model(run, cfg.controller)
     lengths = jax.jit(schedule_lengths, static_argnums=2)
     probes = {f"held {a:+.0f}": np.full((STEPS, 1), a, np.float32) for a in (-1.0, 0.0, 1.0)}
-    probes |= {f"patrol {p}": patrol_schedule(p, STEPS) for p in (2, 4, 8, 16, 32, 64, 100, 128, 160)}
+    probes |= {f"patrol {p}": patrol_schedule(p, STEPS) for p in PERIODS}
     for tau in map(float, sys.argv[2:]):
         c = dataclasses.replace(cfg, dream=dataclasses.replace(cfg.dream, temperature=tau))
         dp = member(artifacts.config_dream_params(c, run, wm), 0)
