@@ -33,6 +33,7 @@ from dreamjax.data.policies import (
     collection_tag,
     episode_rng,
     episode_seed,
+    open_loop_schedules,
     split_tag,
 )
 from dreamjax.dream.env import DreamEnv, random_dream_params
@@ -253,7 +254,7 @@ def test_pool_equals_a_direct_loop():
 
 
 def _drive(policy: DoomRandomPolicy, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n,) actions of `slot` and (n,) its repeat after each act."""
+    """(n,) actions of `slot` and (n,) its repeat after each act (0 for a patrol: no repeats)."""
     frames = np.zeros((policy.a.shape[0], 64, 64, 3), np.uint8)
     active = np.zeros(policy.a.shape[0], bool)
     active[slot] = True
@@ -262,7 +263,7 @@ def _drive(policy: DoomRandomPolicy, slot: int, n: int) -> tuple[np.ndarray, np.
         out = policy.act(frames, active)
         assert out.shape == (policy.a.shape[0], 1) and out.dtype == np.float32
         acts.append(out[slot, 0])
-        repeats.append(policy.repeat[slot])
+        repeats.append(policy.repeat[slot] if hasattr(policy, "repeat") else 0)
     return np.array(acts), np.array(repeats)
 
 
@@ -341,6 +342,23 @@ def test_patrol_policy_alternates_buttons_with_one_period_per_episode():
         firsts.add(int(runs[0]))
         signs.add(float(acts[0]))
     assert len(periods) > 20 and len(firsts) > 20 and signs == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("name", ["doom_random", "doom_constant", "doom_sweep", "doom_patrol"])
+def test_open_loop_schedules_are_the_policys_own_episodes(name):
+    """`open_loop_schedules` (the calibration's dream actions): episode i is what the policy
+    plays, step by step, in the episode tagged i of the same master seed; a policy that reads
+    the frames (CarRacing's road follower) is refused."""
+    cls = POLICIES[name]
+    sched = open_loop_schedules(cls, 11, 5, 400)
+    assert sched.shape == (5, 400, 1) and sched.dtype == np.float32
+    for i in range(5):
+        policy = cls(11, 1)
+        policy.reset(0, EpisodeSpec(seed=123, tag=i))
+        np.testing.assert_array_equal(sched[i, :, 0], _drive(policy, 0, 400)[0])
+    assert not np.array_equal(sched[0], sched[1])
+    with pytest.raises(TypeError, match="RoadFollowerPolicy reads the frames"):
+        open_loop_schedules(POLICIES["follower"], 11, 2, 10)
 
 
 def test_random_policy_seeded_per_episode():

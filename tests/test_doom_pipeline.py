@@ -126,7 +126,7 @@ def test_smoke_writes_results_and_report(run_dir):
     assert 100 < cal["real_mean"] <= 120 and cal["dream_episodes"] == 256
     assert 0 <= cal["dream_kept"] <= 256 and cal["dream_mean"] <= 50  # es.max_steps = 50
     (part,) = cal["parts"]  # one data policy: §2.2's, the top-level row
-    assert part["policy"] == "doom_random" and part["repeats"] == [1, 10]
+    assert part["policy"] == "doom_random" and part["summary"] == "actions held 1-10 steps"
     assert all(part[k] == cal[k] for k in ("dream_mean", "dream_kept", "real_mean"))
     held = cal["held"]  # each button held for a whole episode, in the dream and in the game
     assert [(h["button"], h["action"]) for h in held] == [("LEFT", -1.0), ("nothing", 0.0),
@@ -173,8 +173,8 @@ def test_calibration_has_a_row_per_policy_of_a_mixed_collection(run_dir, tmp_pat
     cal = survival_calibration(cfg, run, artifacts.config_dream_params(cfg, run, wm))
     lengths = [len(load_episode(episode_path(folder, i))["rewards"]) for i in (0, 1, 3)]
     rnd, const = cal["parts"]
-    assert (rnd["policy"], rnd["repeats"]) == ("doom_random", [1, 10])
-    assert (const["policy"], const["repeats"]) == ("doom_constant", [2100, 2100])
+    assert (rnd["policy"], const["policy"]) == ("doom_random", "doom_constant")
+    assert const["summary"] == "one action held for the whole episode"
     assert rnd["real_episodes"] == 2 and const["real_episodes"] == 1
     assert rnd["real_mean"] == pytest.approx(np.mean(lengths[:2]))
     assert const["real_mean"] == lengths[2]

@@ -428,23 +428,24 @@ def test_dream_from_a_real_start_continues_m_from_that_state():
 
 
 def test_data_policy_lengths_in_the_dream_are_analytic():
-    """`held_action_lengths`: a dream that always ends lives 1 step, one that never ends the step
+    """`schedule_lengths`: a dream that always ends lives 1 step, one that never ends the step
     limit, and one that ends with probability p a step the truncated geometric mean
     (1 - (1 - p)^T) / p."""
-    from dreamjax.dream.calibration import held_action_lengths
+    from dreamjax.dream.calibration import schedule_lengths
 
-    run = jax.jit(held_action_lengths, static_argnums=(2, 3))
+    run = jax.jit(schedule_lengths)
     always = small_params(done_bias=50.0)
     never = small_params(done_bias=-50.0)
-    np.testing.assert_array_equal(run(jax.random.key(0), always, 8, 30), 1)
-    np.testing.assert_array_equal(run(jax.random.key(0), never, 8, 30), 30)
+    zeros = jnp.zeros((8, 30, SMALL.action_dim))
+    np.testing.assert_array_equal(run(jax.random.key(0), always, zeros), 1)
+    np.testing.assert_array_equal(run(jax.random.key(0), never, zeros), 30)
     prm = never.mdn_params["params"]
     prm = {**prm, "output_w": prm["output_w"].at[:, 0].set(0.0),
            "output_b": prm["output_b"].at[0].set(0.0)}
     coin = make_dream_params(SMALL, {**never.mdn_params, "params": prm}, never.init_mu,
                              never.init_logvar, done_mode="sample", done_weight=9.0)
     p, T, n = 0.1, 40, 3000  # sigmoid(0 - log 9) = 0.1
-    lengths = np.asarray(run(jax.random.key(1), coin, n, T))
+    lengths = np.asarray(run(jax.random.key(1), coin, jnp.zeros((n, T, SMALL.action_dim))))
     want = (1 - (1 - p) ** T) / p
     assert lengths.min() >= 1 and lengths.max() <= T
     assert abs(lengths.mean() - want) < 4 * lengths.std() / np.sqrt(n)
@@ -466,35 +467,42 @@ def _dies_on_right():
 
 def test_an_open_loop_schedule_plays_its_actions_in_order():
     """`schedule_lengths` in the M that dies on a_0 > 0: a schedule whose first positive action
-    is at step k lives k + 1 steps in every dream, an all-non-positive one its whole length T;
-    the patrol probe (RIGHT first) dies on step 1, mirrored on its first RIGHT, step P/2 + 1."""
+    is at step k lives k + 1 steps in every dream, an all-non-positive one (a held LEFT or
+    nothing) its whole length T; the patrol probe (RIGHT first) dies on step 1, mirrored on its
+    first RIGHT, step P/2 + 1; each episode plays its own schedule."""
     from dreamjax.dream.calibration import schedule_lengths
     from dreamjax.pipeline.doom import patrol_schedule
 
-    T, dp = 40, _dies_on_right()
-    run = jax.jit(schedule_lengths, static_argnums=2)
+    T, A, dp = 40, SMALL.action_dim, _dies_on_right()
+    run = jax.jit(schedule_lengths)
     for k in (0, 7, 39):
-        actions = jnp.full((T, SMALL.action_dim), -0.5).at[k, 0].set(0.2)
-        np.testing.assert_array_equal(run(jax.random.key(k), dp, 8, actions), k + 1)
-    np.testing.assert_array_equal(run(jax.random.key(0), dp, 8, jnp.zeros((T, 3))), T)
-    patrol = jnp.pad(jnp.asarray(patrol_schedule(16, T)), ((0, 0), (0, 2)))  # a_0; A = 3
-    np.testing.assert_array_equal(run(jax.random.key(1), dp, 8, patrol), 1)
-    np.testing.assert_array_equal(run(jax.random.key(1), dp, 8, -patrol), 16 // 2 + 1)
+        actions = jnp.full((8, T, A), -0.5).at[:, k, 0].set(0.2)
+        np.testing.assert_array_equal(run(jax.random.key(k), dp, actions), k + 1)
+    for held in (-1.0, 0.0):
+        np.testing.assert_array_equal(run(jax.random.key(0), dp, jnp.full((8, T, A), held)), T)
+    patrol = jnp.pad(jnp.asarray(patrol_schedule(16, T)), ((0, 0), (0, A - 1)))  # a_0
+    np.testing.assert_array_equal(run(jax.random.key(1), dp, jnp.stack([patrol] * 4)), 1)
+    np.testing.assert_array_equal(run(jax.random.key(1), dp, jnp.stack([-patrol] * 4)),
+                                  16 // 2 + 1)
+    mixed = jnp.stack([patrol, -patrol, jnp.zeros((T, A))])
+    np.testing.assert_array_equal(run(jax.random.key(2), dp, mixed), [1, 16 // 2 + 1, T])
 
 
-def test_a_held_button_is_that_action_every_step():
-    """`held_action_lengths` with low == high and episode-long repeats (the held-button probes):
-    in a hand-set M whose done logit is 100·tanh(tanh(50·a_0)) (LSTM unit 0's input and output
-    gates open, forget gate shut, its cell input reading a_0; columns i|j|f|o), a held RIGHT
-    (+1) dies on step 1, a held LEFT (-1) or nothing (0) never dies, and §2.2's uniform draws
-    die on the first step whose a_0 > 0."""
-    from dreamjax.dream.calibration import held_action_lengths
+@pytest.mark.parametrize("name", ["doom_random", "doom_sweep", "doom_patrol"])
+def test_a_data_policy_plays_its_own_actions_in_the_dream(name):
+    """The calibration's dream rows: `open_loop_schedules` of a Doom data policy played by
+    `schedule_lengths` in the M that dies on a_0 > 0 end each episode on the first step its
+    own schedule goes positive (or live T steps), a hand computation from the schedule."""
+    from dreamjax.data.policies import POLICIES, open_loop_schedules
+    from dreamjax.dream.calibration import schedule_lengths
 
-    T = 30
-    dp = _dies_on_right()
-    run = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
-    for a, want in ((1.0, 1), (-1.0, T), (0.0, T)):
-        np.testing.assert_array_equal(run(jax.random.key(0), dp, 16, T, T, T, a, a), want)
-    uniform = np.asarray(run(jax.random.key(0), dp, 400, T, 1, 1))  # a new draw every step
-    assert uniform.min() == 1 and uniform.max() <= T
-    assert abs(uniform.mean() - 2.0) < 0.3  # geometric with p = 1/2
+    T, n = 300, 64
+    sched = open_loop_schedules(POLICIES[name], 7, n, T)  # (n, T, 1)
+    assert sched.shape == (n, T, 1) and sched.dtype == np.float32
+    positive = sched[:, :, 0] > 0
+    want = np.where(positive.any(1), positive.argmax(1) + 1, T)
+    assert len(np.unique(want)) > 3  # the episodes differ
+    actions = jnp.pad(jnp.asarray(sched), ((0, 0), (0, 0), (0, SMALL.action_dim - 1)))
+    np.testing.assert_array_equal(jax.jit(schedule_lengths)(jax.random.key(0),
+                                                            _dies_on_right(), actions), want)
+

@@ -28,7 +28,7 @@ def main() -> None:
     run = RunFolder(sys.argv[1])
     cfg = DOOM_PROFILES["laptop"]()
     wm = artifacts.load_world_model(run, cfg.controller)
-    lengths = jax.jit(schedule_lengths, static_argnums=2)
+    lengths = jax.jit(schedule_lengths)
     probes = {f"held {a:+.0f}": np.full((STEPS, 1), a, np.float32) for a in (-1.0, 0.0, 1.0)}
     probes |= {f"patrol {p}": patrol_schedule(p, STEPS) for p in PERIODS}
     for tau in map(float, sys.argv[2:]):
@@ -36,7 +36,8 @@ def main() -> None:
         dp = member(artifacts.config_dream_params(c, run, wm), 0)
         row = []
         for name, actions in probes.items():
-            n = np.asarray(lengths(jax.random.key(0), dp, 256, jnp.asarray(actions)))
+            tiled = jnp.broadcast_to(jnp.asarray(actions), (256, *actions.shape))
+            n = np.asarray(lengths(jax.random.key(0), dp, tiled))
             row.append(f"{name}: {n.mean():.0f}")
         print(f"{sys.argv[1]} tau {tau}: " + " | ".join(row), flush=True)
 

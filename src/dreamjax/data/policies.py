@@ -186,7 +186,27 @@ class BrownianPolicy:
         return out
 
 
-class DoomRandomPolicy:
+class DoomOpenLoopPolicy:
+    """The base of Doom's data policies: one action (S, 1) per slot drawn from the episode's own
+    stream (`episode_rng`) and its frame count, never from the frames, so the actions an episode
+    plays are known without the game (`open_loop_schedules`: the same policies in the dream).
+    `summary` says in a few words what a policy does (the report's calibration rows)."""
+
+    action_dim = 1
+    summary = ""
+
+    def __init__(self, master_seed: int, num_slots: int):
+        self.master_seed = int(master_seed)
+        self.rngs: list[np.random.Generator | None] = [None] * num_slots
+        self.a = np.zeros((num_slots, self.action_dim), np.float32)
+        self.frame = np.zeros(num_slots, np.int64)
+
+    def reset(self, slot: int, spec: EpisodeSpec) -> None:
+        self.rngs[slot] = episode_rng(self.master_seed, spec.tag)
+        self.frame[slot] = 0
+
+
+class DoomRandomPolicy(DoomOpenLoopPolicy):
     """The Doom data-collection policy (PAPER.md §2.2, `doomrnn/extract.py:42,54-56`): at every
     frame t (counted from 0) with t % repeat == 0, a ~ U(-1, 1) is drawn and then repeat ~ U{1..10}
     is redrawn; otherwise a is held. `repeat` tests the absolute frame index, as the reference
@@ -195,21 +215,17 @@ class DoomRandomPolicy:
     repeat divides 0, so it never changes an action."""
 
     name = "doom_random"
-    action_dim = 1
     min_repeat = 1
     max_repeat = 10
+    summary = "actions held 1-10 steps"
 
     def __init__(self, master_seed: int, num_slots: int):
-        self.master_seed = int(master_seed)
-        self.rngs: list[np.random.Generator | None] = [None] * num_slots
-        self.a = np.zeros((num_slots, self.action_dim), np.float32)
+        super().__init__(master_seed, num_slots)
         self.repeat = np.ones(num_slots, np.int64)
-        self.frame = np.zeros(num_slots, np.int64)
 
     def reset(self, slot: int, spec: EpisodeSpec) -> None:
-        self.rngs[slot] = episode_rng(self.master_seed, spec.tag)
+        super().reset(slot, spec)
         self.repeat[slot] = 1
-        self.frame[slot] = 0
 
     def act(self, frames: np.ndarray, active: np.ndarray) -> np.ndarray:
         """frames (S, 64, 64, 3), active (S,) bool -> (S, 1) float32 actions in [-1, 1)."""
@@ -232,6 +248,7 @@ class DoomConstantPolicy(DoomRandomPolicy):
     name = "doom_constant"
     min_repeat = 2100
     max_repeat = 2100
+    summary = "one action held for the whole episode"
 
 
 class DoomSweepPolicy(DoomRandomPolicy):
@@ -247,9 +264,10 @@ class DoomSweepPolicy(DoomRandomPolicy):
     name = "doom_sweep"
     min_repeat = 20
     max_repeat = 120
+    summary = "actions held 20-120 steps"
 
 
-class DoomPatrolPolicy(DoomRandomPolicy):
+class DoomPatrolPolicy(DoomOpenLoopPolicy):
     """Patrols: LEFT and RIGHT (raw -1 and +1) in turn, each held for one period P ~ U{16..160}
     drawn per episode, the first from a random direction for U{1..P} steps. In the game a
     patrol's life depends on its period (16 episodes each: P = 16: 208 steps, 64: 622, 128:
@@ -260,6 +278,7 @@ class DoomPatrolPolicy(DoomRandomPolicy):
     name = "doom_patrol"
     min_period = 16
     max_period = 160
+    summary = "patrols: LEFT and RIGHT in turn, 16-160 steps each way"
 
     def __init__(self, master_seed: int, num_slots: int):
         super().__init__(master_seed, num_slots)
@@ -522,6 +541,22 @@ def part_classes(policy: type) -> tuple[type, ...]:
 def episode_part(policy: type, index: int) -> int:
     """Which of `part_classes(policy)` drives collection episode `index`: index % n."""
     return int(index) % len(part_classes(policy))
+
+
+def open_loop_schedules(policy: type, master_seed: int, num_episodes: int, steps: int
+                        ) -> np.ndarray:
+    """(num_episodes, steps, A) float32: the actions a `DoomOpenLoopPolicy` class plays in
+    episodes tagged 0..num_episodes-1 of `master_seed`, step by step. It never reads the frames,
+    so these are its actions in the game whatever the game shows, and in the dream
+    (`dreamjax.dream.calibration.schedule_lengths`)."""
+    if not issubclass(policy, DoomOpenLoopPolicy):
+        raise TypeError(f"open_loop_schedules: {policy.__name__} reads the frames")
+    p = policy(master_seed, num_episodes)
+    for i in range(num_episodes):
+        p.reset(i, EpisodeSpec(seed=0, tag=i))
+    frames = np.zeros((num_episodes, 64, 64, 3), np.uint8)  # never read
+    active = np.ones(num_episodes, bool)
+    return np.stack([p.act(frames, active) for _ in range(steps)], axis=1)
 
 
 POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,

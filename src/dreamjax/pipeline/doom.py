@@ -32,9 +32,15 @@ from dreamjax import io
 from dreamjax.agent import WorldModel, encode_frames
 from dreamjax.config import ExperimentConfig, to_dict
 from dreamjax.data.episodes import episode_index, episode_length, list_episodes
-from dreamjax.data.policies import POLICIES, DoomRandomPolicy, episode_part, part_classes
+from dreamjax.data.policies import (
+    POLICIES,
+    DoomRandomPolicy,
+    episode_part,
+    open_loop_schedules,
+    part_classes,
+)
 from dreamjax.data.series import encode_padded
-from dreamjax.dream.calibration import held_action_lengths, schedule_lengths
+from dreamjax.dream.calibration import schedule_lengths
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv, DreamParams
 from dreamjax.dream.fidelity import death_anticipation
@@ -104,8 +110,8 @@ ANTICIPATION_SEED_START = 2_100_000
 """Their env seeds (training side: never the evaluation seeds)."""
 ANTICIPATION_WITHIN = 10
 """Steps ahead at which M's done head is asked to see death coming."""
-_dream_lengths = jax.jit(held_action_lengths, static_argnums=(2, 3, 4, 5))
-"""`held_action_lengths`, jitted once for the data-policy rows."""
+CALIBRATION_POLICY_SEED = 2_200_000
+"""Master seed of the data policies' action draws that the calibration plays in the dream."""
 
 
 PATROL_PERIODS = (64, 128)
@@ -141,7 +147,7 @@ class OpenLoop:
         return out
 
 
-_schedule_lengths = jax.jit(schedule_lengths, static_argnums=2)
+_schedule_lengths = jax.jit(schedule_lengths)
 
 
 def open_loop_probes(cfg: ExperimentConfig, dream_params: DreamParams, key: jax.Array
@@ -160,8 +166,8 @@ def open_loop_probes(cfg: ExperimentConfig, dream_params: DreamParams, key: jax.
     rows = []
     with real_pool(cfg, steps, DOOM) as pool:
         for head, actions in schedules:
-            dream = np.asarray(_schedule_lengths(key, dream_params, CALIBRATION_DREAMS,
-                                                 actions), np.float64)
+            tiled = np.broadcast_to(actions, (CALIBRATION_DREAMS, *actions.shape))
+            dream = np.asarray(_schedule_lengths(key, dream_params, tiled), np.float64)
             real = np.array([r.length for r in pool.run(specs, OpenLoop(actions, pool.num_slots))],
                             np.float64)
             rows.append({**head, "dream_episodes": int(dream.size),
@@ -198,11 +204,12 @@ def death_anticipation_check(cfg: ExperimentConfig, world_model: WorldModel) -> 
 def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: DreamParams,
                          world_model: WorldModel | None = None) -> dict:
     """The data policy's episode lengths in `dream_params` (the run's dream; an ensemble's
-    first world; `held_action_lengths`, at most `es.max_steps` steps) against its real ones
-    (the collected episodes), both counting only episodes of more than `min_frames` steps, as
-    collection does (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy);
-    `parts` has one row per policy of a mixed collection (`doom_mixed`), e.g. how long a held
-    button (`doom_constant`) lives in the dream and in the game; `held` and `patrol`: the
+    first world; `CALIBRATION_DREAMS` episodes of at most `es.max_steps` steps, each playing
+    the policy's own actions, `open_loop_schedules`) against its real ones (the collected
+    episodes), both counting only episodes of more than `min_frames` steps, as collection does
+    (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy); `parts` has
+    one row per policy of a mixed collection (`doom_mixed`, `doom_patrol_mixed`), e.g. how long
+    a held button (`doom_constant`) lives in the dream and in the game; `held` and `patrol`: the
     held-button and patrol probes (`open_loop_probes`), which need a few real episodes of their
     own; with `world_model`
     (the report's), `anticipation`: whether its M sees death coming (`death_anticipation_check`,
@@ -217,18 +224,19 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: Dr
         real = np.array([episode_length(p) for p in paths
                          if classes[episode_part(policy, episode_index(p))] is part],
                         np.float64)
-        lengths = np.asarray(_dream_lengths(key if j == 0 else jax.random.fold_in(key, j),
-                                        dream_params, CALIBRATION_DREAMS, cfg.es.max_steps,
-                                        part.max_repeat, part.min_repeat))
+        actions = open_loop_schedules(part, CALIBRATION_POLICY_SEED, CALIBRATION_DREAMS,
+                                      cfg.es.max_steps)
+        lengths = np.asarray(_schedule_lengths(key if j == 0 else jax.random.fold_in(key, j),
+                                               dream_params, actions))
         kept = lengths[lengths > MIN_FRAMES]
-        parts.append({"policy": part.name, "repeats": [part.min_repeat, part.max_repeat],
+        parts.append({"policy": part.name, "summary": part.summary,
                       "dream_episodes": int(lengths.size), "dream_kept": int(kept.size),
                       "dream_mean": float(kept.mean()) if kept.size else 0.0,
                       "dream_std": float(kept.std()) if kept.size else 0.0,
                       "real_episodes": int(real.size),
                       "real_mean": float(real.mean()) if real.size else 0.0,
                       "real_std": float(real.std()) if real.size else 0.0})
-    first = {k: v for k, v in parts[0].items() if k not in ("policy", "repeats")}
+    first = {k: v for k, v in parts[0].items() if k not in ("policy", "summary")}
     held, patrol = open_loop_probes(cfg, dream_params, jax.random.fold_in(key, len(parts)))
     out = {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
            **first, "parts": parts, "held": held, "patrol": patrol}

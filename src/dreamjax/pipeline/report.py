@@ -145,10 +145,7 @@ def render_markdown(r: dict) -> str:
                   f"episodes), counting episodes of more than {cal['min_frames']} steps as "
                   "collection does: a longer dream life is a dream easier than the game."]
         for part in cal.get("parts", [])[1:]:
-            lo, hi = part["repeats"]
-            held = ("one action held for the whole episode" if lo >= hi else
-                    f"actions held {lo}-{hi} steps")
-            lines += ["", f"The `{part['policy']}` part of the data ({held}) lives "
+            lines += ["", f"The `{part['policy']}` part of the data ({part['summary']}) lives "
                       f"{part['dream_mean']:.0f} ± {part['dream_std']:.0f} steps "
                       f"in the dream and {part['real_mean']:.0f} ± {part['real_std']:.0f} in "
                       f"the game ({part['real_episodes']} of its episodes)."]
