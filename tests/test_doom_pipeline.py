@@ -64,11 +64,14 @@ def test_doom_profiles_build_the_papers_models(profile):
     assert (_n(v), _n(m), c.num_params) == (4_446_915, 1_678_785, 1_088)
     assert not c.controller.use_bias and c.obs_dim == 64 + 2 * 512
     # the paper's τ (§2.7); laptop's M, from 50x less data, is calibrated at a hotter dream
-    assert cfg.train_in == "dream" and cfg.dream.temperature == {"paper": 1.15, "laptop": 2.0}[
-        profile]
+    assert cfg.dream.temperature == {"paper": 1.15, "laptop": 2.0}[profile]
+    # paper: C only in the dream of §2.2's data; laptop: patrols in the data and the loop (§1.8)
+    assert (cfg.train_in, cfg.collect.policy) == {
+        "paper": ("dream", "doom_random"), "laptop": ("iterative", "doom_patrol_mixed")}[profile]
+    assert tau_config(cfg, 0.5).train_in == "dream"  # the τ table is the paper's, dream-only
     assert cfg.dream.reward_mode == "survival" and cfg.mdnrnn.tbptt
     assert cfg.es.max_steps == cfg.eval.max_steps == cfg.collect.max_steps == 2100
-    assert cfg.collect.policy == "doom_random" and DOOM.min_frames == 100
+    assert DOOM.min_frames == 100
 
 
 def test_m_learns_deaths_from_truncated_bptt_chunks():

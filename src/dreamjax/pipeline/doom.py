@@ -277,8 +277,10 @@ class TauRun(RunFolder):
 
 
 def tau_config(cfg: ExperimentConfig, tau: float) -> ExperimentConfig:
-    """`cfg` with the dream at temperature `tau`."""
-    return dataclasses.replace(cfg, dream=dataclasses.replace(cfg.dream, temperature=tau))
+    """`cfg` with C trained only in the dream (the paper's table, PAPER.md §2.7, whatever the
+    run's `--train-in`) at temperature `tau`."""
+    return dataclasses.replace(cfg, train_in="dream",
+                               dream=dataclasses.replace(cfg.dream, temperature=tau))
 
 
 def _finished(run: RunFolder, cfg: ExperimentConfig, stage: str) -> bool:
