@@ -7,7 +7,8 @@ only inside M (τ = 1.15, +1 per step, 2100-step cap) -> evaluate (real episodes
 `--profile {smoke,laptop,paper}` (or the profile as the first argument) picks the sizes, laptop
 by default (laptop adds patrols to the data and the iterative loop of PAPER.md §1.8: rounds of
 C's own real episodes, M fine-tuned, C retrained in the dream; `--collect.policy doom_random
---train-in dream` is the paper's recipe at laptop sizes); every field can be overridden (e.g. `--es.dream-generations 80`); `--profile NAME
+--train-in dream` is the paper's recipe at laptop sizes); every field can be overridden (e.g.
+`--es.dream-generations 80`); `--profile NAME
 --help` shows that profile's defaults. Rerunning skips finished stages and resumes an interrupted
 one. Errors are one line (exit code 2 for a bad flag or run folder, 1 otherwise); `--debug`
 shows the traceback. Needs ViZDoom: `pip install -e '.[doom]'`. The τ table on the same V and M:
