@@ -467,9 +467,9 @@ def _dies_on_right():
 
 def test_an_open_loop_schedule_plays_its_actions_in_order():
     """`schedule_lengths` in the M that dies on a_0 > 0: a schedule whose first positive action
-    is at step k lives k + 1 steps in every dream, an all-non-positive one (a held LEFT or
-    nothing) its whole length T; the patrol probe (RIGHT first) dies on step 1, mirrored on its
-    first RIGHT, step P/2 + 1; each episode plays its own schedule."""
+    is at step k lives k + 1 steps in every dream (a held RIGHT: 1), an all-non-positive one (a
+    held LEFT or nothing) its whole length T; the patrol probe (RIGHT first) dies on step 1,
+    mirrored on its first RIGHT, step P/2 + 1; each episode plays its own schedule."""
     from dreamjax.dream.calibration import schedule_lengths
     from dreamjax.pipeline.doom import patrol_schedule
 
@@ -478,8 +478,9 @@ def test_an_open_loop_schedule_plays_its_actions_in_order():
     for k in (0, 7, 39):
         actions = jnp.full((8, T, A), -0.5).at[:, k, 0].set(0.2)
         np.testing.assert_array_equal(run(jax.random.key(k), dp, actions), k + 1)
-    for held in (-1.0, 0.0):
-        np.testing.assert_array_equal(run(jax.random.key(0), dp, jnp.full((8, T, A), held)), T)
+    for held, want in ((1.0, 1), (-1.0, T), (0.0, T)):  # the held-button probes
+        np.testing.assert_array_equal(run(jax.random.key(0), dp, jnp.full((8, T, A), held)),
+                                      want)
     patrol = jnp.pad(jnp.asarray(patrol_schedule(16, T)), ((0, 0), (0, A - 1)))  # a_0
     np.testing.assert_array_equal(run(jax.random.key(1), dp, jnp.stack([patrol] * 4)), 1)
     np.testing.assert_array_equal(run(jax.random.key(1), dp, jnp.stack([-patrol] * 4)),
