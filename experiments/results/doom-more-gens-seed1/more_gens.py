@@ -27,7 +27,8 @@ from dreamjax.pipeline.run import RunFolder
 
 def main() -> None:
     run_dir, seed, r, chunks, gens, checks, out = sys.argv[1:8]
-    seed, r, chunks, gens, checks, out = int(seed), int(r), int(chunks), int(gens), int(checks), Path(out)
+    seed, r, chunks, gens, checks = map(int, (seed, r, chunks, gens, checks))
+    out = Path(out)
     cfg = dataclasses.replace(DOOM_PROFILES["laptop"](), run_dir=run_dir, seed=seed)
     run = RunFolder(run_dir)
     vae = artifacts.load_vae(run)
@@ -43,8 +44,8 @@ def main() -> None:
         folder = out / name / "check"
         _record(cfg, DOOM, wm, p, folder, checks, master, 0.0)
         rets = [float(load_episode(f)["rewards"].sum()) for f in list_episodes(folder)]
-        rows.append({"name": name, "real_mean": float(np.mean(rets)), "real_std": float(np.std(rets)),
-                     "episodes": len(rets)})
+        rows.append({"name": name, "real_mean": float(np.mean(rets)),
+                     "real_std": float(np.std(rets)), "episodes": len(rets)})
         print(json.dumps(rows[-1]), flush=True)
 
     check("start", params)

@@ -22,7 +22,8 @@ def main() -> None:
                               iterate=dataclasses.replace(base.iterate, rounds=rounds))
     fps = fingerprints(cfg)
     path = os.path.join(run_dir, "stages.json")
-    stages = json.load(open(path))
+    with open(path) as f:
+        stages = json.load(f)
     for s in ("collect", "vae", "encode", "mdnrnn"):
         assert stages[s]["fingerprint"] == fps[s], s
     for s in ("controller", "evaluate", "report"):
