@@ -34,7 +34,7 @@ from dreamjax.models.controller import controller_for, init_controller, obs_dim
 from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
 from dreamjax.pipeline import artifacts, iterate
 from dreamjax.pipeline.carracing import CARRACING, carracing_runners, stage_key
-from dreamjax.pipeline.run import RunFolder, run_stages, validate
+from dreamjax.pipeline.run import RunFolder, fingerprints, run_stages, stage_config, validate
 from dreamjax.pipeline.training import ensemble_loss
 
 SMALL = MDNRNN(z_dim=4, action_dim=3, hidden=8, n_mix=3, reward_head=True, done_head=True)
@@ -305,6 +305,29 @@ def test_iterative_resumes_inside_a_round(iterative_run, tmp_path):
     vae = artifacts.load_vae(run)
 
     key = jax.random.fold_in(stage_key(cfg, "controller"), 1)
-    got = iterate.run_round(cfg, run, CARRACING, 1, rows[0], vae, key)
+    got = iterate.run_round(cfg, run, CARRACING, 1, rows, vae, key)
     assert got == want
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+
+
+@pytest.mark.parametrize("start, want", [("previous", 2), ("best", 1)])
+def test_a_round_starts_from_the_previous_or_the_best_checked_round(start, want):
+    """`iterate.start`: the last row, or the row with the best check return (the earliest of
+    equals), whichever rounds came after it."""
+    smoke = profile_config("smoke")
+    cfg = dataclasses.replace(smoke, iterate=dataclasses.replace(smoke.iterate, start=start))
+    rows = [{"round": 0, "real_return": 239.3}, {"round": 1, "real_return": 602.8},
+            {"round": 2, "real_return": 268.7}]
+    assert iterate.start_row(cfg, rows)["round"] == want
+    tied = [{"round": 0, "real_return": 5.0}, {"round": 1, "real_return": 5.0}]
+    assert iterate.start_row(cfg, tied)["round"] == (1 if start == "previous" else 0)
+
+
+def test_iterate_start_at_its_default_keeps_old_fingerprints():
+    """A run folder made before `iterate.start` existed keeps its controller fingerprint at the
+    default; `best` changes it."""
+    cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
+    assert "start" not in stage_config(cfg, "controller")["iterate"]
+    best = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, start="best"))
+    assert stage_config(best, "controller")["iterate"]["start"] == "best"
+    assert fingerprints(best)["controller"] != fingerprints(cfg)["controller"]

@@ -212,7 +212,11 @@ class IterateConfig:
     mdnrnn_steps: int = 300
     """Optimizer steps fine-tuning M (from the previous round's) on all series per round."""
     dream_generations: int = 50
-    """Dream CMA-ES generations per round after round 0, from the previous round's mean."""
+    """Dream CMA-ES generations per round after round 0."""
+    start: Literal["previous", "best"] = "previous"
+    """Where a round after round 0 starts CMA-ES: the previous round's C, or the C of the round
+    with the best check return so far (a regressed round is then not built on). The round
+    records the previous round's C either way (its episodes show M that C's exploit)."""
 
 
 @dataclass(frozen=True)

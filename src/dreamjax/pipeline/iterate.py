@@ -8,7 +8,8 @@ Round r, in `controller/iterative/round_<r>/`:
    series so far (the random data, every earlier round's check and noisy episodes).
    Round 0 uses the run's own M (the mdnrnn stage).
 2. `dream/`: CMA-ES inside M_r's dream (round 0: `es.dream_generations` from zeros; later:
-   `iterate.dream_generations` from C_{r-1}).
+   `iterate.dream_generations` from C_{r-1}, or with `iterate.start = "best"` from the C of the
+   round with the best check return so far, so that a round that regressed is not built on).
 3. `check/`: `iterate.check_episodes` noise-free real episodes of C_r on training seeds (never
    the evaluation seeds), encoded into `check_series/`: C_r's real return, and held-out data
    for M_r's fidelity (`dreamjax.dream.fidelity`: its reward prediction and open-loop drift on
@@ -114,22 +115,34 @@ def _series_dirs(run: RunFolder, r: int) -> list[Path]:
     return dirs
 
 
-def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: dict | None,
+def start_row(cfg: ExperimentConfig, rows: list[dict]) -> dict:
+    """The earlier round whose C round len(rows) starts CMA-ES from: the last one, or with
+    `iterate.start = "best"` the one with the best check return (the earliest of equals)."""
+    if cfg.iterate.start == "previous":
+        return rows[-1]
+    return max(rows, key=lambda row: row["real_return"])
+
+
+def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: list[dict],
               vae: tuple, key: jax.Array) -> dict:
-    """Round r (see the module docstring); `prev` is round r-1's row. Returns round r's row."""
+    """Round r (see the module docstring); `rows` are rounds 0..r-1's rows. Returns round r's
+    row."""
     it, rd = cfg.iterate, round_dir(run, r)
     done = rd / "round.json"
     if done.is_file():
         return io.read_json(done)
     mdn_dir = run.path("mdnrnn")
-    init_params = None
-    if prev is not None:
-        prev_dir = round_dir(run, r - 1)
+    init_params, started_from = None, None
+    if rows:
+        prev = rows[-1]
         prev_wm = artifacts.load_world_model(run, cfg.controller, run.root / prev["mdnrnn"],
                                              vae)
-        init_params, _ = artifacts.load_controller_params(prev_dir / "dream" / "best.npz",
-                                                          prev_wm.spec)
-        _record(cfg, game, prev_wm, init_params, rd / "episodes",
+        prev_params, _ = artifacts.load_controller_params(
+            round_dir(run, r - 1) / "dream" / "best.npz", prev_wm.spec)
+        started_from = start_row(cfg, rows)["round"]
+        init_params, _ = artifacts.load_controller_params(
+            round_dir(run, started_from) / "dream" / "best.npz", prev_wm.spec)
+        _record(cfg, game, prev_wm, prev_params, rd / "episodes",
                 it.episodes - it.check_episodes, _master(cfg, r, "noisy"), it.action_noise)
         _encode(run, cfg, vae, rd / "episodes", rd / "series")
         mdn_dir = rd / "mdnrnn"
@@ -141,7 +154,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
                          restart_input=game.restart_input, init_params=members)
     wm = artifacts.load_world_model(run, cfg.controller, mdn_dir, vae)
     dream_params = artifacts.config_dream_params(cfg, run, wm, _series_dirs(run, r))
-    generations = cfg.es.dream_generations if prev is None else it.dream_generations
+    generations = it.dream_generations if rows else cfg.es.dream_generations
     res = train_controller_dream(
         jax.random.fold_in(key, 2), dream_params, rd / "dream", cfg.es, cfg.controller,
         generations=generations, init_params=init_params,
@@ -156,6 +169,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, prev: di
         "mdnrnn": str(mdn_dir.relative_to(run.root)),
         "episodes_so_far": sum(len(list_episodes(d)) for d in _series_dirs(run, r)),
         "dream_generations": generations,
+        "started_from": started_from,
         "dream_return": res.best_return,
         "real_return": float(np.mean(real)),
         "real_std": float(np.std(real)),
@@ -175,8 +189,7 @@ def run_iterative(cfg: ExperimentConfig, run: RunFolder, game: Any, key: jax.Arr
     vae = artifacts.load_vae(run)
     rows: list[dict] = []
     for r in range(cfg.iterate.rounds):
-        rows.append(run_round(cfg, run, game, r, rows[-1] if rows else None, vae,
-                              jax.random.fold_in(key, r)))
+        rows.append(run_round(cfg, run, game, r, list(rows), vae, jax.random.fold_in(key, r)))
     best = max(rows, key=lambda row: row["real_return"])
     src = round_dir(run, best["round"]) / "dream" / "best.npz"
     io.write_bytes(iterative_dir(run) / "best.npz", src.read_bytes())

@@ -78,7 +78,8 @@ file's path (empty: intact)."""
 
 _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
-                           "done": "threshold", "start": "first"}}
+                           "done": "threshold", "start": "first"},
+                 "iterate": {"start": "previous"}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
 
@@ -112,7 +113,7 @@ def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
             "fast_env": cfg.fast_env,  # real-env CMA-ES runs in it
         }
         if cfg.train_in == "iterative":
-            out["iterate"] = to_dict(cfg.iterate)
+            out["iterate"] = _section(cfg, "iterate")
         return out
     if stage == "evaluate":
         return {"eval": to_dict(cfg.eval), "fast_env": cfg.fast_env}
