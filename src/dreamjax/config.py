@@ -213,6 +213,12 @@ class IterateConfig:
     """Optimizer steps fine-tuning M (from the previous round's) on all series per round."""
     dream_generations: int = 50
     """Dream CMA-ES generations per round after round 0."""
+    temperatures: tuple[float, ...] = ()
+    """A grid of τ (`--dream.temperature`) to calibrate each round's dream on: the round trains
+    C at the τ whose dream keeps the open-loop data policy's parts (Doom's) and the previous
+    round's C alive as long as the real game did (the smallest mean |log(dream / real)| of
+    their mean lives; `controller/iterative/round_<r>/temperature.json`); empty: every round
+    dreams at `dream.temperature`."""
     start: Literal["previous", "best"] = "previous"
     """Where a round after round 0 starts CMA-ES: the previous round's C, or the C of the round
     with the best check return so far (a regressed round is then not built on). The round
@@ -387,6 +393,11 @@ def profile_config(name: str) -> ExperimentConfig:
             f"--profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}"
         )
     return PROFILES[name]()
+
+
+def with_temperature(cfg: ExperimentConfig, tau: float) -> ExperimentConfig:
+    """`cfg` dreaming at τ = `tau` (`--dream.temperature`)."""
+    return dataclasses.replace(cfg, dream=dataclasses.replace(cfg.dream, temperature=tau))
 
 
 def to_dict(cfg: object) -> dict:

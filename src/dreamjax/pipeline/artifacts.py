@@ -31,7 +31,7 @@ from dreamjax.agent import (
     make_world_model,
     one_line,
 )
-from dreamjax.config import ControllerConfig, ExperimentConfig
+from dreamjax.config import ControllerConfig, ExperimentConfig, with_temperature
 from dreamjax.data.episodes import list_episodes, load_series
 from dreamjax.dream.env import DreamParams, make_dream_params
 from dreamjax.dream.starts import real_start_bank
@@ -222,6 +222,18 @@ def final_mdnrnn_dir(cfg: ExperimentConfig, run: RunFolder) -> Path | None:
     if not done.is_file():
         raise ArtifactError(f"{done}: missing; rerun the controller stage")
     return run.root / io.read_json(done)["mdnrnn"]
+
+
+def final_dream_config(cfg: ExperimentConfig, run: RunFolder) -> ExperimentConfig:
+    """`cfg` at the τ the final C was trained at: an iterative run's selected round's
+    (`controller/iterative/DONE.json` "tau", which `--iterate.temperatures` picks per round),
+    else `cfg` itself."""
+    if cfg.train_in != "iterative":
+        return cfg
+    done = run.path("controller") / "iterative" / "DONE.json"
+    if not done.is_file():
+        raise ArtifactError(f"{done}: missing; rerun the controller stage")
+    return with_temperature(cfg, io.read_json(done).get("tau", cfg.dream.temperature))
 
 
 def final_world_model(cfg: ExperimentConfig, run: RunFolder) -> WorldModel:

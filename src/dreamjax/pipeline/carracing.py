@@ -93,6 +93,11 @@ class GameSpec:
     """(cfg, run, the dream of the final world model, that world model) -> how the dream's
     episode ends compare with the real game's (the report's `calibration`); None: not
     measured."""
+    data_lives: Callable[[ExperimentConfig, RunFolder, DreamParams, jax.Array, int],
+                         list[dict]] | None = None
+    """(cfg, run, a dream, key, dreams) -> one row per part of an open-loop data policy: its
+    mean life in that many dreams (`dream_mean`) and in its collected episodes (`real_mean`);
+    None: the data policy reads the frames, so its dream life is not its real one."""
 
 
 def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
@@ -350,13 +355,15 @@ def run_report(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
             plot_fitness(gens, evals, out / f"fitness_{phase}.png", f"CMA-ES in {where}")
             pics[f"CMA-ES fitness in {where}"] = f"report/fitness_{phase}.png"
     wm = _world_model(cfg, run, game)
-    dream_params = member(artifacts.config_dream_params(cfg, run, wm), 0)
+    dream_cfg = artifacts.final_dream_config(cfg, run)  # the final C's τ
+    dream_params = member(artifacts.config_dream_params(dream_cfg, run, wm), 0)
     _dream_vs_real(cfg, run, game, wm, dream_params, out / "dream_vs_real.mp4")
     pics["Dream decoded by V (left) next to a real episode (right), same controller"] = (
         "report/dream_vs_real.mp4"
     )
     res = write_report(cfg, run.root, pics, game=game.name, paper_score=game.paper_score,
                        paper_method=game.paper_method,
-                       calibration=(game.calibrate(cfg, run, dream_params, wm) if game.calibrate
+                       calibration=(game.calibrate(dream_cfg, run, dream_params, wm)
+                                    if game.calibrate
                                     else None))
     return {"score": res["score"]}

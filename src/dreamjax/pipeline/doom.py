@@ -30,7 +30,7 @@ import numpy as np
 
 from dreamjax import io
 from dreamjax.agent import WorldModel, encode_frames
-from dreamjax.config import ExperimentConfig, to_dict
+from dreamjax.config import ExperimentConfig, to_dict, with_temperature
 from dreamjax.data.episodes import episode_index, episode_length, list_episodes
 from dreamjax.data.policies import (
     POLICIES,
@@ -201,31 +201,22 @@ def death_anticipation_check(cfg: ExperimentConfig, world_model: WorldModel) -> 
                               ANTICIPATION_WITHIN)
 
 
-def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: DreamParams,
-                         world_model: WorldModel | None = None) -> dict:
-    """The data policy's episode lengths in `dream_params` (the run's dream; an ensemble's
-    first world; `CALIBRATION_DREAMS` episodes of at most `es.max_steps` steps, each playing
-    the policy's own actions, `open_loop_schedules`) against its real ones (the collected
-    episodes), both counting only episodes of more than `min_frames` steps, as collection does
-    (PAPER.md §2.2). The top-level numbers are the first part's (§2.2's policy); `parts` has
-    one row per policy of a mixed collection (`doom_mixed`, `doom_patrol_mixed`), e.g. how long
-    a held button (`doom_constant`) lives in the dream and in the game; `held` and `patrol`: the
-    held-button and patrol probes (`open_loop_probes`), which need a few real episodes of their
-    own; with `world_model`
-    (the report's), `anticipation`: whether its M sees death coming (`death_anticipation_check`,
-    which does not depend on τ)."""
+def part_lives(cfg: ExperimentConfig, run: RunFolder, dream_params: DreamParams,
+               key: jax.Array, dreams: int) -> list[dict]:
+    """One row per policy of the open-loop data policy (`part_classes`): its life in `dreams`
+    dreams of `dream_params` (one member; episodes of at most `es.max_steps` steps, each
+    playing the policy's own actions, `open_loop_schedules`) against its real life (the
+    collected episodes), both counting only episodes of more than `min_frames` steps, as
+    collection does (PAPER.md §2.2)."""
     policy = POLICIES[cfg.collect.policy]
     classes = part_classes(policy)
     paths = list_episodes(run.path("collect"))
-    dream_params = member(dream_params, 0)
-    key = stage_key(cfg, "calibration")
     parts = []
     for j, part in enumerate(dict.fromkeys(classes)):
         real = np.array([episode_length(p) for p in paths
                          if classes[episode_part(policy, episode_index(p))] is part],
                         np.float64)
-        actions = open_loop_schedules(part, CALIBRATION_POLICY_SEED, CALIBRATION_DREAMS,
-                                      cfg.es.max_steps)
+        actions = open_loop_schedules(part, CALIBRATION_POLICY_SEED, dreams, cfg.es.max_steps)
         lengths = np.asarray(_schedule_lengths(key if j == 0 else jax.random.fold_in(key, j),
                                                dream_params, actions))
         kept = lengths[lengths > MIN_FRAMES]
@@ -236,6 +227,21 @@ def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: Dr
                       "real_episodes": int(real.size),
                       "real_mean": float(real.mean()) if real.size else 0.0,
                       "real_std": float(real.std()) if real.size else 0.0})
+    return parts
+
+
+def survival_calibration(cfg: ExperimentConfig, run: RunFolder, dream_params: DreamParams,
+                         world_model: WorldModel | None = None) -> dict:
+    """The data policy's episode lengths in `dream_params` (the run's dream; an ensemble's
+    first world) against its real ones: `parts`, one row per policy of a mixed collection
+    (`part_lives` with `CALIBRATION_DREAMS` dreams; e.g. how long a held button lives in the
+    dream and in the game), the first part's (§2.2's policy) also at the top level; `held` and
+    `patrol`: the held-button and patrol probes (`open_loop_probes`), which need a few real
+    episodes of their own; with `world_model` (the report's), `anticipation`: whether its M
+    sees death coming (`death_anticipation_check`, which does not depend on τ)."""
+    dream_params = member(dream_params, 0)
+    key = stage_key(cfg, "calibration")
+    parts = part_lives(cfg, run, dream_params, key, CALIBRATION_DREAMS)
     first = {k: v for k, v in parts[0].items() if k not in ("policy", "summary")}
     held, patrol = open_loop_probes(cfg, dream_params, jax.random.fold_in(key, len(parts)))
     out = {"tau": cfg.dream.temperature, "done": cfg.dream.done, "min_frames": MIN_FRAMES,
@@ -249,6 +255,7 @@ DOOM = GameSpec(
     "DoomTakeCover", doom.ACTION_DIM, _doom_env_fn, restart_input=True, min_frames=MIN_FRAMES,
     paper_score="1092 ± 556", paper_method="World Model trained in its dream, τ = 1.15 "
     "(PAPER.md §2.7)", video_fps=doom.TICRATE, rates=_DOOM_RATE, calibrate=survival_calibration,
+    data_lives=part_lives,
 )
 
 
@@ -279,8 +286,7 @@ class TauRun(RunFolder):
 def tau_config(cfg: ExperimentConfig, tau: float) -> ExperimentConfig:
     """`cfg` with C trained only in the dream (the paper's table, PAPER.md §2.7, whatever the
     run's `--train-in`) at temperature `tau`."""
-    return dataclasses.replace(cfg, train_in="dream",
-                               dream=dataclasses.replace(cfg.dream, temperature=tau))
+    return dataclasses.replace(with_temperature(cfg, tau), train_in="dream")
 
 
 def _finished(run: RunFolder, cfg: ExperimentConfig, stage: str) -> bool:

@@ -10,6 +10,10 @@ Round r, in `controller/iterative/round_<r>/`:
 2. `dream/`: CMA-ES inside M_r's dream (round 0: `es.dream_generations` from zeros; later:
    `iterate.dream_generations` from C_{r-1}, or with `iterate.start = "best"` from the C of the
    round with the best check return so far, so that a round that regressed is not built on).
+   With `iterate.temperatures`, the round first picks its τ from that grid
+   (`choose_temperature`, `temperature.json`): the τ whose dream keeps the open-loop data
+   policy's parts (Doom's) and C_{r-1} alive as long as the real game did. A fine-tuned M is
+   harsher or kinder than the last one, and a fixed τ does not follow it.
 3. `check/`: `iterate.check_episodes` noise-free real episodes of C_r on training seeds (never
    the evaluation seeds), encoded into `check_series/`: C_r's real return, and held-out data
    for M_r's fidelity (`dreamjax.dream.fidelity`: its reward prediction and open-loop drift on
@@ -35,12 +39,15 @@ import numpy as np
 
 from dreamjax import io
 from dreamjax.agent import WorldModel, WorldModelPolicy, encode_frames
-from dreamjax.config import ExperimentConfig
+from dreamjax.config import ExperimentConfig, with_temperature
 from dreamjax.data.collect import collect
 from dreamjax.data.episodes import list_episodes, load_series
 from dreamjax.data.series import encode_series
+from dreamjax.dream.ensemble import member
+from dreamjax.dream.env import DreamEnv
 from dreamjax.dream.fidelity import episode_fidelity, summarize
 from dreamjax.es import train_controller_dream
+from dreamjax.es.dream import make_mean_eval_fn
 from dreamjax.es.sharding import population_mesh
 from dreamjax.pipeline import artifacts
 from dreamjax.pipeline.pools import collect_pool_factory
@@ -50,6 +57,8 @@ from dreamjax.pipeline.training import train_mdnrnn
 ITERATIVE = "iterative"
 CONTROLLER_POLICY = "controller"
 """The `policy` label of episodes recorded with a trained C."""
+TEMPERATURE_DREAMS = 64
+"""Dreams per probe and τ when a round picks its τ (`iterate.temperatures`)."""
 
 
 def iterative_dir(run: RunFolder) -> Path:
@@ -115,6 +124,54 @@ def _series_dirs(run: RunFolder, r: int) -> list[Path]:
     return dirs
 
 
+def calibration_error(probes: list[dict]) -> float:
+    """Mean |log(dream / real)| of the probes' mean lives (`dream_mean`, `real_mean`, each
+    counted as at least one step): 0 for a dream that ends every probe when the game did."""
+    return float(np.mean([abs(np.log(max(p["dream_mean"], 1.0) / max(p["real_mean"], 1.0)))
+                          for p in probes]))
+
+
+def choose_temperature(cfg: ExperimentConfig, run: RunFolder, game: Any, wm: WorldModel,
+                       series: list[Path], prev: tuple[Any, float] | None, key: jax.Array,
+                       path: Path) -> dict:
+    """The τ of `iterate.temperatures` that round's dream (M of `wm`) is calibrated at: the
+    smallest `calibration_error` of its probes, the data policy's parts (`game.data_lives`)
+    and `prev` = (C_{r-1}'s params, its mean real life on the check episodes), all in the same
+    `TEMPERATURE_DREAMS` dreams per τ (the same key). `{"tau": dream.temperature}` without a
+    grid or a probe. Cached in `path`."""
+    if path.is_file():
+        return io.read_json(path)
+    grid = cfg.iterate.temperatures
+    if not grid or (game.data_lives is None and prev is None):
+        return {"tau": cfg.dream.temperature, "grid": []}
+    eval_fn = make_mean_eval_fn(DreamEnv(), wm.spec.controller.apply, TEMPERATURE_DREAMS,
+                                cfg.es.max_steps)
+    rows = []
+    for tau in grid:
+        c = with_temperature(cfg, tau)
+        dream = artifacts.config_dream_params(c, run, wm, series)
+        probes = [] if game.data_lives is None else [
+            {"probe": p["policy"], "dream_mean": p["dream_mean"], "real_mean": p["real_mean"]}
+            for p in game.data_lives(c, run, member(dream, 0), key, TEMPERATURE_DREAMS)]
+        if prev is not None:
+            _, lengths = eval_fn(jax.random.fold_in(key, len(probes)), prev[0], dream)
+            probes.append({"probe": "previous C", "dream_mean": float(np.mean(lengths)),
+                           "real_mean": prev[1]})
+        rows.append({"tau": tau, "probes": probes, "error": calibration_error(probes)})
+        print(f"[dreamjax] τ {tau:.2f}: " + ", ".join(
+            f"{p['probe']} {p['dream_mean']:.0f}/{p['real_mean']:.0f}" for p in probes)
+            + f" (dream/real life), error {rows[-1]['error']:.3f}", flush=True)
+    out = {"tau": min(rows, key=lambda row: row["error"])["tau"], "grid": rows}
+    io.write_json(path, out)
+    return out
+
+
+def _check_lives(rd: Path) -> float:
+    """The mean length of round `rd`'s check episodes (C's real life)."""
+    return float(np.mean([load_series(f)["rewards"].size
+                          for f in list_episodes(rd / "check_series")]))
+
+
 def start_row(cfg: ExperimentConfig, rows: list[dict]) -> dict:
     """The earlier round whose C round len(rows) starts CMA-ES from: the last one, or with
     `iterate.start = "best"` the one with the best check return (the earliest of equals)."""
@@ -132,13 +189,14 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
     if done.is_file():
         return io.read_json(done)
     mdn_dir = run.path("mdnrnn")
-    init_params, started_from = None, None
+    init_params, started_from, prev_c = None, None, None
     if rows:
         prev = rows[-1]
         prev_wm = artifacts.load_world_model(run, cfg.controller, run.root / prev["mdnrnn"],
                                              vae)
         prev_params, _ = artifacts.load_controller_params(
             round_dir(run, r - 1) / "dream" / "best.npz", prev_wm.spec)
+        prev_c = (prev_params, _check_lives(round_dir(run, r - 1)))
         started_from = start_row(cfg, rows)["round"]
         init_params, _ = artifacts.load_controller_params(
             round_dir(run, started_from) / "dream" / "best.npz", prev_wm.spec)
@@ -153,7 +211,10 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
                          z_dim=cfg.vae.z_dim, action_dim=game.action_dim,
                          restart_input=game.restart_input, init_params=members)
     wm = artifacts.load_world_model(run, cfg.controller, mdn_dir, vae)
-    dream_params = artifacts.config_dream_params(cfg, run, wm, _series_dirs(run, r))
+    tau = choose_temperature(cfg, run, game, wm, _series_dirs(run, r), prev_c,
+                             jax.random.fold_in(key, 3), rd / "temperature.json")["tau"]
+    dream_params = artifacts.config_dream_params(with_temperature(cfg, tau), run, wm,
+                                                 _series_dirs(run, r))
     generations = it.dream_generations if rows else cfg.es.dream_generations
     res = train_controller_dream(
         jax.random.fold_in(key, 2), dream_params, rd / "dream", cfg.es, cfg.controller,
@@ -170,6 +231,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
         "episodes_so_far": sum(len(list_episodes(d)) for d in _series_dirs(run, r)),
         "dream_generations": generations,
         "started_from": started_from,
+        "tau": tau,
         "dream_return": res.best_return,
         "real_return": float(np.mean(real)),
         "real_std": float(np.std(real)),
@@ -194,6 +256,7 @@ def run_iterative(cfg: ExperimentConfig, run: RunFolder, game: Any, key: jax.Arr
     src = round_dir(run, best["round"]) / "dream" / "best.npz"
     io.write_bytes(iterative_dir(run) / "best.npz", src.read_bytes())
     summary = {"rounds": rows, "selected_round": best["round"], "mdnrnn": best["mdnrnn"],
+               "tau": best.get("tau", cfg.dream.temperature),
                "selected_by": "real return on the check episodes (training seeds)"}
     io.write_json(iterative_dir(run) / "DONE.json", summary)
     return {"iterative": {"selected_round": best["round"], "rounds": [

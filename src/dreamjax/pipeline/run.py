@@ -79,7 +79,7 @@ file's path (empty: intact)."""
 _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"},
-                 "iterate": {"start": "previous"}}
+                 "iterate": {"start": "previous", "temperatures": ()}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
 
@@ -223,6 +223,8 @@ def validate(cfg: ExperimentConfig) -> None:
         if it.rounds > 1 and not 1 <= it.check_episodes <= it.episodes:
             raise ConfigError(f"--iterate.check-episodes must be in [1, --iterate.episodes = "
                               f"{it.episodes}], got {it.check_episodes}")
+        if any(not t > 0 for t in it.temperatures):
+            raise ConfigError(f"--iterate.temperatures must all be > 0, got {it.temperatures}")
     if cfg.es.rollouts % cfg.mdnrnn.ensemble:
         raise ConfigError(f"--es.rollouts ({cfg.es.rollouts}) must be a multiple of "
                           f"--mdnrnn.ensemble ({cfg.mdnrnn.ensemble}): each member dreams "
