@@ -290,3 +290,68 @@ def test_iterative_rounds_keep_the_restart_input(run_dir, tmp_path):
         assert load_episode(f)["rewards"].size > 100
     summary = json.loads((copy / "controller" / "iterative" / "DONE.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
+
+
+def test_iterative_rounds_calibrate_their_temperature(run_dir, tmp_path):
+    """`--iterate.temperatures`: each round dreams at the τ of the grid whose dream keeps the
+    data policy (round 0) and also the previous round's C (later rounds) alive as long as the
+    game did; each probe's dream life is that τ's dream's, the previous C's real life its check
+    episodes', the selected round's τ is the report's, and a rerun reads the cached choice."""
+    from dreamjax.config import with_temperature
+    from dreamjax.dream.env import DreamEnv
+    from dreamjax.es.dream import make_mean_eval_fn
+    from dreamjax.pipeline import artifacts, iterate
+    from dreamjax.pipeline.carracing import stage_key
+    from dreamjax.pipeline.doom import part_lives
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    base = DOOM_PROFILES["smoke"]()
+    cfg = dataclasses.replace(
+        base, run_dir=str(copy), train_in="iterative", stages=("controller",),
+        iterate=dataclasses.replace(base.iterate, rounds=2, episodes=2, check_episodes=1,
+                                    mdnrnn_steps=2, dream_generations=2,
+                                    temperatures=(0.5, 2.0)))
+    run_stages(cfg, doom_runners(), log=lambda _: None)
+    run = RunFolder(copy)
+    rows = json.loads((iterate.iterative_dir(run) / "DONE.json").read_text())["rounds"]
+    for r, row in enumerate(rows):
+        rd = iterate.round_dir(run, r)
+        chosen = json.loads((rd / "temperature.json").read_text())
+        assert [g["tau"] for g in chosen["grid"]] == [0.5, 2.0]
+        names = [[p["probe"] for p in g["probes"]] for g in chosen["grid"]]
+        assert names == [["doom_random"] + ["previous C"] * r] * 2
+        for g in chosen["grid"]:
+            assert g["error"] == pytest.approx(iterate.calibration_error(g["probes"]))
+        assert chosen["tau"] == min(chosen["grid"], key=lambda g: g["error"])["tau"]
+        assert row["tau"] == chosen["tau"]
+    wm0 = artifacts.load_world_model(run, cfg.controller)
+    wm1 = artifacts.load_world_model(run, cfg.controller, copy / rows[1]["mdnrnn"])
+    key = jax.random.fold_in(jax.random.fold_in(stage_key(cfg, "controller"), 1), 3)
+    series = iterate._series_dirs(run, 1)
+    for g in json.loads((iterate.round_dir(run, 1) / "temperature.json").read_text())["grid"]:
+        tcfg = with_temperature(cfg, g["tau"])
+        dream = artifacts.config_dream_params(tcfg, run, wm1, series)
+        (part,) = part_lives(tcfg, run, dream, key, iterate.TEMPERATURE_DREAMS)
+        assert g["probes"][0]["dream_mean"] == part["dream_mean"]
+        assert g["probes"][0]["real_mean"] == part["real_mean"]
+        c0, _ = artifacts.load_controller_params(
+            iterate.round_dir(run, 0) / "dream" / "best.npz", wm0.spec)
+        _, lengths = make_mean_eval_fn(DreamEnv(), wm1.spec.controller.apply,
+                                       iterate.TEMPERATURE_DREAMS, cfg.es.max_steps)(
+            jax.random.fold_in(key, 1), c0, dream)
+        prev = g["probes"][1]
+        assert prev["dream_mean"] == pytest.approx(float(np.mean(lengths)))
+        checks = list_episodes(iterate.round_dir(run, 0) / "check")
+        assert prev["real_mean"] == np.mean([load_episode(f)["rewards"].size for f in checks])
+    best = json.loads((iterate.iterative_dir(run) / "DONE.json").read_text())
+    assert best["tau"] == rows[best["selected_round"]]["tau"]
+    assert artifacts.final_dream_config(cfg, run).dream.temperature == best["tau"]
+    cached = iterate.round_dir(run, 1) / "temperature.json"
+    stamp = cached.stat().st_mtime_ns
+    (iterate.round_dir(run, 1) / "round.json").unlink()
+    again = iterate.run_iterative(cfg, run, DOOM, stage_key(cfg, "controller"))
+    assert cached.stat().st_mtime_ns == stamp
+    assert again["iterative"]["rounds"] == [
+        {k: row[k] for k in ("round", "tau", "dream_return", "real_return", "gap")}
+        for row in rows]

@@ -323,11 +323,30 @@ def test_a_round_starts_from_the_previous_or_the_best_checked_round(start, want)
     assert iterate.start_row(cfg, tied)["round"] == (1 if start == "previous" else 0)
 
 
-def test_iterate_start_at_its_default_keeps_old_fingerprints():
-    """A run folder made before `iterate.start` existed keeps its controller fingerprint at the
-    default; `best` changes it."""
+@pytest.mark.parametrize("field, value", [("start", "best"), ("temperatures", (1.0, 2.0))])
+def test_iterate_fields_at_their_defaults_keep_old_fingerprints(field, value):
+    """A run folder made before `iterate.start` and `iterate.temperatures` existed keeps its
+    controller fingerprint at their defaults; another value changes it."""
     cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
-    assert "start" not in stage_config(cfg, "controller")["iterate"]
-    best = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, start="best"))
-    assert stage_config(best, "controller")["iterate"]["start"] == "best"
-    assert fingerprints(best)["controller"] != fingerprints(cfg)["controller"]
+    assert field not in stage_config(cfg, "controller")["iterate"]
+    new = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, **{field: value}))
+    assert stage_config(new, "controller")["iterate"][field] == value
+    assert fingerprints(new)["controller"] != fingerprints(cfg)["controller"]
+
+
+def test_calibration_error_is_the_mean_absolute_log_ratio():
+    """Twice and half as long both count log 2; a match counts 0; lives under one step count as
+    one step (a dream that ends at once is not infinitely wrong)."""
+    probes = [{"dream_mean": 200.0, "real_mean": 100.0}, {"dream_mean": 50.0, "real_mean": 100.0},
+              {"dream_mean": 300.0, "real_mean": 300.0}]
+    assert iterate.calibration_error(probes) == pytest.approx(2 * np.log(2) / 3)
+    assert iterate.calibration_error([{"dream_mean": 0.0, "real_mean": 4.0}]) == pytest.approx(
+        np.log(4))
+
+
+def test_iterate_temperatures_must_be_positive():
+    cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
+    bad = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate,
+                                                               temperatures=(1.0, 0.0)))
+    with pytest.raises(ConfigError, match="--iterate.temperatures must all be > 0"):
+        validate(bad)

@@ -260,5 +260,6 @@ def run_iterative(cfg: ExperimentConfig, run: RunFolder, game: Any, key: jax.Arr
                "selected_by": "real return on the check episodes (training seeds)"}
     io.write_json(iterative_dir(run) / "DONE.json", summary)
     return {"iterative": {"selected_round": best["round"], "rounds": [
-        {k: row[k] for k in ("round", "dream_return", "real_return", "gap")} for row in rows]}}
+        {"round": row["round"], "tau": row.get("tau", cfg.dream.temperature),
+         **{k: row[k] for k in ("dream_return", "real_return", "gap")}} for row in rows]}}
 

@@ -124,15 +124,16 @@ def render_markdown(r: dict) -> str:
         )
     if r.get("dream_vs_real"):
         lines += ["", "## Dream vs real, per iterative round", "",
-                  "| round | episodes so far | dream return | real return (training seeds) | "
+                  "| round | episodes so far | τ | dream return | real return (training seeds) | "
                   "M's predicted return of those | open-loop z drift at 10 / 100 steps |",
-                  "|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|"]
         for row in r["dream_vs_real"]:
             fid = row.get("fidelity", {})
             drift = fid.get("open_loop_drift", {})
             d10, d100 = (drift.get(k) for k in ("10", "100"))
             lines.append(
-                f"| {row['round']} | {row['episodes_so_far']} | {row['dream_return']:.1f} | "
+                f"| {row['round']} | {row['episodes_so_far']} | {_num(row.get('tau'), 2)} | "
+                f"{row['dream_return']:.1f} | "
                 f"{row['real_return']:.1f} ± {row['real_std']:.1f} | "
                 f"{_num(fid.get('predicted_return'))} | {_num(d10, 2)} / {_num(d100, 2)} |")
     cal = r.get("calibration")
