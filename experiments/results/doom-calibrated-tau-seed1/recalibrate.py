@@ -21,8 +21,8 @@ import jax
 
 from dreamjax.config import DOOM_PROFILES
 from dreamjax.pipeline import artifacts
-from dreamjax.pipeline.doom import DOOM
 from dreamjax.pipeline.carracing import stage_key
+from dreamjax.pipeline.doom import DOOM
 from dreamjax.pipeline.iterate import _series_dirs, choose_temperature, round_dir
 from dreamjax.pipeline.run import RunFolder, fingerprints
 
