@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax.config import DOOM_PROFILES
+from dreamjax.config import DOOM_PROFILES, ExperimentConfig
 from dreamjax.data.episodes import list_episodes, load_episode
 from dreamjax.models.controller import controller_spec
 from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_carry_loss_fn
@@ -270,18 +270,25 @@ def test_table_taus_are_the_papers_and_the_runs_own():
     assert table_taus(hot) == (0.10, 0.50, 1.00, 1.15, 1.30, 2.0)
 
 
-def test_iterative_rounds_keep_the_restart_input(run_dir, tmp_path):
-    """`--train-in iterative` on Doom: round 1 fine-tunes round 0's M, which has the restart
-    input, on the random data and round 0's controller episodes (kept only if longer than 100
-    frames), and C is still trained only in the dream."""
+def _run_two_rounds(run_dir: Path, tmp_path: Path, **iterate) -> tuple[Path, ExperimentConfig]:
+    """The controller stage as 2 toy iterative rounds (`iterate` overrides) in a copy of the
+    smoke run: (the copy, its config)."""
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     base = DOOM_PROFILES["smoke"]()
     cfg = dataclasses.replace(
         base, run_dir=str(copy), train_in="iterative", stages=("controller",),
         iterate=dataclasses.replace(base.iterate, rounds=2, episodes=2, check_episodes=1,
-                                    mdnrnn_steps=2, dream_generations=2))
+                                    mdnrnn_steps=2, dream_generations=2, **iterate))
     run_stages(cfg, doom_runners(), log=lambda _: None)
+    return copy, cfg
+
+
+def test_iterative_rounds_keep_the_restart_input(run_dir, tmp_path):
+    """`--train-in iterative` on Doom: round 1 fine-tunes round 0's M, which has the restart
+    input, on the random data and round 0's controller episodes (kept only if longer than 100
+    frames), and C is still trained only in the dream."""
+    copy, cfg = _run_two_rounds(run_dir, tmp_path)
     r1 = copy / "controller" / "iterative" / "round_01"
     done = json.loads((r1 / "mdnrnn" / "DONE.json").read_text())
     assert done["model"]["restart_input"] and done["model"]["done_head"]
@@ -304,15 +311,7 @@ def test_iterative_rounds_calibrate_their_temperature(run_dir, tmp_path):
     from dreamjax.pipeline.carracing import stage_key
     from dreamjax.pipeline.doom import part_lives
 
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    base = DOOM_PROFILES["smoke"]()
-    cfg = dataclasses.replace(
-        base, run_dir=str(copy), train_in="iterative", stages=("controller",),
-        iterate=dataclasses.replace(base.iterate, rounds=2, episodes=2, check_episodes=1,
-                                    mdnrnn_steps=2, dream_generations=2,
-                                    temperatures=(0.5, 2.0)))
-    run_stages(cfg, doom_runners(), log=lambda _: None)
+    copy, cfg = _run_two_rounds(run_dir, tmp_path, temperatures=(0.5, 2.0))
     run = RunFolder(copy)
     rows = json.loads((iterate.iterative_dir(run) / "DONE.json").read_text())["rounds"]
     for r, row in enumerate(rows):
@@ -329,14 +328,14 @@ def test_iterative_rounds_calibrate_their_temperature(run_dir, tmp_path):
     wm1 = artifacts.load_world_model(run, cfg.controller, copy / rows[1]["mdnrnn"])
     key = jax.random.fold_in(jax.random.fold_in(stage_key(cfg, "controller"), 1), 3)
     series = iterate._series_dirs(run, 1)
+    c0, _ = artifacts.load_controller_params(
+        iterate.round_dir(run, 0) / "dream" / "best.npz", wm0.spec)
     for g in json.loads((iterate.round_dir(run, 1) / "temperature.json").read_text())["grid"]:
         tcfg = with_temperature(cfg, g["tau"])
         dream = artifacts.config_dream_params(tcfg, run, wm1, series)
         (part,) = part_lives(tcfg, run, dream, key, iterate.TEMPERATURE_DREAMS)
         assert g["probes"][0]["dream_mean"] == part["dream_mean"]
         assert g["probes"][0]["real_mean"] == part["real_mean"]
-        c0, _ = artifacts.load_controller_params(
-            iterate.round_dir(run, 0) / "dream" / "best.npz", wm0.spec)
         _, lengths = make_mean_eval_fn(DreamEnv(), wm1.spec.controller.apply,
                                        iterate.TEMPERATURE_DREAMS, cfg.es.max_steps)(
             jax.random.fold_in(key, 1), c0, dream)

@@ -196,7 +196,8 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
                                              vae)
         prev_params, _ = artifacts.load_controller_params(
             round_dir(run, r - 1) / "dream" / "best.npz", prev_wm.spec)
-        prev_c = (prev_params, _check_lives(round_dir(run, r - 1)))
+        if it.temperatures:  # a probe of the round's τ choice
+            prev_c = (prev_params, _check_lives(round_dir(run, r - 1)))
         started_from = start_row(cfg, rows)["round"]
         init_params, _ = artifacts.load_controller_params(
             round_dir(run, started_from) / "dream" / "best.npz", prev_wm.spec)
@@ -211,10 +212,10 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
                          z_dim=cfg.vae.z_dim, action_dim=game.action_dim,
                          restart_input=game.restart_input, init_params=members)
     wm = artifacts.load_world_model(run, cfg.controller, mdn_dir, vae)
-    tau = choose_temperature(cfg, run, game, wm, _series_dirs(run, r), prev_c,
-                             jax.random.fold_in(key, 3), rd / "temperature.json")["tau"]
-    dream_params = artifacts.config_dream_params(with_temperature(cfg, tau), run, wm,
-                                                 _series_dirs(run, r))
+    series = _series_dirs(run, r)
+    tau = choose_temperature(cfg, run, game, wm, series, prev_c, jax.random.fold_in(key, 3),
+                             rd / "temperature.json")["tau"]
+    dream_params = artifacts.config_dream_params(with_temperature(cfg, tau), run, wm, series)
     generations = it.dream_generations if rows else cfg.es.dream_generations
     res = train_controller_dream(
         jax.random.fold_in(key, 2), dream_params, rd / "dream", cfg.es, cfg.controller,
@@ -228,7 +229,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
     row = {
         "round": r,
         "mdnrnn": str(mdn_dir.relative_to(run.root)),
-        "episodes_so_far": sum(len(list_episodes(d)) for d in _series_dirs(run, r)),
+        "episodes_so_far": sum(len(list_episodes(d)) for d in series),
         "dream_generations": generations,
         "started_from": started_from,
         "tau": tau,
