@@ -13,6 +13,7 @@ from gymnax.wrappers.purerl import FlattenObservationWrapper, LogWrapper
 from dreamjax import checkpoint, io
 from dreamjax.agent import make_world_model
 from dreamjax.config import ControllerConfig
+from dreamjax.dream.ensemble import dream_rollouts
 from dreamjax.dream.env import DreamEnv, make_dream_params, random_dream_params
 from dreamjax.dream.rollout import population_rollouts, rollout, rollout_keys, trajectory
 from dreamjax.errors import ArtifactError
@@ -507,3 +508,38 @@ def test_a_data_policy_plays_its_own_actions_in_the_dream(name):
     np.testing.assert_array_equal(jax.jit(schedule_lengths)(jax.random.key(0),
                                                             _dies_on_right(), actions), want)
 
+
+
+DOOM_SHAPED = MDNRNN(z_dim=64, action_dim=1, hidden=512, n_mix=5, reward_head=False,
+                     done_head=True)
+
+
+@pytest.mark.parametrize("world", ["doom", "carracing"])
+def test_compacted_rollouts_equal_population_rollouts(world):
+    """Stepping only the live episodes (gathered every 16 steps into batches of 128 or 256 rows)
+    gives the fused scan's returns and lengths exactly, on dreams whose episodes end at many
+    different steps: Doom's shape ([z, c, h], its reward head read so that a float difference
+    would show) and CarRacing's. An ensemble's dreams stay one vmapped program."""
+    env = DreamEnv()
+    if world == "doom":
+        model = DOOM_SHAPED.clone(reward_head=True)
+        p = random_dream_params(jax.random.key(0), model, done_bias=-0.15, max_steps=150,
+                                obs_mode="zch", temperature=1.15)
+        c, o = controller_for("zch"), obs_dim("zch", 64, 512)
+    else:
+        p = random_dream_params(jax.random.key(0), done_bias=-0.12, max_steps=150)
+        c, o = controller_for("zh"), obs_dim("zh", 32, 256)
+    pop = jax.vmap(lambda k: init_controller(k, c, o))(jax.random.split(jax.random.key(7), 16))
+    key = jax.random.key(2)
+    fused = jax.jit(lambda k, pp, ep: dream_rollouts(k, env, ep, c.apply, pp, 16, 150))(
+        key, pop, p)
+    compact = dream_rollouts(key, env, p, c.apply, pop, 16, 150, block=16)
+    lengths = np.asarray(fused.lengths)
+    assert lengths.min() < 20 and np.mean(lengths < 100) > 0.5 and lengths.max() > 100
+    np.testing.assert_array_equal(np.asarray(compact.lengths), lengths)
+    np.testing.assert_array_equal(np.asarray(compact.returns), np.asarray(fused.returns))
+    if world == "carracing":
+        members = jax.tree.map(lambda x: jnp.stack([x, 0.9 * x]), p.mdn_params)
+        ens = make_dream_params(p.model, p.mdn_params, p.init_mu, p.init_logvar, members=members)
+        with pytest.raises(ValueError, match="compacted rollouts need one M"):
+            dream_rollouts(key, env, ens, c.apply, pop, 16, 150, block=16)

@@ -2,6 +2,7 @@
 (sphere and dream), chunked scan == one-by-one, resume == uninterrupted (dream and real), one
 loop and one file layout for both fitnesses, the controller file format, WorldModelPolicy."""
 
+import dataclasses
 import functools
 import json
 
@@ -14,7 +15,7 @@ from test_train import _read_scalars
 
 from dreamjax.agent import WorldModelPolicy, make_world_model
 from dreamjax.config import ControllerConfig, ESConfig
-from dreamjax.dream.env import make_dream_params
+from dreamjax.dream.env import make_dream_params, random_dream_params
 from dreamjax.errors import ArtifactError, ConfigError
 from dreamjax.es import (
     LazyCMA_ES,
@@ -28,7 +29,7 @@ from dreamjax.es import (
     train_controller_real,
 )
 from dreamjax.es.dream import DreamFitness
-from dreamjax.es.generation import es_generation, make_chunk_fn
+from dreamjax.es.generation import es_generation, make_chunk_fn, make_host_chunk_fn
 from dreamjax.es.loop import train_controller
 from dreamjax.io import save_npz
 from dreamjax.models.controller import (
@@ -492,3 +493,45 @@ def test_es_tensorboard_scalars_equal_the_logs(tmp_path):
                             progress=False)
     assert same.best_return == r.best_return
     np.testing.assert_array_equal(jax.tree.leaves(same.params)[0], jax.tree.leaves(r.params)[0])
+
+
+def test_host_generation_loop_equals_the_fused_scan():
+    """`make_host_chunk_fn` (ask and tell jitted, the fitness on the host) computes what the
+    fused `lax.scan` computes, with the same keys per generation."""
+    es = make_strategy("CMA_ES", 8, jnp.zeros(8))
+    p = strategy_params(es, 0.3)
+    s0 = es.init(jax.random.key(0), jnp.zeros(8), p)
+    key = jax.random.key(1)
+    fused, host = make_chunk_fn(es, sphere, 4), make_host_chunk_fn(es, sphere, 4)
+    s_a, s_b = s0, s0
+    for start in range(0, 12, 4):
+        s_a, m_a = fused(key, s_a, p, TARGET, start, 10)
+        s_b, m_b = host(key, s_b, p, TARGET, start, 10)
+        n = min(4, 10 - start)
+        assert all(v.shape == (n,) for v in m_b.values()) and set(m_a) == set(m_b)
+        for k in m_a:
+            np.testing.assert_allclose(m_b[k], np.asarray(m_a[k])[:n], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(s_b.mean, s_a.mean, rtol=1e-4, atol=1e-6)
+
+
+def test_compacted_dream_training_equals_the_fused_one(tmp_path):
+    """`--es.compact-every` changes how fast the dream runs, not what C learns: the same records
+    and the same C with the dreams compacted every 16 steps as with one fused scan, on a dream
+    whose episodes end at many different steps (256 per generation, so batches shrink)."""
+    dp = random_dream_params(jax.random.key(0), done_bias=-0.12, max_steps=120)
+    es = ESConfig(popsize=16, rollouts=16, dream_generations=4, eval_every=2, eval_episodes=128,
+                  chunk=2, max_steps=120, sigma_init=0.1)
+    runs = {}
+    for every in (0, 16):
+        cfg = dataclasses.replace(es, compact_every=every)
+        runs[every] = train_controller_dream(jax.random.key(5), dp, tmp_path / str(every), cfg,
+                                             ControllerConfig("zh"), progress=False)
+    fused, compact = runs[0], runs[16]
+    assert 10 < fused.history[0]["mean_length"] < 80  # most dreams end well before 120 steps
+    for a, b in zip(fused.history, compact.history, strict=True):
+        for k in ("best_fitness", "mean_fitness", "sigma", "mean_length"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5), k
+    assert [e["eval_return"] for e in compact.evals] == pytest.approx(
+        [e["eval_return"] for e in fused.evals], rel=1e-5)
+    np.testing.assert_allclose(ravel_params(compact.params), ravel_params(fused.params),
+                               rtol=1e-5, atol=1e-7)

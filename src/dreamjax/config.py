@@ -165,6 +165,11 @@ class ESConfig:
     """Episodes in each periodic evaluation of the mean (PAPER.md §1.6)."""
     chunk: int = 10
     """Dream generations fused under one `lax.scan` between checkpoints."""
+    compact_every: int = 64
+    """Dream steps between compactions: every this many steps the dream episodes still alive
+    are gathered into a smaller batch, so an ended episode stops costing compute
+    (`dreamjax.dream.rollout.compacted_rollouts`; the same numbers on this CPU); 0: one fused
+    scan of every episode to the step limit (also used on a device mesh)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,12 @@ import jax
 import jax.numpy as jnp
 
 from dreamjax.dream.env import DreamParams
-from dreamjax.dream.rollout import Policy, RolloutResult, population_rollouts
+from dreamjax.dream.rollout import (
+    Policy,
+    RolloutResult,
+    compacted_rollouts,
+    population_rollouts,
+)
 
 FITNESS_MODES: tuple[str, ...] = ("mean", "min")
 
@@ -51,16 +56,25 @@ def dream_rollouts(
     num_steps: int,
     *,
     antithetic: bool = True,
+    block: int = 0,
 ) -> RolloutResult:
     """`population_rollouts` in the dream -> returns, lengths (P, R).
 
     For an ensemble of K, R must be a multiple of K; columns [k R/K, (k+1) R/K) are member k's,
-    with keys `population_rollouts(fold_in(key, k), ...)` of the member alone.
+    with keys `population_rollouts(fold_in(key, k), ...)` of the member alone. `block` > 0 (one
+    M only: an ensemble's members are one vmapped program): `compacted_rollouts` with that
+    block, the same numbers (host-driven, not jittable).
     """
     K = ensemble_size(dream_params)
     if K == 1:
+        if block:
+            return compacted_rollouts(key, env, dream_params, policy, pop_params, num_rollouts,
+                                      num_steps, antithetic=antithetic, block=block)
         return population_rollouts(key, env, dream_params, policy, pop_params, num_rollouts,
                                    num_steps, antithetic=antithetic)
+    if block:
+        raise ValueError("dream: compacted rollouts need one M; an ensemble's dreams run as "
+                         "one vmapped program (block=0)")
     if num_rollouts % K:
         raise ValueError(f"dream: {num_rollouts} rollouts per candidate do not split evenly "
                          f"over {K} ensemble members")

@@ -26,7 +26,7 @@ from dreamjax.config import ControllerConfig, ESConfig
 from dreamjax.dream.ensemble import dream_rollouts, ensemble_fitness, ensemble_size
 from dreamjax.dream.env import DreamEnv, DreamParams, check_dream_config
 from dreamjax.errors import ConfigError
-from dreamjax.es.generation import Evaluate, make_chunk_fn
+from dreamjax.es.generation import Evaluate, make_chunk_fn, make_host_chunk_fn
 from dreamjax.es.loop import ControllerResult, train_controller
 from dreamjax.es.sharding import check_divides, place, shard_population
 from dreamjax.es.strategies import make_strategy, strategy_params
@@ -36,51 +36,64 @@ from dreamjax.models.mdnrnn import MDNRNN_FIELDS
 
 def dream_evaluate(
     env: DreamEnv, policy: Callable, num_rollouts: int, num_steps: int, antithetic: bool = True,
-    fitness_mode: str = "mean",
+    fitness_mode: str = "mean", block: int = 0,
 ) -> Evaluate:
     """Fitness of a population in the dream: -mean return of `num_rollouts` rollouts each (for
     an ensemble, `fitness_mode` "min": the worst member's); args = DreamParams. aux:
-    mean_return, mean_length per candidate (P,)."""
+    mean_return, mean_length per candidate (P,). `block` > 0: the episodes still alive are
+    compacted every `block` steps (`compacted_rollouts`; a host function, not jittable)."""
 
     def evaluate(key, population, dream_params):
         res = dream_rollouts(key, env, dream_params, policy, population, num_rollouts,
-                             num_steps, antithetic=antithetic)
-        fitness = ensemble_fitness(res.returns, ensemble_size(dream_params), fitness_mode)
-        mean_ret = jnp.mean(res.returns, axis=-1)
-        aux = {"mean_return": mean_ret, "mean_length": jnp.mean(res.lengths, axis=-1)}
-        return fitness, aux
+                             num_steps, antithetic=antithetic, block=block)
+        return _fitness(res.returns, res.lengths, ensemble_size(dream_params), fitness_mode)
 
     return evaluate
 
 
-def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_steps: int):
-    """Jitted `(key, params, dream_params) -> (returns (E,), lengths (E,))` for one controller."""
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _fitness(returns: jax.Array, lengths: jax.Array, members: int, mode: str
+             ) -> tuple[jax.Array, dict]:
+    """(fitness (P,), aux) from a population's returns and lengths (P, R)."""
+    aux = {"mean_return": jnp.mean(returns, axis=-1), "mean_length": jnp.mean(lengths, axis=-1)}
+    return ensemble_fitness(returns, members, mode), aux
+
+
+def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_steps: int,
+                      block: int = 0):
+    """`(key, params, dream_params) -> (returns (E,), lengths (E,))` for one controller: jitted,
+    or with `block` > 0 compacted every `block` steps (`compacted_rollouts`, same numbers)."""
 
     def eval_fn(key, params, dream_params):
         pop = jax.tree.map(lambda x: x[None], params)
         res = dream_rollouts(key, env, dream_params, policy, pop, num_episodes, num_steps,
-                             antithetic=False)
+                             antithetic=False, block=block)
         return res.returns[0], res.lengths[0]
 
-    return jax.jit(eval_fn)
+    return eval_fn if block else jax.jit(eval_fn)
 
 
 @functools.lru_cache(maxsize=8)
 def _dream_programs(
     strategy_name: str, popsize: int, spec: ControllerSpec, rollouts: int, num_steps: int,
     chunk: int, eval_episodes: int, fitness_mode: str = "mean", mesh: Mesh | None = None,
+    block: int = 0,
 ) -> tuple[Any, Callable, Callable]:
-    """(strategy, jitted chunk_fn, jitted mean eval_fn), cached so that a resumed or repeated
-    run in the same process reuses the compiled programs; with a `mesh`, the population is
-    sharded over its `"pop"` axis (`dreamjax.es.sharding`)."""
+    """(strategy, chunk_fn, mean eval_fn), cached so that a resumed or repeated run in the same
+    process reuses the compiled programs; with a `mesh`, the population is sharded over its
+    `"pop"` axis (`dreamjax.es.sharding`); `block` > 0 (no mesh): the dreams still alive are
+    compacted every `block` steps and the generations run in a host loop (same numbers)."""
     env = DreamEnv()
     strategy = make_strategy(strategy_name, popsize, spec.zeros())
     evaluate = dream_evaluate(env, spec.controller.apply, rollouts, num_steps,
-                              fitness_mode=fitness_mode)
-    if mesh is not None:
-        evaluate = shard_population(evaluate, mesh)
-    chunk_fn = make_chunk_fn(strategy, evaluate, chunk)
-    eval_fn = make_mean_eval_fn(env, spec.controller.apply, eval_episodes, num_steps)
+                              fitness_mode=fitness_mode, block=block)
+    if block:
+        chunk_fn = make_host_chunk_fn(strategy, evaluate, chunk)
+    else:
+        if mesh is not None:
+            evaluate = shard_population(evaluate, mesh)
+        chunk_fn = make_chunk_fn(strategy, evaluate, chunk)
+    eval_fn = make_mean_eval_fn(env, spec.controller.apply, eval_episodes, num_steps, block)
     return strategy, chunk_fn, eval_fn
 
 
@@ -104,7 +117,8 @@ class DreamFitness:
               fitness_mode: str = "mean", mesh: Mesh | None = None) -> DreamFitness:
         """The (cached) programs for this shape; rollouts last `max_steps_in_episode` steps.
         With a `mesh` each device rolls out P / n candidates and M is replicated on it: the
-        same records as on one device."""
+        same records as on one device. One M without a mesh: the dreams still alive are
+        compacted every `es.compact_every` steps (the same records, faster)."""
         num_steps = int(dream_params.max_steps_in_episode)
         K = ensemble_size(dream_params)
         for flag, n in (("--es.rollouts", es_cfg.rollouts),
@@ -118,6 +132,7 @@ class DreamFitness:
         strategy, chunk_fn, eval_fn = _dream_programs(
             es_cfg.strategy, es_cfg.popsize, spec, es_cfg.rollouts, num_steps, es_cfg.chunk,
             es_cfg.eval_episodes, fitness_mode, mesh,
+            0 if mesh or K > 1 else es_cfg.compact_every,
         )
         return cls(spec, strategy, strategy_params(strategy, es_cfg.sigma_init), es_cfg.chunk,
                    chunk_fn, eval_fn, dream_params,

@@ -1,5 +1,6 @@
 """One ES generation (ask -> evaluate -> tell) as a pure function, and chunks of generations fused
-under one jitted `lax.scan`, for any jittable fitness (the dream's, or a test's sphere).
+under one jitted `lax.scan`, for any jittable fitness (the dream's, or a test's sphere), or run
+in a host loop for a fitness that is not one program (`make_host_chunk_fn`).
 
 Generation g of a run with key `key` uses `generation_keys(key, g)`: `fold_in(key, g)` split into
 the ask, evaluate and tell keys, so chunking, interrupting and resuming do not change the result
@@ -35,14 +36,18 @@ def es_generation(
     population, es_state = strategy.ask(k_ask, es_state, es_params)
     fitness, aux = evaluate(k_eval, population, args)
     es_state, _ = strategy.tell(k_tell, population, fitness, es_state, es_params)
-    metrics = {
+    return es_state, generation_metrics(fitness, aux, es_state)
+
+
+def generation_metrics(fitness: jax.Array, aux: dict, es_state: Any) -> dict:
+    """A generation's scalars: best/mean/worst fitness, sigma, and the mean of each aux (P,)."""
+    return {
         "best_fitness": jnp.min(fitness),
         "mean_fitness": jnp.mean(fitness),
         "worst_fitness": jnp.max(fitness),
         "sigma": strategy_sigma(es_state),
         **{k: jnp.mean(v) for k, v in aux.items()},
     }
-    return es_state, metrics
 
 
 def make_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
@@ -73,3 +78,26 @@ def make_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
         return jax.lax.scan(body, es_state, start + jnp.arange(chunk))
 
     return jax.jit(chunk_fn)
+
+
+def make_host_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
+    """`make_chunk_fn`'s `chunk_fn` for a fitness that runs on the host (e.g. the dream's
+    `compacted_rollouts`): ask and tell are jitted, the generations run in a Python loop with
+    the same keys, so it computes what `make_chunk_fn` computes. metrics: dict of (n,) arrays,
+    n = min(chunk, stop - start)."""
+    if chunk < 1:
+        raise ConfigError(f"--es.chunk must be >= 1, got {chunk}")
+    ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
+    metrics_fn = jax.jit(generation_metrics)
+
+    def chunk_fn(key, es_state, es_params, args, start, stop):
+        rows = []
+        for g in range(int(start), min(int(stop), int(start) + chunk)):
+            k_ask, k_eval, k_tell = generation_keys(key, g)
+            population, es_state = ask(k_ask, es_state, es_params)
+            fitness, aux = evaluate(k_eval, population, args)
+            es_state, _ = tell(k_tell, population, fitness, es_state, es_params)
+            rows.append(metrics_fn(fitness, aux, es_state))
+        return es_state, jax.tree.map(lambda *xs: jnp.stack(xs), *rows)
+
+    return chunk_fn

@@ -79,7 +79,8 @@ file's path (empty: intact)."""
 _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"},
-                 "iterate": {"start": "previous", "temperatures": ()}}
+                 "iterate": {"start": "previous", "temperatures": ()},
+                 "es": {"compact_every": 64}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
 
@@ -109,7 +110,7 @@ def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
             "controller": to_dict(cfg.controller),
             "dream": _section(cfg, "dream"),
             "train_in": cfg.train_in,
-            "es": to_dict(cfg.es),
+            "es": _section(cfg, "es"),
             "fast_env": cfg.fast_env,  # real-env CMA-ES runs in it
         }
         if cfg.train_in == "iterative":
@@ -166,7 +167,7 @@ def _literal_choices(tp: object) -> tuple | None:
 
 
 _MAY_BE_ZERO = {"workers", "devices", "generations", "dream_generations", "seed", "seed_start",
-                "epochs", "action_noise", "dropout", "overshoot"}
+                "epochs", "action_noise", "dropout", "overshoot", "compact_every"}
 
 
 def _check_field(flag: str, name: str, value: object, tp: object) -> None:
