@@ -62,15 +62,25 @@ def _fitness(returns: jax.Array, lengths: jax.Array, members: int, mode: str
 def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_steps: int,
                       block: int = 0):
     """`(key, params, dream_params) -> (returns (E,), lengths (E,))` for one controller: jitted,
-    or with `block` > 0 compacted every `block` steps (`compacted_rollouts`, same numbers)."""
+    or with `block` > 0 and one M compacted every `block` steps (`compacted_rollouts`, the
+    same numbers; it stops once every episode has ended)."""
 
-    def eval_fn(key, params, dream_params):
+    def eval_fn(key, params, dream_params, block=0):
         pop = jax.tree.map(lambda x: x[None], params)
         res = dream_rollouts(key, env, dream_params, policy, pop, num_episodes, num_steps,
                              antithetic=False, block=block)
         return res.returns[0], res.lengths[0]
 
-    return eval_fn if block else jax.jit(eval_fn)
+    fused = jax.jit(eval_fn)
+    if not block:
+        return fused
+
+    def compacted(key, params, dream_params):
+        if ensemble_size(dream_params) > 1:
+            return fused(key, params, dream_params)
+        return eval_fn(key, params, dream_params, block)
+
+    return compacted
 
 
 @functools.lru_cache(maxsize=8)

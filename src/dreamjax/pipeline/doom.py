@@ -332,7 +332,7 @@ def dream_score(cfg: ExperimentConfig, run: RunFolder, base: RunFolder) -> dict:
                                                  wm.spec)
     dream_params = artifacts.config_dream_params(cfg, run, wm)
     eval_fn = make_mean_eval_fn(DreamEnv(), wm.spec.controller.apply, cfg.eval.episodes,
-                                cfg.es.max_steps)
+                                cfg.es.max_steps, cfg.es.compact_every)
     returns, lengths = jax.device_get(eval_fn(stage_key(cfg, "tau-table"), params, dream_params))
     returns = np.asarray(returns, np.float64)
     out = {"fingerprint": key, "tau": tau, "episodes": int(returns.size),

@@ -145,7 +145,7 @@ def choose_temperature(cfg: ExperimentConfig, run: RunFolder, game: Any, wm: Wor
     if not grid or (game.data_lives is None and prev is None):
         return {"tau": cfg.dream.temperature, "grid": []}
     eval_fn = make_mean_eval_fn(DreamEnv(), wm.spec.controller.apply, TEMPERATURE_DREAMS,
-                                cfg.es.max_steps)
+                                cfg.es.max_steps, cfg.es.compact_every)
     rows = []
     for tau in grid:
         c = with_temperature(cfg, tau)
