@@ -39,6 +39,7 @@ _EXPORTS = {
     "make_dream_params": "dreamjax.dream.env",
     "random_dream_params": "dreamjax.dream.env",
     "population_rollouts": "dreamjax.dream.rollout",
+    "compacted_rollouts": "dreamjax.dream.rollout",
     "rollout": "dreamjax.dream.rollout",
     "EnvPool": "dreamjax.envs.pool",
     "EpisodeSpec": "dreamjax.envs.pool",

@@ -6,6 +6,8 @@ frozen by a validity mask, so its return accumulates only while it is alive. The
 are pure and unjitted; jit the outermost caller (e.g. a whole CMA-ES generation) once.
 
 `trajectory` records one such episode step by step (the report's dream video).
+`compacted_rollouts` computes `population_rollouts`' numbers stepping only the episodes still
+alive (host-driven; the dream CMA-ES default, `--es.compact-every`).
 
 Antithetic seeding (PAPER.md §1.6, `train.py:304-306`): with `antithetic=True`, candidates i and
 i + P/2 roll out with the same keys, so each pair faces the same episodes.
