@@ -63,8 +63,12 @@ def test_doom_profiles_build_the_papers_models(profile):
                         action_dim=DOOM.action_dim)
     assert (_n(v), _n(m), c.num_params) == (4_446_915, 1_678_785, 1_088)
     assert not c.controller.use_bias and c.obs_dim == 64 + 2 * 512
-    # the paper's τ (§2.7); laptop's M, from 50x less data, is calibrated at a hotter dream
+    # the paper's τ (§2.7); laptop's M, from 50x less data, is calibrated at a hotter dream,
+    # each round at the τ of a grid that keeps its probes alive as long as the game did
     assert cfg.dream.temperature == {"paper": 1.15, "laptop": 2.0}[profile]
+    assert cfg.iterate.temperatures == {"paper": (), "laptop": (1.0, 1.15, 1.5, 2.0, 2.5,
+                                                                3.0)}[profile]
+    assert cfg.vae.epochs == {"paper": 10.0, "laptop": 4.0}[profile]
     # paper: C only in the dream of §2.2's data; laptop: patrols in the data and the loop (§1.8)
     assert (cfg.train_in, cfg.collect.policy) == {
         "paper": ("dream", "doom_random"), "laptop": ("iterative", "doom_patrol_mixed")}[profile]

@@ -165,11 +165,11 @@ class ESConfig:
     """Episodes in each periodic evaluation of the mean (PAPER.md §1.6)."""
     chunk: int = 10
     """Dream generations fused under one `lax.scan` between checkpoints."""
-    compact_every: int = 64
-    """Dream steps between compactions: every this many steps the dream episodes still alive
-    are gathered into a smaller batch, so an ended episode stops costing compute
-    (`dreamjax.dream.rollout.compacted_rollouts`; the same numbers on this CPU); 0: one fused
-    scan of every episode to the step limit (also used on a device mesh)."""
+    compact_every: int = 0
+    """Dream steps between compactions (e.g. 64): every this many steps the dream episodes
+    still alive are gathered into a smaller batch, so an ended episode stops costing compute
+    (`dreamjax.dream.rollout.compacted_rollouts`; the same dreams up to float rounding, one M,
+    no mesh); 0: one fused scan of every episode to the step limit."""
 
 
 @dataclass(frozen=True)
@@ -433,31 +433,33 @@ def _doom_paper() -> ExperimentConfig:
 
 
 def _doom_laptop() -> ExperimentConfig:
-    """About 45 minutes on a 2-core CPU: 200 episodes (about 80k frames), even ones §2.2's random
+    """About an hour on a 2-core CPU: 200 episodes (about 80k frames), even ones §2.2's random
     policy, odd ones patrols (LEFT and RIGHT in turn, 16-160 steps each way: sweeping the room
     is what survives in TakeCover, and §2.2's 1-10-step holds never show it), V with z = 64 for
-    2 epochs at Adam 1e-3 (paper: 10 epochs of ~3M frames at 1e-4), M with the paper's 512
+    4 epochs at Adam 1e-3 (paper: 10 epochs of ~3M frames at 1e-4), M with the paper's 512
     units, restart input and done head for 800 truncated-BPTT steps of 32 streams x 100, C
     (1,088 weights, no bias) trained only in the dream with the 2100-step cap, 40 generations
-    of 16 candidates x 16 dreams at tau 2.0, then the iterative loop (PAPER.md §1.8): 2 more
-    rounds, each recording 48 real episodes of the previous C (16 noise-free checks on training
-    seeds pick the final C), fine-tuning M 300 steps on all data and running 30 more dream
-    generations; then 100 real episodes. Over seeds 0-2: 516.6 +- 30.7 (the paper's dream-only
-    recipe, `--collect.policy doom_random --train-in dream`: 352.5 +- 246.6; README)."""
+    of 16 candidates x 16 dreams, then the iterative loop (PAPER.md §1.8): 2 more rounds, each
+    recording 48 real episodes of the previous C (16 noise-free checks on training seeds pick
+    the final C), fine-tuning M 300 steps on all data and running 30 more dream generations.
+    Every round trains C at the τ of 1.0-3.0 at which its M keeps the data policy and the
+    previous C alive as long as the game did (`iterate.temperatures`); then 100 real episodes.
+    README: Results has each recipe's score over seeds."""
     return ExperimentConfig(
         profile="laptop",
         run_dir="runs/doom",
         train_in="iterative",
         controller=ControllerConfig(kind="zch"),
         collect=CollectConfig(episodes=200, max_steps=2100, policy="doom_patrol_mixed"),
-        vae=VAEConfig(z_dim=64, epochs=2.0, learning_rate=1e-3, checkpoint_every=250),
+        vae=VAEConfig(z_dim=64, epochs=4.0, learning_rate=1e-3, checkpoint_every=250),
         mdnrnn=MDNRNNConfig(hidden=512, done_head=True, batch_size=32, seq_len=100, steps=800,
                             tbptt=True, checkpoint_every=100),
         es=ESConfig(popsize=16, rollouts=16, generations=0, dream_generations=40,
                     max_steps=2100, eval_every=10, eval_episodes=64, chunk=5),
         dream=DreamConfig(temperature=2.0, reward_mode="survival"),
         eval=EvalConfig(max_steps=2100),
-        iterate=IterateConfig(rounds=3, episodes=48, check_episodes=16, dream_generations=30),
+        iterate=IterateConfig(rounds=3, episodes=48, check_episodes=16, dream_generations=30,
+                              temperatures=(1.0, 1.15, 1.5, 2.0, 2.5, 3.0)),
     )
 
 

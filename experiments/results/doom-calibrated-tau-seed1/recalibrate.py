@@ -1,6 +1,8 @@
 """Reopen a finished iterative Doom run (a hard-linked copy) with `--iterate.temperatures`.
 
-usage: python recalibrate.py OLD_RUN NEW_RUN SEED TAU [TAU ...]
+usage: python recalibrate.py OLD_RUN NEW_RUN SEED TAU [TAU ...] [--vae-epochs N]
+(`--vae-epochs`: the V epochs of OLD_RUN's config when they are not the laptop profile's of
+today; session 16's runs, made with the 2-epoch V of their day, need `--vae-epochs 2`.)
 Hard-links OLD_RUN into NEW_RUN, rewrites stages.json so that the controller, evaluate and
 report stages carry the fingerprints of the laptop config with `iterate.temperatures = TAUs`
 and are not done, drops every round after round 0, and picks round 0's τ
@@ -29,9 +31,15 @@ from dreamjax.pipeline.run import RunFolder, fingerprints
 
 def main() -> None:
     old, new, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    taus = tuple(float(t) for t in sys.argv[4:])
-    subprocess.run(["cp", "-al", old, new], check=True)
+    args = sys.argv[4:]
     base = DOOM_PROFILES["laptop"]()
+    if "--vae-epochs" in args:
+        i = args.index("--vae-epochs")
+        vae = dataclasses.replace(base.vae, epochs=float(args[i + 1]))
+        base = dataclasses.replace(base, vae=vae)
+        args = args[:i] + args[i + 2:]
+    taus = tuple(float(t) for t in args)
+    subprocess.run(["cp", "-al", old, new], check=True)
     cfg = dataclasses.replace(base, run_dir=new, seed=seed,
                               iterate=dataclasses.replace(base.iterate, temperatures=taus))
     fps = fingerprints(cfg)
@@ -40,13 +48,12 @@ def main() -> None:
     for s in ("collect", "vae", "encode", "mdnrnn"):
         assert stages[s]["fingerprint"] == fps[s], s
     for s in ("controller", "evaluate", "report"):
-        stages[s]["fingerprint"] = fps[s]
-        stages[s]["done"] = False
+        stages[s] = {**stages.get(s, {}), "fingerprint": fps[s], "done": False}
     path.unlink()
     path.write_text(json.dumps(stages, indent=1))
     run = RunFolder(new)
     it = run.path("controller") / "iterative"
-    (it / "DONE.json").unlink()
+    (it / "DONE.json").unlink(missing_ok=True)
     for d in sorted(it.glob("round_*"))[1:]:
         shutil.rmtree(d)
     r0 = round_dir(run, 0)

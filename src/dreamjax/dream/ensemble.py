@@ -63,7 +63,7 @@ def dream_rollouts(
     For an ensemble of K, R must be a multiple of K; columns [k R/K, (k+1) R/K) are member k's,
     with keys `population_rollouts(fold_in(key, k), ...)` of the member alone. `block` > 0 (one
     M only: an ensemble's members are one vmapped program): `compacted_rollouts` with that
-    block, the same numbers (host-driven, not jittable).
+    block (host-driven, not jittable).
     """
     K = ensemble_size(dream_params)
     if K == 1:

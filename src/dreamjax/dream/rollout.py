@@ -6,8 +6,8 @@ frozen by a validity mask, so its return accumulates only while it is alive. The
 are pure and unjitted; jit the outermost caller (e.g. a whole CMA-ES generation) once.
 
 `trajectory` records one such episode step by step (the report's dream video).
-`compacted_rollouts` computes `population_rollouts`' numbers stepping only the episodes still
-alive (host-driven; the dream CMA-ES default, `--es.compact-every`).
+`compacted_rollouts` computes `population_rollouts`' episodes, up to float rounding, stepping
+only the episodes still alive (host-driven; the dream CMA-ES's `--es.compact-every`).
 
 Antithetic seeding (PAPER.md §1.6, `train.py:304-306`): with `antithetic=True`, candidates i and
 i + P/2 roll out with the same keys, so each pair faces the same episodes.
@@ -128,18 +128,15 @@ def population_rollouts(
 
     pop_params: the policy's params with a leading population axis P on every leaf. The env's
     params are shared (not batched). Candidate p's rollout r uses `rollout_keys(...)[p, r]`.
-    One `vmap` over the P·R episodes, each with its own copy of its candidate's params, so an
-    episode's arithmetic does not depend on its neighbours (`compacted_rollouts` relies on it).
     """
     popsize = jax.tree.leaves(pop_params)[0].shape[0]
-    keys = _flat_episode_keys(key, popsize, num_rollouts, antithetic)
-    params = jax.tree.map(lambda x: jnp.repeat(x, num_rollouts, axis=0), pop_params)
+    keys = rollout_keys(key, popsize, num_rollouts, antithetic)
 
     def one(k, p):
         return rollout(k, env, env_params, policy, p, num_steps, unroll)
 
-    res = jax.vmap(one)(keys, params)  # over P·R episodes
-    return jax.tree.map(lambda x: x.reshape(popsize, num_rollouts), res)
+    per_candidate = jax.vmap(one, in_axes=(0, None))  # over R rollouts
+    return jax.vmap(per_candidate, in_axes=(0, 0))(keys, pop_params)  # over P candidates
 
 
 def fitness_from_returns(result: RolloutResult) -> jax.Array:
@@ -220,10 +217,11 @@ def compacted_rollouts(
     Every `block` steps the live episodes are gathered into a batch of the next multiple of
     `min_rows` rows (at most P·R; the padding's results are dropped) and stepped `block` steps,
     so an episode that ended early stops costing compute: a population whose episodes end at a
-    fifth of the step limit runs about five times faster. Each episode uses the keys and the
-    arithmetic of `population_rollouts`, so the results are the same wherever XLA computes a
-    matrix row the same for every batch of a multiple of `min_rows` rows (on this CPU 128 is,
-    64 and 96 are not: XLA picks its matrix kernel by shape; `tests/test_dream.py` checks it).
+    fifth of the step limit runs up to about five times faster (never below `min_rows` rows).
+    Each episode uses `population_rollouts`' keys, so the dreams are the same up to float
+    rounding: here each episode applies its own copy of its candidate's params (there, R
+    episodes share one matrix product), and XLA picks its matrix kernel by shape (on this CPU
+    a row comes out the same in every batch of a multiple of 128 rows, not of 64 or 96).
     Host-driven: call it unjitted; its pieces are compiled once per batch size.
     """
     popsize = jax.tree.leaves(pop_params)[0].shape[0]

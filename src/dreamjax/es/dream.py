@@ -63,7 +63,7 @@ def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_st
                       block: int = 0):
     """`(key, params, dream_params) -> (returns (E,), lengths (E,))` for one controller: jitted,
     or with `block` > 0 and one M compacted every `block` steps (`compacted_rollouts`, the
-    same numbers; it stops once every episode has ended)."""
+    same up to float rounding; it stops once every episode has ended)."""
 
     def eval_fn(key, params, dream_params, block=0):
         pop = jax.tree.map(lambda x: x[None], params)
@@ -92,7 +92,7 @@ def _dream_programs(
     """(strategy, chunk_fn, mean eval_fn), cached so that a resumed or repeated run in the same
     process reuses the compiled programs; with a `mesh`, the population is sharded over its
     `"pop"` axis (`dreamjax.es.sharding`); `block` > 0 (no mesh): the dreams still alive are
-    compacted every `block` steps and the generations run in a host loop (same numbers)."""
+    compacted every `block` steps and the generations run in a host loop."""
     env = DreamEnv()
     strategy = make_strategy(strategy_name, popsize, spec.zeros())
     evaluate = dream_evaluate(env, spec.controller.apply, rollouts, num_steps,
@@ -128,7 +128,7 @@ class DreamFitness:
         """The (cached) programs for this shape; rollouts last `max_steps_in_episode` steps.
         With a `mesh` each device rolls out P / n candidates and M is replicated on it: the
         same records as on one device. One M without a mesh: the dreams still alive are
-        compacted every `es.compact_every` steps (the same records, faster)."""
+        compacted every `es.compact_every` steps (the same records up to float rounding)."""
         num_steps = int(dream_params.max_steps_in_episode)
         K = ensemble_size(dream_params)
         for flag, n in (("--es.rollouts", es_cfg.rollouts),

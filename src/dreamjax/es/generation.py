@@ -83,7 +83,8 @@ def make_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
 def make_host_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
     """`make_chunk_fn`'s `chunk_fn` for a fitness that runs on the host (e.g. the dream's
     `compacted_rollouts`): ask and tell are jitted, the generations run in a Python loop with
-    the same keys, so it computes what `make_chunk_fn` computes. metrics: dict of (n,) arrays,
+    the same keys, so it computes what `make_chunk_fn` computes, up to float rounding (XLA
+    fuses the scan differently). metrics: dict of (n,) arrays,
     n = min(chunk, stop - start)."""
     if chunk < 1:
         raise ConfigError(f"--es.chunk must be >= 1, got {chunk}")

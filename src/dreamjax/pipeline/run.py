@@ -80,7 +80,7 @@ _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"},
                  "iterate": {"start": "previous", "temperatures": ()},
-                 "es": {"compact_every": 64}}
+                 "es": {"compact_every": 0}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
 
