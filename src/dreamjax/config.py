@@ -168,8 +168,8 @@ class ESConfig:
     compact_every: int = 0
     """Dream steps between compactions (e.g. 64): every this many steps the dream episodes
     still alive are gathered into a smaller batch, so an ended episode stops costing compute
-    (`dreamjax.dream.rollout.compacted_rollouts`; the same dreams up to float rounding, one M,
-    no mesh); 0: one fused scan of every episode to the step limit."""
+    (`dreamjax.dream.rollout.compacted_rollouts`; one M, no mesh; the same dreams in
+    distribution, not bit for bit); 0: one fused scan of every episode to the step limit."""
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ frozen by a validity mask, so its return accumulates only while it is alive. The
 are pure and unjitted; jit the outermost caller (e.g. a whole CMA-ES generation) once.
 
 `trajectory` records one such episode step by step (the report's dream video).
-`compacted_rollouts` computes `population_rollouts`' episodes, up to float rounding, stepping
-only the episodes still alive (host-driven; the dream CMA-ES's `--es.compact-every`).
+`compacted_rollouts` dreams `population_rollouts`' episodes (the same in distribution, not bit for
+bit) stepping only those still alive (host-driven; the dream CMA-ES's `--es.compact-every`).
 
 Antithetic seeding (PAPER.md §1.6, `train.py:304-306`): with `antithetic=True`, candidates i and
 i + P/2 roll out with the same keys, so each pair faces the same episodes.
@@ -218,10 +218,12 @@ def compacted_rollouts(
     `min_rows` rows (at most P·R; the padding's results are dropped) and stepped `block` steps,
     so an episode that ended early stops costing compute: a population whose episodes end at a
     fifth of the step limit runs up to about five times faster (never below `min_rows` rows).
-    Each episode uses `population_rollouts`' keys, so the dreams are the same up to float
-    rounding: here each episode applies its own copy of its candidate's params (there, R
-    episodes share one matrix product), and XLA picks its matrix kernel by shape (on this CPU
-    a row comes out the same in every batch of a multiple of 128 rows, not of 64 or 96).
+    Each episode uses `population_rollouts`' keys, so the dreams agree up to float rounding
+    (here each episode applies its own copy of its candidate's params, there R episodes share
+    one matrix product; XLA picks its matrix kernel by shape, and on this CPU a row comes out the
+    same in every batch of a multiple of 128 rows, not of 64 or 96), which over thousands of
+    steps can flip a sampled mixture component and send a dream elsewhere: the same dreams in
+    distribution, not bit for bit.
     Host-driven: call it unjitted; its pieces are compiled once per batch size.
     """
     popsize = jax.tree.leaves(pop_params)[0].shape[0]

@@ -62,8 +62,8 @@ def _fitness(returns: jax.Array, lengths: jax.Array, members: int, mode: str
 def make_mean_eval_fn(env: DreamEnv, policy: Callable, num_episodes: int, num_steps: int,
                       block: int = 0):
     """`(key, params, dream_params) -> (returns (E,), lengths (E,))` for one controller: jitted,
-    or with `block` > 0 and one M compacted every `block` steps (`compacted_rollouts`, the
-    same up to float rounding; it stops once every episode has ended)."""
+    or with `block` > 0 and one M compacted every `block` steps (`compacted_rollouts`: the same
+    dreams in distribution, not bit for bit; it stops once every episode has ended)."""
 
     def eval_fn(key, params, dream_params, block=0):
         pop = jax.tree.map(lambda x: x[None], params)
@@ -127,8 +127,8 @@ class DreamFitness:
               fitness_mode: str = "mean", mesh: Mesh | None = None) -> DreamFitness:
         """The (cached) programs for this shape; rollouts last `max_steps_in_episode` steps.
         With a `mesh` each device rolls out P / n candidates and M is replicated on it: the
-        same records as on one device. One M without a mesh: the dreams still alive are
-        compacted every `es.compact_every` steps (the same records up to float rounding)."""
+        same records as on one device. With `es.compact_every` > 0, one M and no mesh: the
+        dreams still alive are compacted (the same experiment, not bit for bit)."""
         num_steps = int(dream_params.max_steps_in_episode)
         K = ensemble_size(dream_params)
         for flag, n in (("--es.rollouts", es_cfg.rollouts),
