@@ -43,6 +43,14 @@ def _policy_step(env, env_params, policy, policy_params, obs, state, key):
     return obs, state, reward, terminated, env.is_truncated(state, env_params)
 
 
+def _count(alive, ret, length, reward, terminated, truncated):
+    """An episode's return and length grow while it is `alive`; it ends on termination or
+    truncation -> (alive', ret', length')."""
+    ret = ret + jnp.where(alive, reward, 0.0)
+    length = length + alive.astype(jnp.int32)
+    return alive & ~(terminated | truncated), ret, length
+
+
 def rollout(
     key: jax.Array,
     env: Any,
@@ -63,9 +71,7 @@ def rollout(
         obs, state, alive, ret, length = carry
         obs, state, reward, terminated, truncated = _policy_step(
             env, env_params, policy, policy_params, obs, state, k)
-        ret = ret + jnp.where(alive, reward, 0.0)
-        length = length + alive.astype(jnp.int32)
-        alive = alive & ~(terminated | truncated)
+        alive, ret, length = _count(alive, ret, length, reward, terminated, truncated)
         return (obs, state, alive, ret, length), None
 
     init = (obs, state, jnp.bool_(True), jnp.float32(0.0), jnp.int32(0))
@@ -144,13 +150,6 @@ def fitness_from_returns(result: RolloutResult) -> jax.Array:
     return -jnp.mean(result.returns, axis=-1)
 
 
-def _flat_episode_keys(key: jax.Array, popsize: int, num_rollouts: int,
-                       antithetic: bool) -> jax.Array:
-    """`rollout_keys` flattened to (P·R,): episode p·R + r is candidate p's rollout r."""
-    keys = rollout_keys(key, popsize, num_rollouts, antithetic)
-    return keys.reshape((popsize * num_rollouts, *keys.shape[2:]))
-
-
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _compact_start(env: Any, env_params: Any, keys: jax.Array, num_steps: int, padded: int):
     """Every episode's reset and its `rollout` step keys, padded to `padded` steps."""
@@ -185,10 +184,8 @@ def _compact_advance(env: Any, policy: Policy, block: int, env_params: Any, pop_
         o, s, a, r, n = c
         k, t = xs
         o, s, reward, terminated, truncated = jax.vmap(one)(params, o, s, k)
-        live = a & (t < num_steps)
-        r = r + jnp.where(live, reward, 0.0)
-        n = n + live.astype(jnp.int32)
-        return (o, s, live & ~(terminated | truncated), r, n), None
+        a, r, n = _count(a & (t < num_steps), r, n, reward, terminated, truncated)
+        return (o, s, a, r, n), None
 
     sub, _ = jax.lax.scan(body, sub, (jnp.moveaxis(keys, 1, 0), t0 + jnp.arange(block)))
 
@@ -230,8 +227,8 @@ def compacted_rollouts(
     n = popsize * num_rollouts
     block = min(block, num_steps)
     padded = -(-num_steps // block) * block
-    obs, state, steps = _compact_start(env, env_params,
-                                       _flat_episode_keys(key, popsize, num_rollouts, antithetic),
+    keys = rollout_keys(key, popsize, num_rollouts, antithetic)  # episode p·R + r: (p, r)
+    obs, state, steps = _compact_start(env, env_params, keys.reshape((n, *keys.shape[2:])),
                                        num_steps, padded)
     carry = (obs, state, steps, jnp.ones(n, bool), jnp.zeros(n, jnp.float32),
              jnp.zeros(n, jnp.int32))

@@ -9,6 +9,7 @@ the ask, evaluate and tell keys, so chunking, interrupting and resuming do not c
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -36,18 +37,14 @@ def es_generation(
     population, es_state = strategy.ask(k_ask, es_state, es_params)
     fitness, aux = evaluate(k_eval, population, args)
     es_state, _ = strategy.tell(k_tell, population, fitness, es_state, es_params)
-    return es_state, generation_metrics(fitness, aux, es_state)
-
-
-def generation_metrics(fitness: jax.Array, aux: dict, es_state: Any) -> dict:
-    """A generation's scalars: best/mean/worst fitness, sigma, and the mean of each aux (P,)."""
-    return {
+    metrics = {
         "best_fitness": jnp.min(fitness),
         "mean_fitness": jnp.mean(fitness),
         "worst_fitness": jnp.max(fitness),
         "sigma": strategy_sigma(es_state),
         **{k: jnp.mean(v) for k, v in aux.items()},
     }
+    return es_state, metrics
 
 
 def make_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
@@ -82,23 +79,19 @@ def make_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
 
 def make_host_chunk_fn(strategy: Any, evaluate: Evaluate, chunk: int) -> Callable:
     """`make_chunk_fn`'s `chunk_fn` for a fitness that runs on the host (e.g. the dream's
-    `compacted_rollouts`): ask and tell are jitted, the generations run in a Python loop with
-    the same keys, so it computes what `make_chunk_fn` computes, up to float rounding (XLA
-    fuses the scan differently). metrics: dict of (n,) arrays,
-    n = min(chunk, stop - start)."""
+    `compacted_rollouts`): `es_generation` in a Python loop with jitted ask and tell and the
+    same keys, so it computes what `make_chunk_fn` computes, up to float rounding (XLA fuses
+    the scan differently). metrics: dict of (n,) arrays, n = min(chunk, stop - start)."""
     if chunk < 1:
         raise ConfigError(f"--es.chunk must be >= 1, got {chunk}")
-    ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
-    metrics_fn = jax.jit(generation_metrics)
+    jitted = types.SimpleNamespace(ask=jax.jit(strategy.ask), tell=jax.jit(strategy.tell))
 
     def chunk_fn(key, es_state, es_params, args, start, stop):
         rows = []
         for g in range(int(start), min(int(stop), int(start) + chunk)):
-            k_ask, k_eval, k_tell = generation_keys(key, g)
-            population, es_state = ask(k_ask, es_state, es_params)
-            fitness, aux = evaluate(k_eval, population, args)
-            es_state, _ = tell(k_tell, population, fitness, es_state, es_params)
-            rows.append(metrics_fn(fitness, aux, es_state))
+            es_state, metrics = es_generation(jax.random.fold_in(key, g), jitted, es_state,
+                                              es_params, evaluate, args)
+            rows.append(metrics)
         return es_state, jax.tree.map(lambda *xs: jnp.stack(xs), *rows)
 
     return chunk_fn
