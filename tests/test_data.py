@@ -34,6 +34,7 @@ from dreamjax.data.episodes import (
 )
 from dreamjax.data.policies import (
     POLICIES,
+    BlindFollowerPolicy,
     BrownianPolicy,
     ExploreFollowerPolicy,
     MixedExplorePolicy,
@@ -413,7 +414,7 @@ def test_sequence_batches_shapes_mask_contiguity_and_resume(synthetic, series):
 
 @pytest.mark.parametrize("policy", ["paper", "brownian", "follower", "mixed",
                                     "follower-throttle", "mixed-throttle", "follower-explore",
-                                    "mixed-explore"])
+                                    "mixed-explore", "follower-blind", "mixed-blind"])
 def test_collection_policies_are_slot_independent_and_bounded(policy):
     """An episode's actions depend only on (master seed, index, frames), not on its slot or on
     the slots beside it (so a resumed collection reproduces it)."""
@@ -430,6 +431,33 @@ def test_collection_policies_are_slot_independent_and_bounded(policy):
         np.testing.assert_array_equal(a1[0], a3[1])
         assert a3.shape == (3, 3) and a3.dtype == np.float32
         assert np.all(np.abs(a3) <= 1.0) and np.all(np.isfinite(a3))
+
+
+def test_blind_follower_holds_its_whole_action_whatever_the_frames():
+    """`BlindFollowerPolicy`'s lapses come from its own draws, never from the frames: on two
+    different frame streams the same steps are held and hold the same steering; about a third
+    of the steps are in a lapse of at least 10 steps."""
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(2):
+        pol = BlindFollowerPolicy(7, 1)
+        pol.reset(0, EpisodeSpec(seed=0, tag=3))
+        frames = rng.integers(0, 256, (600, 1, 64, 64, 3), dtype=np.uint8)
+        acts = np.stack([pol.act(f, np.array([True]))[0] for f in frames])
+        lapse = np.zeros(len(acts), bool)
+        t = 0
+        while t < len(acts):  # a lapse: >= 10 steps of the same steering
+            n = 1
+            while t + n < len(acts) and acts[t + n, 0] == acts[t, 0]:
+                n += 1
+            lapse[t:t + n] = n >= 10
+            t += n
+        runs.append((acts, lapse))
+    (a1, l1), (a2, l2) = runs
+    np.testing.assert_array_equal(l1, l2)
+    np.testing.assert_array_equal(a1[l1, 0], a2[l2, 0])
+    assert 0.2 < l1.mean() < 0.5
+    assert not np.array_equal(a1[~l1, 0], a2[~l2, 0])  # elsewhere it follows the frames
 
 
 def test_brownian_policy_is_a_clipped_random_walk():

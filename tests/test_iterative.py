@@ -334,6 +334,20 @@ def test_iterate_fields_at_their_defaults_keep_old_fingerprints(field, value):
     assert fingerprints(new)["controller"] != fingerprints(cfg)["controller"]
 
 
+def test_overshoot_held_at_its_default_keeps_old_fingerprints():
+    """A run folder made before `mdnrnn.overshoot_held` existed keeps its mdnrnn fingerprint;
+    turning it on changes M's fingerprint and everything after it."""
+    cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
+    assert "overshoot_held" not in stage_config(cfg, "mdnrnn")["mdnrnn"]
+    new = dataclasses.replace(cfg, mdnrnn=dataclasses.replace(cfg.mdnrnn, overshoot=4,
+                                                              overshoot_held=True))
+    old = dataclasses.replace(cfg, mdnrnn=dataclasses.replace(cfg.mdnrnn, overshoot=4))
+    assert stage_config(new, "mdnrnn")["mdnrnn"]["overshoot_held"] is True
+    for stage in ("mdnrnn", "controller"):
+        assert fingerprints(new)[stage] != fingerprints(old)[stage]
+    assert fingerprints(new)["encode"] == fingerprints(old)["encode"]
+
+
 def test_calibration_error_is_the_mean_absolute_log_ratio():
     """Twice and half as long both count log 2; a match counts 0; lives under one step count as
     one step (a dream that ends at once is not infinitely wrong)."""

@@ -27,7 +27,7 @@ from dreamjax.models.mdnrnn import (
 SMALL = {"z_dim": 4, "action_dim": 2, "hidden": 16, "n_mix": 3}
 HEADS = {**SMALL, "restart_input": True, "reward_head": True, "done_head": True}
 
-loss_jit = jax.jit(mdnrnn_loss_fn, static_argnames=("model", "overshoot"))
+loss_jit = jax.jit(mdnrnn_loss_fn, static_argnames=("model", "overshoot", "overshoot_held"))
 loss_and_grad = jax.jit(
     jax.value_and_grad(mdnrnn_loss_fn, has_aux=True), static_argnames=("model", "overshoot")
 )
@@ -512,3 +512,35 @@ def test_overshoot_loss_is_the_teacher_forced_loss_plus_a_loop_of_open_loop_step
     np.testing.assert_allclose(m1["open_loop_nll"], -total / count, rtol=1e-4)
     (_, _), grads = loss_and_grad(params, batch, key, model=model, overshoot=k)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+
+
+def test_held_only_overshoot_loss_is_the_open_loop_loss_on_the_held_branches():
+    """`overshoot_held` scores exactly the branches whose action is the same at every counted
+    step: its `open_loop_nll` equals the plain one on the same batch with the other branches'
+    targets masked out (a change after a branch's last valid step does not break the hold), and
+    with every action held the two losses are one."""
+    model = MDNRNN(**SMALL)
+    params = init_mdnrnn(jax.random.PRNGKey(3), model)
+    B, T, k = 3, 10, 4  # branches start at 0, 4, 8
+    batch = synthetic_batch(np.random.default_rng(4), model, B, T)
+    actions = np.array(batch["actions"])
+    actions[0, 0:4] = actions[0, 0]  # row 0: branch 0 held
+    actions[1, 4:7] = actions[1, 4]  # row 1: branch 4 held until its targets end (step 7)
+    actions[2, 8:10] = actions[2, 8]  # row 2: branch 8 held to the window's end (steps 8, 9)
+    mask = np.ones((B, T), np.float32)
+    mask[1, 7:] = 0.0
+    batch.update(actions=actions, mask=mask)
+    key = jax.random.PRNGKey(5)
+    _, held = loss_jit(params, batch, key, model=model, overshoot=k, overshoot_held=True)
+    only = mask.copy()
+    keep = np.zeros((B, T), bool)
+    keep[0, 0:4] = keep[1, 4:8] = keep[2, 8:10] = True
+    only[~keep] = 0.0
+    _, plain = loss_jit(params, {**batch, "mask": only}, key, model=model, overshoot=k)
+    np.testing.assert_allclose(held["open_loop_nll"], plain["open_loop_nll"], rtol=1e-6)
+    _, unheld = loss_jit(params, batch, key, model=model, overshoot=k)
+    assert abs(float(unheld["open_loop_nll"]) - float(held["open_loop_nll"])) > 1e-3
+    still = {**batch, "actions": np.broadcast_to(actions[:, :1], actions.shape).copy()}
+    _, a = loss_jit(params, still, key, model=model, overshoot=k, overshoot_held=True)
+    _, b = loss_jit(params, still, key, model=model, overshoot=k)
+    np.testing.assert_allclose(a["open_loop_nll"], b["open_loop_nll"], rtol=1e-6)

@@ -31,7 +31,8 @@ class CollectConfig:
     max_steps: int = 1000
     """Steps per episode; the paper records every episode to exactly 1000 frames."""
     policy: Literal["paper", "brownian", "follower", "mixed", "follower-throttle",
-                    "mixed-throttle", "follower-explore", "mixed-explore", "doom_random",
+                    "mixed-throttle", "follower-explore", "mixed-explore", "follower-blind",
+                    "mixed-blind", "doom_random",
                     "doom_constant", "doom_mixed", "doom_sweep", "doom_sweep_mixed", "doom_patrol",
                     "doom_patrol_mixed"] = "paper"
     """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
@@ -40,6 +41,8 @@ class CollectConfig:
     `follower-throttle` / `mixed-throttle`: the same with gas, coasting and braking segments in
     the follower's episodes; `follower-explore` / `mixed-explore`: the throttle follower with
     held steering kicks that do not depend on the frame (so M learns what steering does);
+    `follower-blind` / `mixed-blind`: the throttle follower with frequent lapses, stretches of
+    10-40 steps whose whole action is held whatever the frame (`--mdnrnn.overshoot-held`);
     `doom_random` (Doom, PAPER.md §2.2): a uniform action held for
     1-10 steps; `doom_constant`: one uniform action held for the whole episode (to a wall);
     `doom_mixed`: `doom_constant` on every fourth episode, `doom_random` on the others;
@@ -100,6 +103,10 @@ class MDNRNNConfig:
     """Open-loop steps k of the multi-step loss: every k steps M also runs k steps on its own
     mean predictions with the real actions, scored against the real z (`overshoot_loss`), so
     that it carries a steer's effect instead of predicting that the road re-centres; 0: off."""
+    overshoot_held: bool = False
+    """Count an open-loop branch only where the recorded action is held (the same) over its k
+    steps: there it cannot depend on frames M does not see in the branch, so the loss learns
+    what the action does, not what a driver's choice of it reveals (`mixed-blind` data)."""
     learning_rate: float = 1e-3
     """Adam learning rate."""
     grad_clip: float = 1.0
@@ -125,7 +132,7 @@ class MDNRNNConfig:
     def loss_kwargs(self) -> dict[str, float | int]:
         """The M loss's keyword arguments (`mdnrnn_carry_loss_fn`)."""
         return {"done_weight": self.done_weight, "reward_pessimism": self.reward_pessimism,
-                "overshoot": self.overshoot}
+                "overshoot": self.overshoot, "overshoot_held": self.overshoot_held}
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,11 @@ class RoadFollowerPolicy:
     name = "follower"
     action_dim = CARRACING_ACTION_DIM
     lapse_prob = 0.003
+    """Probability per step (outside a lapse) that a lapse starts."""
+    lapse_len = (5, 25)
+    """A lapse lasts U{lapse_len[0]..lapse_len[1]} steps."""
+    lapse_magnitude = (0.5, 1.0)
+    """A lapse holds the steering at ±U(*lapse_magnitude)."""
 
     def __init__(self, master_seed: int, num_slots: int):
         self.master_seed = int(master_seed)
@@ -361,8 +366,8 @@ class RoadFollowerPolicy:
             rng = self.rngs[s]
             self.noise[s] = 0.9 * self.noise[s] + rng.normal(0.0, self.noise_std[s])
             if self.lapse_left[s] == 0 and rng.uniform() < self.lapse_prob:
-                self.lapse_left[s] = rng.integers(5, 26)
-                self.lapse_steer[s] = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
+                self.lapse_left[s] = rng.integers(self.lapse_len[0], self.lapse_len[1] + 1)
+                self.lapse_steer[s] = rng.choice([-1.0, 1.0]) * rng.uniform(*self.lapse_magnitude)
             if self.lapse_left[s] > 0:
                 self.lapse_left[s] -= 1
                 steer = self.lapse_steer[s]
@@ -465,6 +470,20 @@ class ExploreFollowerPolicy(ThrottleFollowerPolicy):
         return float(self.kick_value[slot])
 
 
+class BlindFollowerPolicy(ThrottleFollowerPolicy):
+    """`ThrottleFollowerPolicy` that often drives blind: lapses (a steering held whatever the
+    frame shows) start with probability 0.02 per step, last U{10..40} steps and hold ±U(0, 1),
+    so about a third of its steps are on-road stretches whose actions do not depend on the
+    frames. There M's open-loop loss is unbiased (`--mdnrnn.overshoot-held`), where on the
+    follower's own steering it learned the follower's correlations with the wrong sign
+    (`experiments/results/carracing-action-response/`)."""
+
+    name = "follower-blind"
+    lapse_prob = 0.02
+    lapse_len = (10, 40)
+    lapse_magnitude = (0.0, 1.0)
+
+
 class MixedPolicy:
     """Collection episode i (`split_tag(tag)[0]`) is driven by `part_classes[i % n]`, each with
     the episode's own stream: here half and half, the paper's random policy when i is even and
@@ -505,6 +524,13 @@ class MixedExplorePolicy(MixedPolicy):
 
     name = "mixed-explore"
     part_classes = (RandomModelPolicy, ExploreFollowerPolicy)
+
+
+class MixedBlindPolicy(MixedPolicy):
+    """`MixedPolicy` with `BlindFollowerPolicy` on the odd episodes."""
+
+    name = "mixed-blind"
+    part_classes = (RandomModelPolicy, BlindFollowerPolicy)
 
 
 class DoomMixedPolicy(MixedPolicy):
@@ -563,6 +589,7 @@ POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "follower": RoadFollowerPolicy, "mixed": MixedPolicy,
             "follower-throttle": ThrottleFollowerPolicy, "mixed-throttle": MixedThrottlePolicy,
             "follower-explore": ExploreFollowerPolicy, "mixed-explore": MixedExplorePolicy,
+            "follower-blind": BlindFollowerPolicy, "mixed-blind": MixedBlindPolicy,
             "doom_random": DoomRandomPolicy, "doom_constant": DoomConstantPolicy,
             "doom_mixed": DoomMixedPolicy, "doom_sweep": DoomSweepPolicy,
             "doom_sweep_mixed": DoomSweepMixedPolicy, "doom_patrol": DoomPatrolPolicy,

@@ -316,6 +316,7 @@ def mdnrnn_carry_loss_fn(
     reward_weight: float = 1.0,
     reward_pessimism: float = 1.0,
     overshoot: int = 0,
+    overshoot_held: bool = False,
     unroll: int = 1,
 ) -> tuple[Array, tuple[dict, LSTMState]]:
     """M's training loss (PAPER.md §1.4, §2.4) from the LSTM state `carry` (None: zeros).
@@ -330,9 +331,10 @@ def mdnrnn_carry_loss_fn(
     steps 0..T-1, the z targets steps 1..T, the reward/done targets rewards[t]/dones[t] for input
     step t (`reward_pessimism`: `reward_loss`'s weight on over-prediction). The recurrence is
     `MDNRNN.__call__`'s fast scan with its hand-written gradient. `overshoot` k > 0 adds the
-    open-loop loss `overshoot_loss` on branches every k steps (`metrics["open_loop_nll"]`).
-    Returns (loss, ({"z_nll", ["reward_loss"], ["done_loss"], ["open_loop_nll"]}, final
-    state)): the form `dreamjax.train.fit` takes with a carry.
+    open-loop loss `overshoot_loss` on branches every k steps (`metrics["open_loop_nll"]`;
+    `overshoot_held`: only branches whose action is held). Returns (loss, ({"z_nll",
+    ["reward_loss"], ["done_loss"], ["open_loop_nll"]}, final state)): the form
+    `dreamjax.train.fit` takes with a carry.
     """
     for name in ("mu", "logvar", "actions"):
         if name not in batch:
@@ -405,7 +407,7 @@ def mdnrnn_carry_loss_fn(
         metrics["done_loss"] = d_loss
     if overshoot > 0:
         ol = overshoot_loss(params, model, branch_states, starts, overshoot, z, actions, mask,
-                            reset, restart_input)
+                            reset, restart_input, held_only=overshoot_held)
         loss = loss + ol
         metrics["open_loop_nll"] = ol
     return loss, (metrics, state)
@@ -413,16 +415,18 @@ def mdnrnn_carry_loss_fn(
 
 def overshoot_loss(params: dict, model: MDNRNN, branch_states: list[LSTMState],
                    starts: tuple[int, ...], k: int, z: Array, actions: Array, mask: Array,
-                   reset: Array | None, restart_input: Array | None) -> Array:
+                   reset: Array | None, restart_input: Array | None,
+                   held_only: bool = False) -> Array:
     """Mean NLL of the real z_{s+j+1} under M run open loop for j < k steps from each branch
     point s in `starts`: M's teacher-forced state there (`branch_states`), the real z_s, then its
     own mixture means fed back with the real actions a_{s+j}; gradients flow through the fed-back
     means, so M must carry an action's effect over k steps (a one-step loss let it predict that
     the road re-centres whatever C steers). Unbiased only where the actions did not depend on
     frames M does not see in the branch: on a road follower's data it learns the follower's
-    correlations (measured: `experiments/results/carracing-action-response/`). z, actions
-    (B, T+1, ...); mask, reset (B, T); a branch step counts while its target is valid and no
-    episode starts in it."""
+    correlations (measured: `experiments/results/carracing-action-response/`); `held_only`
+    counts only branches whose action is the same at every counted step, which no frame in the
+    branch can have chosen. z, actions (B, T+1, ...); mask, reset (B, T); a branch step counts
+    while its target is valid and no episode starts in it."""
     T = mask.shape[1]
     idx = jnp.asarray([[min(s + j, T - 1) for j in range(k)] for s in starts])  # (S, k)
     inside = jnp.asarray([[float(s + j < T) for j in range(k)] for s in starts])
@@ -431,6 +435,10 @@ def overshoot_loss(params: dict, model: MDNRNN, branch_states: list[LSTMState],
     if reset is not None:
         fresh = reset[:, idx] * (1.0 - first)  # an episode starting after the branch point
         valid = valid * (jnp.cumsum(fresh, axis=-1) == 0)
+    if held_only:
+        a0 = actions[:, jnp.asarray(starts)][:, :, None]  # (B, S, 1, A)
+        same = jnp.all(actions[:, idx] == a0, axis=-1) | (valid == 0)  # (B, S, k)
+        valid = valid * jnp.all(same, axis=-1, keepdims=True)
     a_seq = jnp.moveaxis(actions[:, idx], 2, 0)  # (k, B, S, A)
     targets = jnp.moveaxis(z[:, idx + 1], 2, 0)  # (k, B, S, Z)
     rs = None if restart_input is None else jnp.moveaxis(restart_input[:, idx] * first, 2, 0)

@@ -76,7 +76,7 @@ Verifier = Callable[[ExperimentConfig, "RunFolder"], "list[str]"]
 file's path (empty: intact)."""
 
 
-_ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0},
+_ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0, "overshoot_held": False},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"},
                  "iterate": {"start": "previous", "temperatures": ()},
