@@ -7,6 +7,7 @@ decoding of M's prediction, and M's z difference projected on V's real one (slop
 
     python actsens.py M_RUN EPISODE_RUN [M_DIR]   # M_DIR: e.g. an iterative round's mdnrnn/
                                                   # TAU=1.15: 32 sampled dreams averaged in z
+                                                  # STEER=0.8: hold ±0.8 instead of ±1
 """
 
 import glob
@@ -27,6 +28,7 @@ from dreamjax.pipeline import artifacts
 from dreamjax.pipeline.run import RunFolder
 
 TAU = float(os.environ.get("TAU", "0"))
+STEER = float(os.environ.get("STEER", "1"))
 K = (5, 10, 20)
 STARTS = (120, 300, 500)
 SAMPLES = 32
@@ -85,7 +87,7 @@ def main():
                 continue
             zr, zm = {}, {}
             for s in (-1.0, 0.0, 1.0):
-                a_b = np.array([s, -0.6, -1.0], np.float32)
+                a_b = np.array([s * STEER, -0.6, -1.0], np.float32)
                 start, real = real_frames(env, seed, acts, t, a_b)
                 assert np.array_equal(start, d["frames"][t]), f"{f}: replay diverged"
                 dz = dream_z(wm, step, mu, acts, t, a_b)
@@ -101,7 +103,8 @@ def main():
                 zrows.append((k, dr @ dm / (dr @ dr),
                               dr @ dm / np.linalg.norm(dr) / np.linalg.norm(dm)))
     rows, zrows = np.array(rows), np.array(zrows)
-    print(f"M {m_dir or sys.argv[1]}, tau {TAU}, {len(zrows) // len(K)} branch states")
+    print(f"M {m_dir or sys.argv[1]}, tau {TAU}, steer ±{STEER}, {len(zrows) // len(K)} branch "
+          "states")
     for k in K:
         diff = {}
         for col, name in ((2, "real"), (3, "V recon"), (4, "M")):
