@@ -305,6 +305,43 @@ def test_iterative_rounds_keep_the_restart_input(run_dir, tmp_path):
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
 
 
+def test_iterative_rounds_calibrate_on_the_open_loop_probes(run_dir, tmp_path):
+    """`--iterate.calibrate-probes`: every τ of every round's grid also scores each held button
+    and patrol, its dream life that τ's dream's (the same key scheme as the other probes), its
+    real life the mean of its real probe episodes; the chosen τ minimises the error of all."""
+    from dreamjax.config import with_temperature
+    from dreamjax.dream.calibration import schedule_lengths_jit
+    from dreamjax.dream.ensemble import member
+    from dreamjax.pipeline import artifacts, iterate
+    from dreamjax.pipeline.carracing import stage_key
+    from dreamjax.pipeline.doom import probe_real_lengths, probe_schedules
+
+    copy, cfg = _run_two_rounds(run_dir, tmp_path, temperatures=(0.5, 2.0),
+                                calibrate_probes=True)
+    run = RunFolder(copy)
+    opened = ["LEFT held", "nothing held", "RIGHT held", "patrol 64", "patrol 128"]
+    schedules = [a for _, a in probe_schedules(cfg)]
+    reals = [float(r.mean()) for r in probe_real_lengths(cfg, schedules)]
+    for r in (0, 1):
+        chosen = json.loads((iterate.round_dir(run, r) / "temperature.json").read_text())
+        for g in chosen["grid"]:
+            names = [p["probe"] for p in g["probes"]]
+            assert names == ["doom_random"] + ["previous C"] * r + opened
+            assert [p["real_mean"] for p in g["probes"][1 + r:]] == reals
+            assert g["error"] == pytest.approx(iterate.calibration_error(g["probes"]))
+        assert chosen["tau"] == min(chosen["grid"], key=lambda g: g["error"])["tau"]
+    rows = json.loads((iterate.iterative_dir(run) / "DONE.json").read_text())["rounds"]
+    wm1 = artifacts.load_world_model(run, cfg.controller, copy / rows[1]["mdnrnn"])
+    key = jax.random.fold_in(jax.random.fold_in(stage_key(cfg, "controller"), 1), 3)
+    g = json.loads((iterate.round_dir(run, 1) / "temperature.json").read_text())["grid"][1]
+    dream = artifacts.config_dream_params(with_temperature(cfg, g["tau"]), run, wm1,
+                                          iterate._series_dirs(run, 1))
+    for j, actions in enumerate(schedules):
+        tiled = np.broadcast_to(actions, (iterate.TEMPERATURE_DREAMS, *actions.shape))
+        lengths = schedule_lengths_jit(jax.random.fold_in(key, 2 + j), member(dream, 0), tiled)
+        assert g["probes"][2 + j]["dream_mean"] == pytest.approx(float(np.mean(lengths)))
+
+
 def test_iterative_rounds_calibrate_their_temperature(run_dir, tmp_path):
     """`--iterate.temperatures`: each round dreams at the τ of the grid whose dream keeps the
     data policy (round 0) and also the previous round's C (later rounds) alive as long as the

@@ -348,6 +348,17 @@ def test_overshoot_held_at_its_default_keeps_old_fingerprints():
     assert fingerprints(new)["encode"] == fingerprints(old)["encode"]
 
 
+def test_calibrate_probes_at_its_default_keeps_old_fingerprints():
+    """`iterate.calibrate_probes` off stays out of the controller's fingerprint (older run
+    folders keep theirs); on, it changes the controller's and nothing before it."""
+    cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
+    assert "calibrate_probes" not in stage_config(cfg, "controller")["iterate"]
+    on = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate,
+                                                              calibrate_probes=True))
+    assert fingerprints(on)["controller"] != fingerprints(cfg)["controller"]
+    assert fingerprints(on)["mdnrnn"] == fingerprints(cfg)["mdnrnn"]
+
+
 def test_calibration_error_is_the_mean_absolute_log_ratio():
     """Twice and half as long both count log 2; a match counts 0; lives under one step count as
     one step (a dream that ends at once is not infinitely wrong)."""

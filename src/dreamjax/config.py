@@ -231,6 +231,10 @@ class IterateConfig:
     round's C alive as long as the real game did (the smallest mean |log(dream / real)| of
     their mean lives; `controller/iterative/round_<r>/temperature.json`); empty: every round
     dreams at `dream.temperature`."""
+    calibrate_probes: bool = False
+    """Also calibrate τ on the game's open-loop probes (Doom: each button held for a whole
+    episode, the patrols; their real lives played once per round), so that the chosen dream
+    does not let a held button outlive the game's (what a controller that holds one exploits)."""
     start: Literal["previous", "best"] = "previous"
     """Where a round after round 0 starts CMA-ES: the previous round's C, or the C of the round
     with the best check return so far (a regressed round is then not built on). The round

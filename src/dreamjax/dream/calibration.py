@@ -6,9 +6,8 @@ A policy that never reads the frames has the same actions in the dream as in the
 life in both can be set side by side: Doom's data policies (`dreamjax.data.policies`, e.g.
 §2.2's held-uniform draws, whose real lives are the collected episodes), a button held for a
 whole episode and patrols (the probes of `dreamjax.pipeline.doom`, in every Doom report).
-`schedule_lengths` plays one action schedule per dream episode.
-
-Pure and unjitted; jit the caller.
+`schedule_lengths` plays one action schedule per dream episode (pure; `schedule_lengths_jit`
+is its one jitted form, shared by every caller).
 """
 
 from __future__ import annotations
@@ -44,3 +43,7 @@ def schedule_lengths(key: jax.Array, dream_params: DreamParams, actions: jax.Arr
         return length
 
     return jax.vmap(one)(jax.random.split(key, N), actions)
+
+
+schedule_lengths_jit = jax.jit(schedule_lengths)
+"""`schedule_lengths`, jitted."""

@@ -98,6 +98,10 @@ class GameSpec:
     """(cfg, run, a dream, key, dreams) -> one row per part of an open-loop data policy: its
     mean life in that many dreams (`dream_mean`) and in its collected episodes (`real_mean`);
     None: the data policy reads the frames, so its dream life is not its real one."""
+    probes: Callable[[ExperimentConfig], list[dict]] | None = None
+    """cfg -> open-loop probes, each {"probe": name, "actions": (T, A) float32, "real_mean": its
+    mean life in real episodes played by this call}, that `--iterate.calibrate-probes` adds to
+    a round's τ calibration (Doom: each button held, the patrols); None: none."""
 
 
 def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:

@@ -40,7 +40,7 @@ from dreamjax.data.policies import (
     part_classes,
 )
 from dreamjax.data.series import encode_padded
-from dreamjax.dream.calibration import schedule_lengths
+from dreamjax.dream.calibration import schedule_lengths_jit
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv, DreamParams
 from dreamjax.dream.fidelity import death_anticipation
@@ -147,35 +147,53 @@ class OpenLoop:
         return out
 
 
-_schedule_lengths = jax.jit(schedule_lengths)
+def probe_schedules(cfg: ExperimentConfig) -> list[tuple[dict, np.ndarray]]:
+    """The open-loop probes: (head, (es.max_steps, A) float32 actions) for each of
+    `HELD_BUTTONS` held for a whole episode and each patrol of `PATROL_PERIODS`."""
+    steps = cfg.es.max_steps
+    out = [({"button": name, "action": a}, np.full((steps, doom.ACTION_DIM), a, np.float32))
+           for name, a in HELD_BUTTONS.items()]
+    return out + [({"period": p}, patrol_schedule(p, steps)) for p in PATROL_PERIODS]
+
+
+def probe_real_lengths(cfg: ExperimentConfig, schedules: list[np.ndarray]) -> list[np.ndarray]:
+    """Each schedule's (PROBE_EPISODES,) float64 lengths in the game (seeds
+    `PROBE_SEED_START`..; at most `es.max_steps` steps, every episode counted)."""
+    specs = [EpisodeSpec(seed=PROBE_SEED_START + i, tag=0) for i in range(PROBE_EPISODES)]
+    with real_pool(cfg, cfg.es.max_steps, DOOM) as pool:
+        return [np.array([r.length for r in pool.run(specs, OpenLoop(a, pool.num_slots))],
+                         np.float64) for a in schedules]
 
 
 def open_loop_probes(cfg: ExperimentConfig, dream_params: DreamParams, key: jax.Array
                      ) -> tuple[list[dict], list[dict]]:
-    """(held, patrol) rows: each of `HELD_BUTTONS` held for a whole episode, and each patrol of
-    `PATROL_PERIODS` (at most `es.max_steps` steps): its life in `CALIBRATION_DREAMS` dreams
-    and in `PROBE_EPISODES` real episodes (seeds `PROBE_SEED_START`..), every episode counted.
-    In the game a held button reaches a wall in about 64 steps and is hit there, and a patrol
-    lives 3-6 times as long; §2.2's data show neither, and a dream that lets a held button
-    outlive a patrol pays a controller that holds it."""
-    steps = cfg.es.max_steps
-    specs = [EpisodeSpec(seed=PROBE_SEED_START + i, tag=0) for i in range(PROBE_EPISODES)]
-    schedules = [({"button": name, "action": a}, np.full((steps, doom.ACTION_DIM), a, np.float32))
-                 for name, a in HELD_BUTTONS.items()]
-    schedules += [({"period": p}, patrol_schedule(p, steps)) for p in PATROL_PERIODS]
+    """(held, patrol) rows of `probe_schedules`: each probe's life in `CALIBRATION_DREAMS`
+    dreams and in `PROBE_EPISODES` real episodes (`probe_real_lengths`). In the game a held
+    button reaches a wall and is hit there, and a patrol lives 3-6 times as long; §2.2's data
+    show neither, and a dream that lets a held button outlive a patrol pays a controller that
+    holds it."""
+    schedules = probe_schedules(cfg)
+    reals = probe_real_lengths(cfg, [a for _, a in schedules])
     rows = []
-    with real_pool(cfg, steps, DOOM) as pool:
-        for head, actions in schedules:
-            tiled = np.broadcast_to(actions, (CALIBRATION_DREAMS, *actions.shape))
-            dream = np.asarray(_schedule_lengths(key, dream_params, tiled), np.float64)
-            real = np.array([r.length for r in pool.run(specs, OpenLoop(actions, pool.num_slots))],
-                            np.float64)
-            rows.append({**head, "dream_episodes": int(dream.size),
-                         "dream_mean": float(dream.mean()), "dream_std": float(dream.std()),
-                         "real_episodes": int(real.size), "real_mean": float(real.mean()),
-                         "real_std": float(real.std())})
+    for (head, actions), real in zip(schedules, reals, strict=True):
+        tiled = np.broadcast_to(actions, (CALIBRATION_DREAMS, *actions.shape))
+        dream = np.asarray(schedule_lengths_jit(key, dream_params, tiled), np.float64)
+        rows.append({**head, "dream_episodes": int(dream.size),
+                     "dream_mean": float(dream.mean()), "dream_std": float(dream.std()),
+                     "real_episodes": int(real.size), "real_mean": float(real.mean()),
+                     "real_std": float(real.std())})
     n = len(HELD_BUTTONS)
     return rows[:n], rows[n:]
+
+
+def calibration_probes(cfg: ExperimentConfig) -> list[dict]:
+    """`GameSpec.probes`: each open-loop probe as {"probe": its name, "actions": (T, A),
+    "real_mean": its mean real life}, its real episodes played here."""
+    schedules = probe_schedules(cfg)
+    reals = probe_real_lengths(cfg, [a for _, a in schedules])
+    return [{"probe": f"{head['button']} held" if "button" in head else
+             f"patrol {head['period']}", "actions": actions, "real_mean": float(real.mean())}
+            for (head, actions), real in zip(schedules, reals, strict=True)]
 
 
 def death_anticipation_check(cfg: ExperimentConfig, world_model: WorldModel) -> dict:
@@ -217,7 +235,7 @@ def part_lives(cfg: ExperimentConfig, run: RunFolder, dream_params: DreamParams,
                          if classes[episode_part(policy, episode_index(p))] is part],
                         np.float64)
         actions = open_loop_schedules(part, CALIBRATION_POLICY_SEED, dreams, cfg.es.max_steps)
-        lengths = np.asarray(_schedule_lengths(key if j == 0 else jax.random.fold_in(key, j),
+        lengths = np.asarray(schedule_lengths_jit(key if j == 0 else jax.random.fold_in(key, j),
                                                dream_params, actions))
         kept = lengths[lengths > MIN_FRAMES]
         parts.append({"policy": part.name, "summary": part.summary,
@@ -255,7 +273,7 @@ DOOM = GameSpec(
     "DoomTakeCover", doom.ACTION_DIM, _doom_env_fn, restart_input=True, min_frames=MIN_FRAMES,
     paper_score="1092 ± 556", paper_method="World Model trained in its dream, τ = 1.15 "
     "(PAPER.md §2.7)", video_fps=doom.TICRATE, rates=_DOOM_RATE, calibrate=survival_calibration,
-    data_lives=part_lives,
+    data_lives=part_lives, probes=calibration_probes,
 )
 
 

@@ -12,7 +12,8 @@ Round r, in `controller/iterative/round_<r>/`:
    round with the best check return so far, so that a round that regressed is not built on).
    With `iterate.temperatures`, the round first picks its τ from that grid
    (`choose_temperature`, `temperature.json`): the τ whose dream keeps the open-loop data
-   policy's parts (Doom's) and C_{r-1} alive as long as the real game did. A fine-tuned M is
+   policy's parts (Doom's) and C_{r-1} (with `iterate.calibrate_probes` also the game's
+   open-loop probes: a held button, patrols) alive as long as the real game did. A fine-tuned M is
    harsher or kinder than the last one, and a fixed τ does not follow it.
 3. `check/`: `iterate.check_episodes` noise-free real episodes of C_r on training seeds (never
    the evaluation seeds), encoded into `check_series/`: C_r's real return, and held-out data
@@ -43,6 +44,7 @@ from dreamjax.config import ExperimentConfig, with_temperature
 from dreamjax.data.collect import collect
 from dreamjax.data.episodes import list_episodes, load_series
 from dreamjax.data.series import encode_series
+from dreamjax.dream.calibration import schedule_lengths_jit
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv
 from dreamjax.dream.fidelity import episode_fidelity, summarize
@@ -135,14 +137,16 @@ def choose_temperature(cfg: ExperimentConfig, run: RunFolder, game: Any, wm: Wor
                        series: list[Path], prev: tuple[Any, float] | None, key: jax.Array,
                        path: Path) -> dict:
     """The τ of `iterate.temperatures` that round's dream (M of `wm`) is calibrated at: the
-    smallest `calibration_error` of its probes, the data policy's parts (`game.data_lives`)
-    and `prev` = (C_{r-1}'s params, its mean real life on the check episodes), all in the same
+    smallest `calibration_error` of its probes, the data policy's parts (`game.data_lives`),
+    `prev` = (C_{r-1}'s params, its mean real life on the check episodes) and, with
+    `iterate.calibrate_probes`, the game's open-loop probes (`game.probes`), all in the same
     `TEMPERATURE_DREAMS` dreams per τ (the same key). `{"tau": dream.temperature}` without a
     grid or a probe. Cached in `path`."""
     if path.is_file():
         return io.read_json(path)
     grid = cfg.iterate.temperatures
-    if not grid or (game.data_lives is None and prev is None):
+    fixed = game.probes(cfg) if cfg.iterate.calibrate_probes and game.probes else []
+    if not grid or (game.data_lives is None and prev is None and not fixed):
         return {"tau": cfg.dream.temperature, "grid": []}
     eval_fn = make_mean_eval_fn(DreamEnv(), wm.spec.controller.apply, TEMPERATURE_DREAMS,
                                 cfg.es.max_steps, cfg.es.compact_every)
@@ -157,6 +161,12 @@ def choose_temperature(cfg: ExperimentConfig, run: RunFolder, game: Any, wm: Wor
             _, lengths = eval_fn(jax.random.fold_in(key, len(probes)), prev[0], dream)
             probes.append({"probe": "previous C", "dream_mean": float(np.mean(lengths)),
                            "real_mean": prev[1]})
+        for p in fixed:
+            tiled = np.broadcast_to(p["actions"], (TEMPERATURE_DREAMS, *p["actions"].shape))
+            lengths = schedule_lengths_jit(jax.random.fold_in(key, len(probes)),
+                                           member(dream, 0), tiled)
+            probes.append({"probe": p["probe"], "dream_mean": float(np.mean(lengths)),
+                           "real_mean": p["real_mean"]})
         rows.append({"tau": tau, "probes": probes, "error": calibration_error(probes)})
         print(f"[dreamjax] τ {tau:.2f}: " + ", ".join(
             f"{p['probe']} {p['dream_mean']:.0f}/{p['real_mean']:.0f}" for p in probes)

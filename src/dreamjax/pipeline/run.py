@@ -79,7 +79,7 @@ file's path (empty: intact)."""
 _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0, "overshoot_held": False},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"},
-                 "iterate": {"start": "previous", "temperatures": ()},
+                 "iterate": {"start": "previous", "temperatures": (), "calibrate_probes": False},
                  "es": {"compact_every": 0}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
