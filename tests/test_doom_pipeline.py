@@ -314,14 +314,15 @@ def test_iterative_rounds_calibrate_on_the_open_loop_probes(run_dir, tmp_path):
     from dreamjax.dream.ensemble import member
     from dreamjax.pipeline import artifacts, iterate
     from dreamjax.pipeline.carracing import stage_key
-    from dreamjax.pipeline.doom import probe_real_lengths, probe_schedules
+    from dreamjax.pipeline.doom import probe_runs
 
     copy, cfg = _run_two_rounds(run_dir, tmp_path, temperatures=(0.5, 2.0),
                                 calibrate_probes=True)
     run = RunFolder(copy)
     opened = ["LEFT held", "nothing held", "RIGHT held", "patrol 64", "patrol 128"]
-    schedules = [a for _, a in probe_schedules(cfg)]
-    reals = [float(r.mean()) for r in probe_real_lengths(cfg, schedules)]
+    runs = probe_runs(cfg)
+    schedules = [a for _, a, _ in runs]
+    reals = [float(real.mean()) for *_, real in runs]
     for r in (0, 1):
         chosen = json.loads((iterate.round_dir(run, r) / "temperature.json").read_text())
         for g in chosen["grid"]:

@@ -147,35 +147,30 @@ class OpenLoop:
         return out
 
 
-def probe_schedules(cfg: ExperimentConfig) -> list[tuple[dict, np.ndarray]]:
-    """The open-loop probes: (head, (es.max_steps, A) float32 actions) for each of
-    `HELD_BUTTONS` held for a whole episode and each patrol of `PATROL_PERIODS`."""
+def probe_runs(cfg: ExperimentConfig) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+    """The open-loop probes, each (head, (es.max_steps, A) float32 actions, (PROBE_EPISODES,)
+    float64 real lengths): each of `HELD_BUTTONS` held for a whole episode and each patrol of
+    `PATROL_PERIODS`, played in the game on seeds `PROBE_SEED_START`.. (at most `es.max_steps`
+    steps, every episode counted)."""
     steps = cfg.es.max_steps
-    out = [({"button": name, "action": a}, np.full((steps, doom.ACTION_DIM), a, np.float32))
-           for name, a in HELD_BUTTONS.items()]
-    return out + [({"period": p}, patrol_schedule(p, steps)) for p in PATROL_PERIODS]
-
-
-def probe_real_lengths(cfg: ExperimentConfig, schedules: list[np.ndarray]) -> list[np.ndarray]:
-    """Each schedule's (PROBE_EPISODES,) float64 lengths in the game (seeds
-    `PROBE_SEED_START`..; at most `es.max_steps` steps, every episode counted)."""
+    schedules = [({"button": name, "action": a},
+                  np.full((steps, doom.ACTION_DIM), a, np.float32))
+                 for name, a in HELD_BUTTONS.items()]
+    schedules += [({"period": p}, patrol_schedule(p, steps)) for p in PATROL_PERIODS]
     specs = [EpisodeSpec(seed=PROBE_SEED_START + i, tag=0) for i in range(PROBE_EPISODES)]
-    with real_pool(cfg, cfg.es.max_steps, DOOM) as pool:
-        return [np.array([r.length for r in pool.run(specs, OpenLoop(a, pool.num_slots))],
-                         np.float64) for a in schedules]
+    with real_pool(cfg, steps, DOOM) as pool:
+        return [(head, a, np.array([r.length for r in pool.run(specs, OpenLoop(a, pool.num_slots))],
+                                   np.float64)) for head, a in schedules]
 
 
 def open_loop_probes(cfg: ExperimentConfig, dream_params: DreamParams, key: jax.Array
                      ) -> tuple[list[dict], list[dict]]:
-    """(held, patrol) rows of `probe_schedules`: each probe's life in `CALIBRATION_DREAMS`
-    dreams and in `PROBE_EPISODES` real episodes (`probe_real_lengths`). In the game a held
-    button reaches a wall and is hit there, and a patrol lives 3-6 times as long; §2.2's data
-    show neither, and a dream that lets a held button outlive a patrol pays a controller that
-    holds it."""
-    schedules = probe_schedules(cfg)
-    reals = probe_real_lengths(cfg, [a for _, a in schedules])
+    """(held, patrol) rows of `probe_runs`: each probe's life in `CALIBRATION_DREAMS` dreams and
+    in its `PROBE_EPISODES` real episodes. In the game a held button reaches a wall and is hit
+    there, and a patrol lives 3-6 times as long; §2.2's data show neither, and a dream that lets
+    a held button outlive a patrol pays a controller that holds it."""
     rows = []
-    for (head, actions), real in zip(schedules, reals, strict=True):
+    for head, actions, real in probe_runs(cfg):
         tiled = np.broadcast_to(actions, (CALIBRATION_DREAMS, *actions.shape))
         dream = np.asarray(schedule_lengths_jit(key, dream_params, tiled), np.float64)
         rows.append({**head, "dream_episodes": int(dream.size),
@@ -187,13 +182,11 @@ def open_loop_probes(cfg: ExperimentConfig, dream_params: DreamParams, key: jax.
 
 
 def calibration_probes(cfg: ExperimentConfig) -> list[dict]:
-    """`GameSpec.probes`: each open-loop probe as {"probe": its name, "actions": (T, A),
+    """`GameSpec.probes`: each of `probe_runs` as {"probe": its name, "actions": (T, A),
     "real_mean": its mean real life}, its real episodes played here."""
-    schedules = probe_schedules(cfg)
-    reals = probe_real_lengths(cfg, [a for _, a in schedules])
     return [{"probe": f"{head['button']} held" if "button" in head else
              f"patrol {head['period']}", "actions": actions, "real_mean": float(real.mean())}
-            for (head, actions), real in zip(schedules, reals, strict=True)]
+            for head, actions, real in probe_runs(cfg)]
 
 
 def death_anticipation_check(cfg: ExperimentConfig, world_model: WorldModel) -> dict:
