@@ -25,6 +25,7 @@ from dreamjax.data.policies import (
     POLICIES,
     DoomConstantPolicy,
     DoomMixedPolicy,
+    DoomPatrolHeldMixedPolicy,
     DoomPatrolMixedPolicy,
     DoomPatrolPolicy,
     DoomRandomPolicy,
@@ -293,7 +294,8 @@ def test_constant_policy_and_the_doom_mixed_parts():
     """`doom_constant` draws one a ~ U(-1, 1) and holds it for 2100 steps; `doom_mixed` acts
     exactly as `doom_constant` on episodes i with i % 4 == 3 and as `doom_random` on the
     others; `doom_sweep_mixed` and `doom_patrol_mixed` as `doom_sweep` / `doom_patrol` on odd
-    episodes and `doom_random` on even."""
+    episodes and `doom_random` on even; `doom_patrol_held_mixed` as `doom_random`,
+    `doom_patrol`, `doom_constant`, `doom_patrol` on episodes i % 4 == 0, 1, 2, 3."""
     assert POLICIES["doom_constant"] is DoomConstantPolicy
     assert POLICIES["doom_mixed"] is DoomMixedPolicy
     firsts = []
@@ -307,6 +309,7 @@ def test_constant_policy_and_the_doom_mixed_parts():
     frames = np.zeros((1, 64, 64, 3), np.uint8)
     assert POLICIES["doom_sweep_mixed"] is DoomSweepMixedPolicy
     assert POLICIES["doom_patrol_mixed"] is DoomPatrolMixedPolicy
+    assert POLICIES["doom_patrol_held_mixed"] is DoomPatrolHeldMixedPolicy
     for mixed_cls, tag, ref_cls in ((DoomMixedPolicy, 4, DoomRandomPolicy),
                                     (DoomMixedPolicy, 6, DoomRandomPolicy),
                                     (DoomMixedPolicy, 7, DoomConstantPolicy),
@@ -314,7 +317,11 @@ def test_constant_policy_and_the_doom_mixed_parts():
                                     (DoomSweepMixedPolicy, 4, DoomRandomPolicy),
                                     (DoomSweepMixedPolicy, 7, DoomSweepPolicy),
                                     (DoomPatrolMixedPolicy, 2, DoomRandomPolicy),
-                                    (DoomPatrolMixedPolicy, 9, DoomPatrolPolicy)):
+                                    (DoomPatrolMixedPolicy, 9, DoomPatrolPolicy),
+                                    (DoomPatrolHeldMixedPolicy, 8, DoomRandomPolicy),
+                                    (DoomPatrolHeldMixedPolicy, 5, DoomPatrolPolicy),
+                                    (DoomPatrolHeldMixedPolicy, 10, DoomConstantPolicy),
+                                    (DoomPatrolHeldMixedPolicy, 7, DoomPatrolPolicy)):
         mixed, ref = mixed_cls(3, 1), ref_cls(3, 1)
         mixed.reset(0, EpisodeSpec(seed=0, tag=tag))
         ref.reset(0, EpisodeSpec(seed=0, tag=tag))

@@ -34,7 +34,7 @@ class CollectConfig:
                     "mixed-throttle", "follower-explore", "mixed-explore", "follower-blind",
                     "mixed-blind", "doom_random",
                     "doom_constant", "doom_mixed", "doom_sweep", "doom_sweep_mixed", "doom_patrol",
-                    "doom_patrol_mixed"] = "paper"
+                    "doom_patrol_mixed", "doom_patrol_held_mixed"] = "paper"
     """`paper`: random linear controller with Cauchy-scaled weights redrawn per episode;
     `brownian`: actions follow a clipped random walk; `follower`: a noisy hand-coded road
     follower on V's frame; `mixed`: even episodes `paper`, odd ones `follower`;
@@ -49,7 +49,9 @@ class CollectConfig:
     `doom_sweep`: `doom_random` with holds of up to 120 steps (sweeps across the room);
     `doom_sweep_mixed`: `doom_random` on even episodes, `doom_sweep` on odd ones;
     `doom_patrol`: LEFT and RIGHT in turn, each held for a period of 16-160 steps drawn per
-    episode; `doom_patrol_mixed`: `doom_random` on even episodes, `doom_patrol` on odd ones."""
+    episode; `doom_patrol_mixed`: `doom_random` on even episodes, `doom_patrol` on odd ones;
+    `doom_patrol_held_mixed`: `doom_patrol` on odd episodes, `doom_random` and `doom_constant`
+    in turn on even ones."""
 
 
 @dataclass(frozen=True)

@@ -558,6 +558,18 @@ class DoomPatrolMixedPolicy(MixedPolicy):
     part_classes = (DoomRandomPolicy, DoomPatrolPolicy)
 
 
+class DoomPatrolHeldMixedPolicy(MixedPolicy):
+    """`doom_patrol_mixed` with a held button in place of every other §2.2 episode: episode i
+    is `DoomRandomPolicy`'s when i % 4 == 0, `DoomConstantPolicy`'s when i % 4 == 2 and
+    `DoomPatrolPolicy`'s when i is odd. Patrol data alone never show a held button dying at a
+    wall, so round 0's dream lets a held LEFT live 1100-1800 steps against 188 in the game
+    (`experiments/results/doom-calibrate-probes-seed2/`) and its C holds a button."""
+
+    name = "doom_patrol_held_mixed"
+    action_dim = DoomRandomPolicy.action_dim
+    part_classes = (DoomRandomPolicy, DoomPatrolPolicy, DoomConstantPolicy, DoomPatrolPolicy)
+
+
 def part_classes(policy: type) -> tuple[type, ...]:
     """The policies a collection policy class runs: a `MixedPolicy`'s `part_classes`, else
     itself alone."""
@@ -593,5 +605,6 @@ POLICIES = {"paper": RandomModelPolicy, "brownian": BrownianPolicy,
             "doom_random": DoomRandomPolicy, "doom_constant": DoomConstantPolicy,
             "doom_mixed": DoomMixedPolicy, "doom_sweep": DoomSweepPolicy,
             "doom_sweep_mixed": DoomSweepMixedPolicy, "doom_patrol": DoomPatrolPolicy,
-            "doom_patrol_mixed": DoomPatrolMixedPolicy}
+            "doom_patrol_mixed": DoomPatrolMixedPolicy,
+            "doom_patrol_held_mixed": DoomPatrolHeldMixedPolicy}
 """Collection policy name (`CollectConfig.policy`) -> class `(master_seed, num_slots)`."""
