@@ -17,6 +17,7 @@ from PIL import Image
 from dreamjax.envs import carracing as cr
 from dreamjax.envs import fast_carracing as fcr
 from dreamjax.envs.carracing import (
+    ActionRepeat,
     AgentView,
     FastCarRacing,
     make_env,
@@ -162,6 +163,55 @@ def test_agent_view_is_preprocess_and_to_env_action_on_the_raw_env():
         assert obs.dtype == np.uint8 and obs.tobytes() == preprocess(frame).tobytes()
         assert (r, term, trunc) == (r0, term0, trunc0)
     assert trunc
+
+
+def test_action_repeat_plays_each_action_for_k_frames():
+    """`make_env(action_repeat=3)` is the raw env with each action played 3 frames: the last
+    frame, the summed reward, the last flags; an episode of 10 steps is 30 frames, and the
+    spec counts steps."""
+    agent = make_env(fast=True, max_episode_steps=10, action_repeat=3)
+    raw = make_raw_env(fast=True, max_episode_steps=30)
+    assert isinstance(agent.env, ActionRepeat) and agent.spec.max_episode_steps == 10
+    _, info = agent.reset(seed=5)
+    frame, _ = raw.reset(seed=5)
+    assert info["raw_frame"].tobytes() == frame.tobytes()
+    acts = np.random.default_rng(5).uniform(-1.0, 1.0, (10, 3)).astype(np.float32)
+    for t, a in enumerate(acts):
+        obs, r, term, trunc, info = agent.step(a)
+        total = 0.0
+        for _ in range(3):
+            frame, r0, term0, trunc0, _ = raw.step(to_env_action(a))
+            total += float(r0)
+        assert obs.tobytes() == preprocess(frame).tobytes()
+        assert (r, term, trunc) == (total, term0, trunc0) and trunc == (t == 9)
+
+
+class _EndsAtFrame(gym.Env):
+    """Test-only fake: reward = frame number, terminates at frame `end`."""
+
+    observation_space = gym.spaces.Box(0, 255, (1,), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, end: int):
+        self.end, self.t = end, 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1, np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, self.t, np.uint8), float(self.t), self.t == self.end, False, {}
+
+
+def test_action_repeat_stops_at_the_episode_end_and_refuses_k_below_1():
+    env = ActionRepeat(_EndsAtFrame(5), 3)
+    env.reset()
+    assert env.step(np.zeros(1, np.float32))[1:3] == (1.0 + 2.0 + 3.0, False)
+    obs, r, term, _, _ = env.step(np.zeros(1, np.float32))
+    assert (int(obs[0]), r, term) == (5, 4.0 + 5.0, True)
+    with pytest.raises(ValueError, match="repeat"):
+        ActionRepeat(_EndsAtFrame(5), 0)
 
 
 # ----- byte identity against stock gymnasium

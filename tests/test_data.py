@@ -200,6 +200,19 @@ def test_collect_is_independent_of_the_number_of_workers(collected, tmp_path):
     _assert_same_episodes(files, collected)
 
 
+def test_collect_with_action_repeat_records_one_step_per_k_frames(tmp_path):
+    """With `make_env(action_repeat=4)` an episode of MAX_STEPS / 4 steps stores one frame,
+    action and summed reward per step and spans the MAX_STEPS frames of the plain episode."""
+    steps = MAX_STEPS // 4
+    env_fn = functools.partial(make_env, fast=True, max_episode_steps=steps, action_repeat=4)
+    collect(7, tmp_path, CollectConfig(episodes=2, max_steps=steps), env_fn=env_fn, workers=1,
+            progress=False)
+    for i, f in enumerate(list_episodes(tmp_path)):
+        ep = load_episode(f)
+        assert ep["seed"] == episode_seed(7, i) and len(ep["frames"]) == steps
+        assert ep["truncated"][-1] and ep["rewards"].min() <= -0.4 + 1e-6
+
+
 def test_collect_refuses_bad_settings_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="--collect.policy"):
         collect(0, tmp_path / "a", CollectConfig(episodes=1, max_steps=MAX_STEPS,

@@ -375,3 +375,17 @@ def test_iterate_temperatures_must_be_positive():
                                                                temperatures=(1.0, 0.0)))
     with pytest.raises(ConfigError, match="--iterate.temperatures must all be > 0"):
         validate(bad)
+
+
+def test_action_repeat_at_its_default_keeps_old_fingerprints():
+    """`action_repeat` 1 stays out of every stage's fingerprint; another value is in the
+    collection's (so in every later stage's) and the evaluation's."""
+    cfg = profile_config("smoke")
+    assert all("action_repeat" not in stage_config(cfg, s) for s in ("collect", "controller",
+                                                                     "evaluate"))
+    new = dataclasses.replace(cfg, action_repeat=4)
+    assert stage_config(new, "collect")["action_repeat"] == 4
+    assert stage_config(new, "evaluate")["action_repeat"] == 4
+    old, changed = fingerprints(cfg), fingerprints(new)
+    assert all(changed[s] != old[s] for s in ("collect", "vae", "mdnrnn", "controller",
+                                              "evaluate"))

@@ -74,6 +74,8 @@ class PlaySettings:
     """CarRacing with the byte-identical fast renderer."""
     max_steps: int = 1000
     """Step limit of a real episode (and of a dream)."""
+    action_repeat: int = 1
+    """Game frames per step (`ExperimentConfig.action_repeat`)."""
     policy_seed: int = 0
     """Seed of `WorldModelPolicy`'s keys (V's z samples): the run's master seed."""
     seed_start: int = 1_000_000
@@ -182,7 +184,8 @@ def run_config(root: str | Path) -> tuple[ExperimentConfig, list[str]]:
 def settings_of(cfg: ExperimentConfig) -> PlaySettings:
     """A run's play settings: its evaluation's episodes, seeds, step limit and pool layout."""
     return PlaySettings(
-        env=None, fast_env=cfg.fast_env, max_steps=cfg.eval.max_steps, policy_seed=cfg.seed,
+        env=None, fast_env=cfg.fast_env, max_steps=cfg.eval.max_steps,
+        action_repeat=cfg.action_repeat, policy_seed=cfg.seed,
         seed_start=cfg.eval.seed_start, episodes=cfg.eval.episodes, workers=cfg.num_workers,
         envs_per_worker=cfg.envs_per_worker, dream_temperature=cfg.dream.temperature,
     )

@@ -279,6 +279,11 @@ class ExperimentConfig:
     fast_env: bool = True
     """Use `FastCarRacing` (byte-identical observations, faster) everywhere the real env runs;
     False uses stock gymnasium."""
+    action_repeat: int = 1
+    """Game frames per agent step: every action of C and of the data policy is played this
+    many frames (rewards summed, V sees the last frame), so V, M, the dream and C all run at
+    1/k of the game's rate. Step limits (`--collect/es/eval.max-steps`) count agent steps: with
+    k = 4, `250` is CarRacing's 1000-frame episode. 1: every frame, as in the paper."""
     envs_per_worker: int = 4
     """Real envs stepped by each worker; the policy acts for all of them in one batched call."""
     backend: Literal["local", "ray"] = "local"

@@ -37,14 +37,16 @@ class Game:
 
     name: str
     action_dim: int
-    env_fn: Callable[[bool, int], Callable[[], Any]]
-    """(fast_env, max_steps) -> the pool's picklable env factory (`AgentView` env)."""
+    env_fn: Callable[[bool, int, int], Callable[[], Any]]
+    """(fast_env, max_steps, action_repeat) -> the pool's picklable env factory (`AgentView`
+    env)."""
     bars: Callable[[np.ndarray], list[Bar]]
     """C's raw action (A,) -> the bars the action panel draws."""
 
 
-def _carracing_env_fn(fast: bool, max_steps: int) -> Callable[[], Any]:
-    return functools.partial(carracing.make_env, fast=fast, max_episode_steps=max_steps)
+def _carracing_env_fn(fast: bool, max_steps: int, action_repeat: int) -> Callable[[], Any]:
+    return functools.partial(carracing.make_env, fast=fast, max_episode_steps=max_steps,
+                             action_repeat=action_repeat)
 
 
 def _carracing_bars(a: np.ndarray) -> list[Bar]:
@@ -57,8 +59,9 @@ def _doom() -> Any:
     return importlib.import_module("dreamjax.envs.doom")
 
 
-def _doom_env_fn(fast: bool, max_steps: int) -> Callable[[], Any]:
-    return functools.partial(_doom().make_env, max_episode_steps=max_steps)
+def _doom_env_fn(fast: bool, max_steps: int, action_repeat: int) -> Callable[[], Any]:
+    return functools.partial(_doom().make_env, max_episode_steps=max_steps,
+                             action_repeat=action_repeat)
 
 
 def _doom_bars(a: np.ndarray) -> list[Bar]:
@@ -102,7 +105,7 @@ def play_real(
     come with their raw frames and per-step observations, actions and rewards."""
     specs = [EpisodeSpec(seed=s, tag=0) for s in seeds]
     policy = make_policy(agent)
-    env_fn = game.env_fn(agent.settings.fast_env, max_steps)
+    env_fn = game.env_fn(agent.settings.fast_env, max_steps, agent.settings.action_repeat)
     with EnvPool(env_fn, num_workers=workers, envs_per_worker=envs_per_worker) as pool:
         shown = (pool.run(specs[:record], policy, record=True, steps=True, progress=progress)
                  if record else [])
@@ -117,7 +120,7 @@ def play_here(
     """One real episode in this process, its env in slot 0 of a `slots`-wide batch (so that the
     actions equal the pool's). `on_step(raw frame, frame V sees, action, return so far, step)`
     after every step; it returns False to stop. -> (return, length, stopped)."""
-    env = game.env_fn(agent.settings.fast_env, max_steps)()
+    env = game.env_fn(agent.settings.fast_env, max_steps, agent.settings.action_repeat)()
     policy = make_policy(agent)
     frames = np.zeros((slots, *FRAME_SHAPE), np.uint8)
     active = np.zeros(slots, bool)

@@ -17,9 +17,9 @@ import gymnasium as gym
 import numpy as np
 
 from dreamjax.envs.fast_carracing import FastCarRacing
-from dreamjax.envs.view import AgentView, crop_resize
+from dreamjax.envs.view import ActionRepeat, AgentView, crop_resize
 
-__all__ = ["FastCarRacing", "AgentView", "make_env", "make_raw_env", "preprocess",
+__all__ = ["FastCarRacing", "ActionRepeat", "AgentView", "make_env", "make_raw_env", "preprocess",
            "to_env_action"]
 
 CROP_ROWS = 84
@@ -68,8 +68,13 @@ def make_raw_env(fast: bool = True, max_episode_steps: int = 1000, **kwargs) -> 
     return gym.make(spec, max_episode_steps=max_episode_steps, **kwargs)
 
 
-def make_env(fast: bool = True, max_episode_steps: int = 1000, **kwargs) -> gym.Env:
+def make_env(fast: bool = True, max_episode_steps: int = 1000, action_repeat: int = 1,
+             **kwargs) -> gym.Env:
     """`make_raw_env(...)` wrapped in `AgentView`: the env C acts in and V sees (picklable as
-    `functools.partial(make_env, ...)`, the worker pool's env factory)."""
-    return AgentView(make_raw_env(fast, max_episode_steps, **kwargs), preprocess, to_env_action,
-                     ACTION_DIM)
+    `functools.partial(make_env, ...)`, the worker pool's env factory). With `action_repeat`
+    k > 1 each step plays its action for k frames (`ActionRepeat`) and an episode lasts
+    `max_episode_steps` steps, k times as many frames."""
+    env = make_raw_env(fast, max_episode_steps * action_repeat, **kwargs)
+    if action_repeat != 1:
+        env = ActionRepeat(env, action_repeat)
+    return AgentView(env, preprocess, to_env_action, ACTION_DIM)

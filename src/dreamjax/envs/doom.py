@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
-from dreamjax.envs.view import AgentView, crop_resize
+from dreamjax.envs.view import ActionRepeat, AgentView, crop_resize
 from dreamjax.errors import ConfigError
 
 try:
@@ -150,9 +150,13 @@ def make_raw_env(max_episode_steps: int = MAX_EPISODE_STEPS, doom_skill: int | N
     return gym.make(spec, doom_skill=doom_skill)
 
 
-def make_env(max_episode_steps: int = MAX_EPISODE_STEPS, doom_skill: int | None = None
-             ) -> gym.Env:
+def make_env(max_episode_steps: int = MAX_EPISODE_STEPS, doom_skill: int | None = None,
+             action_repeat: int = 1) -> gym.Env:
     """`make_raw_env(...)` wrapped in `AgentView`: the env C acts in and V sees (picklable as
-    `functools.partial(make_env, ...)`, the worker pool's env factory)."""
-    return AgentView(make_raw_env(max_episode_steps, doom_skill), preprocess, to_env_action,
-                     ACTION_DIM)
+    `functools.partial(make_env, ...)`, the worker pool's env factory). With `action_repeat`
+    k > 1 each step plays its action for k tics (`ActionRepeat`) and an episode lasts
+    `max_episode_steps` steps, k times as many tics."""
+    env = make_raw_env(max_episode_steps * action_repeat, doom_skill)
+    if action_repeat != 1:
+        env = ActionRepeat(env, action_repeat)
+    return AgentView(env, preprocess, to_env_action, ACTION_DIM)

@@ -2,12 +2,14 @@
 
 `AgentView` wraps a gymnasium env so that observations are the (64, 64, 3) uint8 frames V sees
 and actions are C's raw float32 output in [-1, 1]^A; the raw frame rides along in
-`info["raw_frame"]` (for videos). `crop_resize` is the frame transform both games use
-(PAPER.md §1.1, §2.1). NumPy only: this module runs inside env worker processes.
+`info["raw_frame"]` (for videos). `ActionRepeat` plays each of the agent's actions for k game
+frames. `crop_resize` is the frame transform both games use (PAPER.md §1.1, §2.1). NumPy only:
+this module runs inside env worker processes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -26,6 +28,35 @@ def crop_resize(frame: np.ndarray, rows: int) -> np.ndarray:
     """
     img = Image.fromarray(frame[:rows])
     return np.asarray(img.resize((FRAME_SIZE, FRAME_SIZE), Image.BILINEAR), dtype=np.uint8)
+
+
+class ActionRepeat(gym.Wrapper):
+    """`env` with each action played for `repeat` frames (fewer if the episode ends first): one
+    step returns the last frame, the summed reward and the last flags and info. The env's time
+    limit counts frames; its spec's `max_episode_steps` is restated in steps (frames / repeat)."""
+
+    def __init__(self, env: gym.Env, repeat: int):
+        if repeat < 1:
+            raise ValueError(f"ActionRepeat: repeat must be at least 1, got {repeat}")
+        super().__init__(env)
+        self.repeat = int(repeat)
+
+    @property
+    def spec(self):
+        spec = self.env.spec
+        if spec is None or spec.max_episode_steps is None:
+            return spec
+        return dataclasses.replace(spec, max_episode_steps=-(-spec.max_episode_steps
+                                                             // self.repeat))
+
+    def step(self, action):
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
 
 
 class AgentView(gym.Wrapper):

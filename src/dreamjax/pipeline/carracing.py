@@ -105,7 +105,8 @@ class GameSpec:
 
 
 def _carracing_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
-    return functools.partial(carracing.make_env, fast=cfg.fast_env, max_episode_steps=max_steps)
+    return functools.partial(carracing.make_env, fast=cfg.fast_env, max_episode_steps=max_steps,
+                             action_repeat=cfg.action_repeat)
 
 
 CARRACING = GameSpec("CarRacing-v3", carracing.ACTION_DIM, _carracing_env_fn)
@@ -312,6 +313,8 @@ def run_evaluate(cfg: ExperimentConfig, run: RunFolder, game: GameSpec) -> dict:
         "controller_file": str(path.relative_to(run.root)),
         "controller_meta": meta,
         "train_in": cfg.train_in,
+        "action_repeat": cfg.action_repeat,
+        "max_game_frames": cfg.eval.max_steps * cfg.action_repeat,
         **artifacts.model_ids(run, artifacts.final_mdnrnn_dir(cfg, run)),
     }
     policy = WorldModelPolicy(wm, _one(params), seed=cfg.seed)

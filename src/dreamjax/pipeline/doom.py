@@ -93,7 +93,8 @@ _DOOM_RATE = {
 
 
 def _doom_env_fn(cfg: ExperimentConfig, max_steps: int) -> Callable[[], Any]:
-    return functools.partial(doom.make_env, max_episode_steps=max_steps)
+    return functools.partial(doom.make_env, max_episode_steps=max_steps,
+                             action_repeat=cfg.action_repeat)
 
 
 CALIBRATION_DREAMS = 256

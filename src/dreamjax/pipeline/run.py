@@ -96,8 +96,10 @@ def _section(cfg: ExperimentConfig, name: str) -> dict:
 
 def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
     """The part of the config a stage's output depends on."""
+    repeat = {"action_repeat": cfg.action_repeat} if cfg.action_repeat != 1 else {}
     if stage == "collect":
-        return {"seed": cfg.seed, "collect": to_dict(cfg.collect), "fast_env": cfg.fast_env}
+        return {"seed": cfg.seed, "collect": to_dict(cfg.collect), "fast_env": cfg.fast_env,
+                **repeat}
     if stage == "vae":
         return {"seed": cfg.seed, "vae": to_dict(cfg.vae)}
     if stage == "encode":
@@ -112,12 +114,13 @@ def stage_config(cfg: ExperimentConfig, stage: str) -> dict:
             "train_in": cfg.train_in,
             "es": _section(cfg, "es"),
             "fast_env": cfg.fast_env,  # real-env CMA-ES runs in it
+            **repeat,
         }
         if cfg.train_in == "iterative":
             out["iterate"] = _section(cfg, "iterate")
         return out
     if stage == "evaluate":
-        return {"eval": to_dict(cfg.eval), "fast_env": cfg.fast_env}
+        return {"eval": to_dict(cfg.eval), "fast_env": cfg.fast_env, **repeat}
     if stage == "report":
         return {}
     raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
