@@ -8,6 +8,10 @@ decoding of M's prediction, and M's z difference projected on V's real one (slop
     python actsens.py M_RUN EPISODE_RUN [M_DIR]   # M_DIR: e.g. an iterative round's mdnrnn/
                                                   # TAU=1.15: 32 sampled dreams averaged in z
                                                   # STEER=0.8: hold ±0.8 instead of ±1
+                                                  # REPEAT=4: a run made with --action-repeat 4
+                                                  #   (steps and K count agent steps; the
+                                                  #   branch steps are 120/300/500 frames)
+                                                  # K=1,2,5: the hold lengths
 """
 
 import glob
@@ -29,8 +33,9 @@ from dreamjax.pipeline.run import RunFolder
 
 TAU = float(os.environ.get("TAU", "0"))
 STEER = float(os.environ.get("STEER", "1"))
-K = (5, 10, 20)
-STARTS = (120, 300, 500)
+REPEAT = int(os.environ.get("REPEAT", "1"))
+K = tuple(int(k) for k in os.environ.get("K", "5,10,20").split(","))
+STARTS = tuple(t // REPEAT for t in (120, 300, 500))
 SAMPLES = 32
 
 
@@ -75,7 +80,7 @@ def main():
     m_dir = Path(sys.argv[3]) if len(sys.argv) > 3 else None
     wm = artifacts.load_world_model(run, PROFILES["laptop"]().controller, m_dir)
     files = sorted(glob.glob(f"{sys.argv[2]}/episodes/ep_*.npz"))[1:40:2]  # the follower's
-    env = make_env(fast=True)
+    env = make_env(fast=True, action_repeat=REPEAT)
     step = jax.jit(lambda lstm, z, a, r: m_step(wm.mdn, wm.mdn_params, lstm, z, a, r))
     rows, zrows = [], []
     for f in files:
@@ -103,8 +108,8 @@ def main():
                 zrows.append((k, dr @ dm / (dr @ dr),
                               dr @ dm / np.linalg.norm(dr) / np.linalg.norm(dm)))
     rows, zrows = np.array(rows), np.array(zrows)
-    print(f"M {m_dir or sys.argv[1]}, tau {TAU}, steer ±{STEER}, {len(zrows) // len(K)} branch "
-          "states")
+    print(f"M {m_dir or sys.argv[1]}, tau {TAU}, steer ±{STEER}, repeat {REPEAT}, "
+          f"{len(zrows) // len(K)} branch states")
     for k in K:
         diff = {}
         for col, name in ((2, "real"), (3, "V recon"), (4, "M")):
