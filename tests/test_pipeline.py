@@ -446,3 +446,17 @@ def test_the_estimate_counts_every_iterative_round():
     fine_tune = it.mdnrnn_steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"]
     dreams = it.dream_generations * e.popsize * e.rollouts * e.max_steps / rate["dream_steps_s"]
     assert iterative(3) - iterative(2) >= real + fine_tune + dreams
+
+
+def test_the_estimate_counts_game_frames_under_action_repeat():
+    """With `action_repeat` k the real env plays k frames a step: collection and evaluation cost
+    k times as much per step, V and M see one frame per step."""
+    from dreamjax.pipeline.carracing import estimate_seconds
+
+    base = profile_config("laptop")
+    one, four = estimate_seconds(base), estimate_seconds(dataclasses.replace(base,
+                                                                             action_repeat=4))
+    for stage in ("collect", "evaluate"):
+        assert four[stage] == pytest.approx(4 * one[stage])
+    for stage in ("vae", "encode", "mdnrnn"):
+        assert four[stage] == one[stage]

@@ -122,13 +122,13 @@ def real_pool(cfg: ExperimentConfig, max_steps: int, game: GameSpec = CARRACING,
 
 def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[str, float]:
     """Rough wall time per stage on a 2-core CPU, from the sizes in `cfg` and the game's
-    throughputs (`GameSpec.rates`)."""
+    throughputs (`GameSpec.rates`; real-env rates count game frames, `action_repeat` per step)."""
     c, v, m, e = cfg.collect, cfg.vae, cfg.mdnrnn, cfg.es
     rate = game.rates
     frames = c.episodes * rate.get("collect_episode_steps", c.max_steps)
-    frac = rate.get("real_episode_frac", 0.8)
+    frac = rate.get("real_episode_frac", 0.8) * cfg.action_repeat
     est = {
-        "collect": frames / rate["collect_frames_s"],
+        "collect": frames * cfg.action_repeat / rate["collect_frames_s"],
         "vae": v.epochs * frames / rate["vae_frames_s"],
         "encode": frames / rate["encode_frames_s"],
         "mdnrnn": m.steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"],
