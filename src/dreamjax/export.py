@@ -112,6 +112,7 @@ def make_card(agent: Agent, folder: Path, game: str, result: dict, *, export_com
         "lengths": result["lengths"],
         "max_steps": s.max_steps,
         "fast_env": s.fast_env,
+        "action_repeat": s.action_repeat,
         "policy_seed": s.policy_seed,
         "slots": {"workers": s.workers, "envs_per_worker": s.envs_per_worker},
         "command": f"python -m dreamjax.play {folder} --episodes {result['episodes']}",
