@@ -8,19 +8,26 @@ so that the controller stage carries the fingerprint of those flags with `--iter
 ROUNDS` and is not done. OLD_RUN's rounds are kept: a round's keys, data and M depend only on
 the rounds before it, never on the number of rounds, so `python -m
 dreamjax.experiments.carracing CARRACING_FLAGS --run-dir NEW_RUN --iterate.rounds ROUNDS` then
-computes exactly what a fresh run with ROUNDS rounds would (as `../doom-4-rounds/extend.py`).
+computes exactly what a fresh run with ROUNDS rounds would (`reopen` of
+`../doom-4-rounds/extend.py` does the work).
 """
 
 import dataclasses
-import json
-import shutil
-import subprocess
+import importlib.util
 import sys
 from pathlib import Path
 
 from dreamjax.config import DEFAULT_PROFILE, PROFILES
 from dreamjax.experiments import cli
-from dreamjax.pipeline.run import fingerprints
+
+
+def _doom_extend():
+    """`../doom-4-rounds/extend.py`, whose `reopen` does the work for either game."""
+    path = Path(__file__).resolve().parent.parent / "doom-4-rounds" / "extend.py"
+    spec = importlib.util.spec_from_file_location("doom_extend", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -28,26 +35,8 @@ def main() -> None:
     flags = sys.argv[sys.argv.index("--") + 1:]
     cfg = cli.parse(PROFILES, flags, default=DEFAULT_PROFILE, prog="extend",
                     description="").config
-    cfg = dataclasses.replace(cfg, run_dir=new,
-                              iterate=dataclasses.replace(cfg.iterate, rounds=rounds))
-    subprocess.run(["cp", "-al", old, new], check=True)
-    for stage in ("evaluate", "report"):
-        shutil.rmtree(Path(new) / stage, ignore_errors=True)
-    for f in ("report.md", "results.json"):
-        (Path(new) / f).unlink(missing_ok=True)
-    fps = fingerprints(cfg)
-    path = Path(new) / "stages.json"
-    stages = json.loads(path.read_text())
-    for s in ("collect", "vae", "encode", "mdnrnn"):
-        assert stages[s]["fingerprint"] == fps[s], s
-    stages["controller"] = {"fingerprint": fps["controller"], "done": False}
-    for s in ("evaluate", "report"):
-        stages.pop(s, None)
-    path.unlink()
-    path.write_text(json.dumps(stages, indent=1))
-    it = Path(new) / "controller" / "iterative"
-    for f in ("DONE.json", "best.npz"):
-        (it / f).unlink(missing_ok=True)
+    _doom_extend().reopen(old, new, dataclasses.replace(
+        cfg, run_dir=new, iterate=dataclasses.replace(cfg.iterate, rounds=rounds)))
 
 
 if __name__ == "__main__":

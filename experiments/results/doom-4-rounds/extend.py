@@ -17,15 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dreamjax.config import DOOM_PROFILES
+from dreamjax.config import DOOM_PROFILES, ExperimentConfig
 from dreamjax.pipeline.run import fingerprints
 
 
-def main() -> None:
-    old, new, seed, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    base = DOOM_PROFILES["laptop"]()
-    cfg = dataclasses.replace(base, run_dir=new, seed=seed,
-                              iterate=dataclasses.replace(base.iterate, rounds=rounds))
+def reopen(old: str, new: str, cfg: ExperimentConfig) -> None:
+    """Hard-link OLD into NEW and mark NEW's controller stage not done under `cfg`'s
+    fingerprint, keeping OLD's rounds; OLD's earlier stages must carry `cfg`'s fingerprints."""
     subprocess.run(["cp", "-al", old, new], check=True)
     for stage in ("evaluate", "report"):
         shutil.rmtree(Path(new) / stage, ignore_errors=True)
@@ -44,6 +42,14 @@ def main() -> None:
     it = Path(new) / "controller" / "iterative"
     for f in ("DONE.json", "best.npz"):
         (it / f).unlink(missing_ok=True)
+
+
+def main() -> None:
+    old, new, seed, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    base = DOOM_PROFILES["laptop"]()
+    reopen(old, new, dataclasses.replace(base, run_dir=new, seed=seed,
+                                         iterate=dataclasses.replace(base.iterate,
+                                                                     rounds=rounds)))
 
 
 if __name__ == "__main__":
