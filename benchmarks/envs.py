@@ -2,6 +2,7 @@
 Doom TakeCover (ViZDoom, `dreamjax.envs.doom`).
 
 Run: python benchmarks/envs.py [--steps 2000] [--repeats 3] [--pool-steps 2000] [--doom-steps 2000]
+     [--repeat-frames 4000]
 
 Single process: the envs of a game step the same actions (resetting on episode end), measured in
 the same run, interleaved in chunks so machine load affects them alike. The best of `--repeats`
@@ -9,6 +10,9 @@ rounds is reported. The worker-pool rows (2 workers, `dreamjax.envs.pool`, the a
 the env: `make_env`) are separate; `--pool-steps 0` skips CarRacing's. Doom's game engine is a
 child process, so only wall-clock rates are meaningful for it; its actions come from the Doom
 random data policy (`DoomRandomPolicy`, PAPER.md §2.2); `--doom-steps 0` skips Doom.
+The action-repeat rows compare, in game frames/s, `FastCarRacing` stepped frame by frame (every
+frame drawn) with `ActionRepeat(FastCarRacing, 4)` (only the frame each step returns is drawn),
+interleaved; `--repeat-frames 0` skips them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dreamjax.data.policies import DoomRandomPolicy, episode_seed
 from dreamjax.envs import doom
 from dreamjax.envs.carracing import make_env, make_raw_env
 from dreamjax.envs.pool import BatchPolicy, EnvPool, EpisodeSpec
+from dreamjax.envs.view import ActionRepeat
 
 
 def smooth_actions(seed: int, n: int) -> np.ndarray:
@@ -83,6 +88,32 @@ def single_process(
     for env in envs.values():
         env.close()
     return best, frames
+
+
+def repeat_rates(frames: int, repeats: int, k: int = 4, chunk: int = 200) -> dict[str, float]:
+    """Best-of-`repeats` wall game frames/s of the fast env played k frames per action, stepped
+    frame by frame (`every frame`) and through `ActionRepeat` (`last frame`), in alternating
+    chunks of `chunk` frames, the same actions (each held k frames) for both."""
+    envs = {"every frame": make_raw_env(fast=True), "last frame": ActionRepeat(
+        make_raw_env(fast=True, max_episode_steps=1000), k)}
+    best = dict.fromkeys(envs, 0.0)
+    for r in range(repeats):
+        held = smooth_actions(r, frames // k)
+        acts = {"every frame": np.repeat(held, k, axis=0), "last frame": held}
+        seeds = {name: iter(range(1, 10**6)) for name in envs}
+        wall = dict.fromkeys(envs, 0.0)
+        for env in envs.values():
+            env.reset(seed=0)
+        for c in range(0, frames, chunk):
+            for name, env in envs.items():
+                per = 1 if name == "every frame" else k
+                part = acts[name][c // per : (c + chunk) // per]
+                wall[name] += time_steps(env, part, seeds[name].__next__)[0]
+        for name in envs:
+            best[name] = max(best[name], frames / wall[name])
+    for env in envs.values():
+        env.close()
+    return best
 
 
 def doom_actions(round_: int, steps: int) -> np.ndarray:
@@ -171,6 +202,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pool-steps", type=int, default=2000)
     parser.add_argument("--doom-steps", type=int, default=2000)
+    parser.add_argument("--repeat-frames", type=int, default=4000)
     args = parser.parse_args()
 
     res, (fast_frames, stock_frames) = single_process(args.steps, args.repeats)
@@ -188,6 +220,14 @@ def main() -> None:
         print(f"{'env':<8}{'steps/s':>10}{'speedup':>10}")
         for name in ("stock", "fast"):
             print(f"{name:<8}{pool[name]:>10.1f}{pool[name] / pool['stock']:>9.2f}x")
+
+    if args.repeat_frames > 0:
+        rep = repeat_rates(args.repeat_frames, args.repeats)
+        print(f"\nCarRacing with each action held 4 frames (`--action-repeat 4`), single process, "
+              f"{args.repeat_frames} frames x best of {args.repeats}")
+        print(f"{'frames drawn':<14}{'game frames/s':>15}{'speedup':>9}")
+        for name in ("every frame", "last frame"):
+            print(f"{name:<14}{rep[name]:>15.1f}{rep[name] / rep['every frame']:>8.2f}x")
 
     if args.doom_steps <= 0:
         return

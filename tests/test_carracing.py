@@ -26,6 +26,7 @@ from dreamjax.envs.carracing import (
     to_env_action,
 )
 from dreamjax.envs.fast_carracing import rotate_rad
+from dreamjax.envs.view import DrawsOnDemand
 
 # ----- exact arithmetic helpers
 
@@ -184,6 +185,27 @@ def test_action_repeat_plays_each_action_for_k_frames():
             total += float(r0)
         assert obs.tobytes() == preprocess(frame).tobytes()
         assert (r, term, trunc) == (total, term0, trunc0) and trunc == (t == 9)
+
+
+def test_action_repeat_draws_only_the_frames_it_returns():
+    """On `FastCarRacing` the repeat draws one frame per step, and an episode that ends on an
+    undrawn frame (a 29-frame limit with k = 4) returns that frame drawn: every observation and
+    reward equals the raw env's stepped frame by frame."""
+    lazy = ActionRepeat(make_raw_env(fast=True, max_episode_steps=29), 4)
+    raw = make_raw_env(fast=True, max_episode_steps=29)
+    assert isinstance(lazy.unwrapped, DrawsOnDemand)
+    assert lazy.reset(seed=7)[0].tobytes() == raw.reset(seed=7)[0].tobytes()
+    acts = np.random.default_rng(7).uniform(-1.0, 1.0, (8, 3)).astype(np.float32)
+    for t, a in enumerate(acts):
+        obs, r, term, trunc, _ = lazy.step(to_env_action(a))
+        total = 0.0
+        for _ in range(4 if t < 7 else 1):
+            frame, r0, term0, trunc0, _ = raw.step(to_env_action(a))
+            total += float(r0)
+        assert obs.tobytes() == frame.tobytes() and r == total
+        assert (term, trunc) == (term0, trunc0) and trunc == (t == 7)
+    assert lazy.unwrapped.undrawn_frames == 7 * 3 + 1 and lazy.unwrapped.draw  # + frame 29
+    assert not isinstance(make_raw_env(fast=False).unwrapped, DrawsOnDemand)
 
 
 class _EndsAtFrame(gym.Env):

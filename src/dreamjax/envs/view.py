@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -30,10 +31,22 @@ def crop_resize(frame: np.ndarray, rows: int) -> np.ndarray:
     return np.asarray(img.resize((FRAME_SIZE, FRAME_SIZE), Image.BILINEAR), dtype=np.uint8)
 
 
+@runtime_checkable
+class DrawsOnDemand(Protocol):
+    """A raw env that can step without drawing its observation (`FastCarRacing`): with `draw`
+    off, `step` returns the last drawn one; `observe()` draws the current state's."""
+
+    draw: bool
+
+    def observe(self) -> np.ndarray: ...
+
+
 class ActionRepeat(gym.Wrapper):
     """`env` with each action played for `repeat` frames (fewer if the episode ends first): one
     step returns the last frame, the summed reward and the last flags and info. The env's time
-    limit counts frames; its spec's `max_episode_steps` is restated in steps (frames / repeat)."""
+    limit counts frames; its spec's `max_episode_steps` is restated in steps (frames / repeat).
+    A `DrawsOnDemand` env draws only the frame the step returns (the frames in between are
+    never seen; drawing is most of a CarRacing frame's cost)."""
 
     def __init__(self, env: gym.Env, repeat: int):
         if repeat < 1:
@@ -50,12 +63,22 @@ class ActionRepeat(gym.Wrapper):
                                                              // self.repeat))
 
     def step(self, action):
+        raw = self.env.unwrapped
+        lazy = isinstance(raw, DrawsOnDemand)
         total = 0.0
-        for _ in range(self.repeat):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            total += float(reward)
-            if terminated or truncated:
-                break
+        try:
+            for i in range(self.repeat):
+                if lazy:
+                    raw.draw = i == self.repeat - 1
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                total += float(reward)
+                if terminated or truncated:
+                    break
+        finally:
+            if lazy:
+                raw.draw = True
+        if lazy and i < self.repeat - 1:
+            obs = raw.observe()
         return obs, total, terminated, truncated, info
 
 
