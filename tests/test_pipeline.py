@@ -449,14 +449,18 @@ def test_the_estimate_counts_every_iterative_round():
 
 
 def test_the_estimate_counts_game_frames_under_action_repeat():
-    """With `action_repeat` k the real env plays k frames a step: collection and evaluation cost
-    k times as much per step, V and M see one frame per step."""
-    from dreamjax.pipeline.carracing import estimate_seconds
+    """With `action_repeat` k the real env plays k frames a step and draws one: collection and
+    evaluation cost 1 + (k - 1) x the undrawn frame's share of a drawn one per step (CarRacing's
+    `FastCarRacing` skips drawing; Doom draws every frame, k times as much); V and M see one
+    frame per step."""
+    from dreamjax.pipeline.carracing import CARRACING, estimate_seconds
+    from dreamjax.pipeline.doom import DOOM
 
-    base = profile_config("laptop")
-    one, four = estimate_seconds(base), estimate_seconds(dataclasses.replace(base,
-                                                                             action_repeat=4))
-    for stage in ("collect", "evaluate"):
-        assert four[stage] == pytest.approx(4 * one[stage])
-    for stage in ("vae", "encode", "mdnrnn"):
-        assert four[stage] == one[stage]
+    for game, cost in ((CARRACING, 1 + 3 * CARRACING.rates["undrawn_frame_cost"]), (DOOM, 4.0)):
+        base = profile_config("laptop")
+        one = estimate_seconds(base, game)
+        four = estimate_seconds(dataclasses.replace(base, action_repeat=4), game)
+        for stage in ("collect", "evaluate"):
+            assert four[stage] == pytest.approx(cost * one[stage])
+        for stage in ("vae", "encode", "mdnrnn"):
+            assert four[stage] == one[stage]

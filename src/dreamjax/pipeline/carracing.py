@@ -55,7 +55,9 @@ from dreamjax.pipeline.viz import plot_fitness, recon_grid, side_by_side, write_
 # Throughputs of the laptop pipeline's stages on a 2-core CPU (the 2026-11-25 fresh run in
 # experiments/results/carracing-laptop), used only for the printed time estimate. Optional keys
 # (a game's `GameSpec.rates`): "collect_episode_steps", env steps per kept episode (default:
-# the step limit), and "real_episode_frac", an evaluated episode's length over the limit (0.8).
+# the step limit), "real_episode_frac", an evaluated episode's length over the limit (0.8), and
+# "undrawn_frame_cost", a frame `ActionRepeat` does not draw over one it draws (1: it draws all;
+# FastCarRacing's 0.05 from `benchmarks/envs.py`'s action-repeat rows).
 _RATE = {
     "collect_frames_s": 280.0,
     "vae_frames_s": 370.0,
@@ -63,6 +65,7 @@ _RATE = {
     "mdn_seq_steps_s": 28_000.0,
     "dream_steps_s": 30_000.0,
     "real_steps_s": 450.0,
+    "undrawn_frame_cost": 0.05,
 }
 
 
@@ -122,13 +125,15 @@ def real_pool(cfg: ExperimentConfig, max_steps: int, game: GameSpec = CARRACING,
 
 def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[str, float]:
     """Rough wall time per stage on a 2-core CPU, from the sizes in `cfg` and the game's
-    throughputs (`GameSpec.rates`; real-env rates count game frames, `action_repeat` per step)."""
+    throughputs (`GameSpec.rates`; real-env rates count drawn game frames: a step of
+    `action_repeat` k draws one and plays k - 1 more)."""
     c, v, m, e = cfg.collect, cfg.vae, cfg.mdnrnn, cfg.es
     rate = game.rates
     frames = c.episodes * rate.get("collect_episode_steps", c.max_steps)
-    frac = rate.get("real_episode_frac", 0.8) * cfg.action_repeat
+    step_cost = 1 + (cfg.action_repeat - 1) * rate.get("undrawn_frame_cost", 1.0)
+    frac = rate.get("real_episode_frac", 0.8) * step_cost
     est = {
-        "collect": frames * cfg.action_repeat / rate["collect_frames_s"],
+        "collect": frames * step_cost / rate["collect_frames_s"],
         "vae": v.epochs * frames / rate["vae_frames_s"],
         "encode": frames / rate["encode_frames_s"],
         "mdnrnn": m.steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"],
