@@ -451,8 +451,8 @@ def test_the_estimate_counts_every_iterative_round():
 def test_the_estimate_counts_game_frames_under_action_repeat():
     """With `action_repeat` k the real env plays k frames a step and draws one: collection and
     evaluation cost 1 + (k - 1) x the undrawn frame's share of a drawn one per step (CarRacing's
-    `FastCarRacing` skips drawing; Doom draws every frame, k times as much); V and M see one
-    frame per step."""
+    `FastCarRacing` skips drawing; stock CarRacing and Doom draw every frame, k times as much);
+    V and M see one frame per step."""
     from dreamjax.pipeline.carracing import CARRACING, estimate_seconds
     from dreamjax.pipeline.doom import DOOM
 
@@ -464,3 +464,6 @@ def test_the_estimate_counts_game_frames_under_action_repeat():
             assert four[stage] == pytest.approx(cost * one[stage])
         for stage in ("vae", "encode", "mdnrnn"):
             assert four[stage] == one[stage]
+    stock = dataclasses.replace(profile_config("laptop"), fast_env=False)
+    stock_four = estimate_seconds(dataclasses.replace(stock, action_repeat=4))
+    assert stock_four["collect"] == pytest.approx(4 * estimate_seconds(stock)["collect"])

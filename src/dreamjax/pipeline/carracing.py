@@ -130,7 +130,8 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
     c, v, m, e = cfg.collect, cfg.vae, cfg.mdnrnn, cfg.es
     rate = game.rates
     frames = c.episodes * rate.get("collect_episode_steps", c.max_steps)
-    step_cost = 1 + (cfg.action_repeat - 1) * rate.get("undrawn_frame_cost", 1.0)
+    undrawn = rate.get("undrawn_frame_cost", 1.0) if cfg.fast_env else 1.0  # stock draws all
+    step_cost = 1 + (cfg.action_repeat - 1) * undrawn
     frac = rate.get("real_episode_frac", 0.8) * step_cost
     est = {
         "collect": frames * step_cost / rate["collect_frames_s"],
