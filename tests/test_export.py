@@ -197,14 +197,25 @@ OLD_RUN_CONFIG = {
 package moved into folders), trimmed to the fields that moved and a few that did not."""
 
 
-def test_old_run_config_converts_to_the_same_laptop_config():
+def test_old_run_config_converts_to_the_laptop_config_of_its_time():
+    """The shipped agent's run predates the dream-trained `laptop`: it reads as `laptop-real`
+    (the same settings the profile had then), so it still plays frame by frame."""
     cfg, notes = upgrade_config(OLD_RUN_CONFIG, "run.json")
-    laptop = PROFILES["laptop"]()
+    laptop = PROFILES["laptop-real"]()
     assert cfg == dataclasses.replace(laptop, run_dir="/tmp/base/laptop")
     assert cfg.controller.kind == "zh" and cfg.dream.temperature == 1.15 and cfg.fast_env
+    assert cfg.action_repeat == 1 and cfg.eval.max_steps == 1000 and cfg.train_in == "real"
     assert notes == ["controller: kind given as a string", "controller_hidden -> controller.hidden",
                      "collect.fast_env -> fast_env", "es.temperature -> dream.temperature",
+                     "profile laptop -> laptop-real (the laptop profile of its time)",
                      "ignored collect.workers"]  # the top-level `workers` was there already
+
+
+def test_a_laptop_config_of_today_keeps_the_laptop_profile():
+    raw = to_dict(PROFILES["laptop"]())
+    raw.pop("iterate")
+    cfg, notes = upgrade_config(raw, "run.json")
+    assert cfg == PROFILES["laptop"]() and notes == []
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

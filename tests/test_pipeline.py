@@ -305,6 +305,17 @@ def test_every_profile_validates(tmp_path):
         validate(dataclasses.replace(profile_config(name), run_dir=str(tmp_path)))
 
 
+def test_the_laptop_default_trains_c_only_in_the_dream():
+    """Issue 12: the main command's C never trains in the real game (the loop's real episodes
+    only feed M and its checks), and every episode is CarRacing's 1000 frames."""
+    cfg = profile_config(DEFAULT_PROFILE)
+    assert cfg.profile == "laptop" and cfg.controller_phases == ("iterative",)
+    assert cfg.iterate.rounds > 1 and cfg.dream.dropout > 0 and cfg.collect.policy != "paper"
+    for steps in (cfg.collect.max_steps, cfg.es.max_steps, cfg.eval.max_steps):
+        assert steps * cfg.action_repeat == 1000
+    assert profile_config("laptop-real").controller_phases == ("real",)
+
+
 def test_incompatible_run_folder_refused(tmp_path):
     cfg = _cfg(tmp_path)
     (tmp_path / "run").mkdir()
@@ -441,7 +452,9 @@ def test_the_estimate_counts_every_iterative_round():
                                   iterate=dataclasses.replace(it, rounds=rounds))
         return estimate_seconds(cfg)["controller"]
 
-    real = it.episodes * e.max_steps * rate.get("real_episode_frac", 0.8) / rate["real_steps_s"]
+    step = 1 + (base.action_repeat - 1) * rate["undrawn_frame_cost"]  # game frames a step
+    real = it.episodes * e.max_steps * rate.get("real_episode_frac", 0.8) * step / rate[
+        "real_steps_s"]
     assert iterative(1) == pytest.approx(dream + real)
     fine_tune = it.mdnrnn_steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"]
     dreams = it.dream_generations * e.popsize * e.rollouts * e.max_steps / rate["dream_steps_s"]
@@ -457,13 +470,13 @@ def test_the_estimate_counts_game_frames_under_action_repeat():
     from dreamjax.pipeline.doom import DOOM
 
     for game, cost in ((CARRACING, 1 + 3 * CARRACING.rates["undrawn_frame_cost"]), (DOOM, 4.0)):
-        base = profile_config("laptop")
+        base = dataclasses.replace(profile_config("laptop"), action_repeat=1)
         one = estimate_seconds(base, game)
         four = estimate_seconds(dataclasses.replace(base, action_repeat=4), game)
         for stage in ("collect", "evaluate"):
             assert four[stage] == pytest.approx(cost * one[stage])
         for stage in ("vae", "encode", "mdnrnn"):
             assert four[stage] == one[stage]
-    stock = dataclasses.replace(profile_config("laptop"), fast_env=False)
+    stock = dataclasses.replace(profile_config("laptop"), fast_env=False, action_repeat=1)
     stock_four = estimate_seconds(dataclasses.replace(stock, action_repeat=4))
     assert stock_four["collect"] == pytest.approx(4 * estimate_seconds(stock)["collect"])

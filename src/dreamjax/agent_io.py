@@ -153,7 +153,9 @@ def _merge(obj: Any, values: dict, prefix: str, ignored: list[str]) -> Any:
 
 def upgrade_config(raw: dict, where: str) -> tuple[ExperimentConfig, list[str]]:
     """A run.json "config" dict (today's layout or the pre-folders one) -> (`ExperimentConfig`,
-    notes on what was converted or ignored). Missing fields take the profile's defaults."""
+    notes on what was converted or ignored). Missing fields take the profile's defaults; a
+    `laptop` config without `action_repeat` was written before `laptop` trained C in the dream
+    and takes `laptop-real`'s."""
     d = copy.deepcopy(raw)
     notes = []
     if isinstance(d.get("controller"), str):
@@ -162,6 +164,9 @@ def upgrade_config(raw: dict, where: str) -> tuple[ExperimentConfig, list[str]]:
     for src, dst in _MOVED_KEYS.items():
         if _move(d, src, dst):
             notes.append(f"{'.'.join(src)} -> {'.'.join(dst)}")
+    if d.get("profile", "laptop") == "laptop" and "action_repeat" not in d:
+        d["profile"] = "laptop-real"
+        notes.append("profile laptop -> laptop-real (the laptop profile of its time)")
     try:
         base = profile_config(str(d.get("profile", "laptop")))
         ignored: list[str] = []

@@ -15,7 +15,7 @@ from typing import Literal
 
 from dreamjax.errors import ConfigError
 
-Profile = Literal["smoke", "laptop", "paper"]
+Profile = Literal["smoke", "laptop", "laptop-real", "paper"]
 ControllerKind = Literal["zh", "z", "z-hidden", "zch"]
 TrainIn = Literal["real", "dream", "dream-then-real", "iterative"]
 Stage = Literal["collect", "vae", "encode", "mdnrnn", "controller", "evaluate", "report"]
@@ -329,15 +329,54 @@ def _paper() -> ExperimentConfig:
 
 
 def _laptop() -> ExperimentConfig:
-    """About 20 minutes on a 2-core CPU. V and M see 100 random-policy episodes instead of
-    10,000; V uses Adam 1e-3 (paper 1e-4) because it gets one epoch of ~94k frames instead of ten
-    of 10M. C (z and h inputs) is trained by real-env CMA-ES as in the paper's CarRacing
-    experiment, from zeros: 30 generations of 16 candidates x 1 episode of 300 steps, since the
-    paper's 64 x 16 x 1000 real steps per generation take hours per generation here. The dream
-    settings (M's reward and done heads, 100 generations, tau 1.15) serve `--train-in dream` and
-    `dream-then-real`; a dream-trained start did not drive in the real game in two runs."""
+    """About 45 minutes on a 2-core CPU; C is trained only inside the dream (issue 12). Every
+    action is held 4 game frames, so V, M and C run at 250 steps per 1000-frame episode. V and M
+    see 100 episodes, half random-policy, half a noisy hand-coded road follower with throttle
+    segments (`mixed-throttle`); V 1 epoch with Adam 1e-3; M 3000 steps of 32 x 300 with reward
+    and done heads (600 steps do not learn what steering does). C: 60 dream generations of
+    32 candidates x 8 dreams at tau 1.15 with a per-episode dropout mask (p 0.1), then 3 more
+    rounds of the iterative loop (PAPER.md §1.8): 20 real episodes of the last C, M fine-tuned
+    200 steps on all data, 30 dream generations; the final C is the round with the best 8
+    training-seed checks."""
     return ExperimentConfig(
         profile="laptop",
+        train_in="iterative",
+        action_repeat=4,
+        collect=CollectConfig(episodes=100, max_steps=250, policy="mixed-throttle"),
+        vae=VAEConfig(epochs=1.0, learning_rate=1e-3, checkpoint_every=250),
+        mdnrnn=MDNRNNConfig(
+            reward_head=True,
+            done_head=True,
+            batch_size=32,
+            seq_len=300,
+            steps=3000,
+            checkpoint_every=100,
+        ),
+        es=ESConfig(
+            popsize=32,
+            rollouts=8,
+            max_steps=250,
+            generations=30,
+            dream_generations=60,
+            eval_every=20,
+            eval_episodes=128,
+            chunk=5,
+        ),
+        dream=DreamConfig(temperature=1.15, dropout=0.1),
+        iterate=IterateConfig(rounds=4, episodes=20, check_episodes=8, mdnrnn_steps=200,
+                              dream_generations=30),
+        eval=EvalConfig(max_steps=250),
+    )
+
+
+def _laptop_real() -> ExperimentConfig:
+    """The `laptop` profile until session 22, 2026-12-06 (about 23 minutes on a 2-core CPU): 100
+    random-policy episodes of 1000 frames, one action per frame; V 1 epoch (Adam 1e-3); M 600
+    steps of 32 x 300. C (z and h inputs) is trained by real-env CMA-ES as in the paper's
+    CarRacing experiment, from zeros: 30 generations of 16 candidates x 1 episode of 300 steps.
+    The dream settings (100 generations, tau 1.15) serve `--train-in dream`."""
+    return ExperimentConfig(
+        profile="laptop-real",
         train_in="real",
         collect=CollectConfig(episodes=100),
         vae=VAEConfig(epochs=1.0, learning_rate=1e-3, checkpoint_every=250),
@@ -402,6 +441,7 @@ def _smoke() -> ExperimentConfig:
 PROFILES: dict[str, Callable[[], ExperimentConfig]] = {
     "smoke": _smoke,
     "laptop": _laptop,
+    "laptop-real": _laptop_real,
     "paper": _paper,
 }
 """Profile name -> its preset; each factory's docstring describes the profile in `--help`."""
