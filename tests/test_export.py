@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -30,7 +31,7 @@ from dreamjax.agent_io import (
     save_agent,
     upgrade_config,
 )
-from dreamjax.config import PROFILES, to_dict
+from dreamjax.config import PROFILES, TrainIn, to_dict
 from dreamjax.envs.pool import EpisodeSpec
 from dreamjax.errors import ArtifactError
 from dreamjax.models.controller import init_controller
@@ -222,6 +223,10 @@ def test_a_laptop_config_of_today_keeps_the_laptop_profile():
 def test_todays_run_config_round_trips(profile):
     cfg = PROFILES[profile]()
     assert upgrade_config(json.loads(json.dumps(to_dict(cfg))), "run.json") == (cfg, [])
+
+
+def test_the_model_card_names_where_c_trained_for_every_train_in():
+    assert set(export.TRAINED_IN) == set(typing.get_args(TrainIn))
 
 
 def test_export_refuses_an_occupied_out_folder_before_any_work(tmp_path):

@@ -113,7 +113,9 @@ def test_export_then_play_gives_the_cards_returns_and_the_runs(run_dir, exported
     assert card["seeds"] == [1_000_000, 1_000_001] and card["episodes"] == 2
     assert card["mean"] == pytest.approx(np.mean(card["returns"]))
     assert card["command"] == f"python -m dreamjax.play {exported} --episodes 2"
-    assert (exported / "README.md").read_text().startswith("# dreamjax agent: CarRacing-v3")
+    readme = (exported / "README.md").read_text()
+    assert readme.startswith("# dreamjax agent: CarRacing-v3")
+    assert "C was trained by CMA-ES inside the dream (M as the env) (profile `smoke`)" in readme
     assert load_agent(exported).weights["vae"] == {"encoder": "float32", "decoder": "float16"}
     capsys.readouterr()
     out = tmp_path / "a.json"

@@ -125,7 +125,9 @@ def make_card(agent: Agent, folder: Path, game: str, result: dict, *, export_com
 
 
 TRAINED_IN = {"real": "in the real env", "dream": "inside the dream (M as the env)",
-              "dream-then-real": "in the dream, then in the real env"}
+              "dream-then-real": "in the dream, then in the real env",
+              "iterative": "only inside the dream, in rounds of M retrained on its real episodes "
+                           "(PAPER.md §1.8)"}
 
 
 def model_card(card: dict, folder: Path, agent: Agent) -> str:
@@ -159,7 +161,10 @@ def model_card(card: dict, folder: Path, agent: Agent) -> str:
         "",
         f"**{card['mean']:.1f} ± {card['std']:.1f}** (mean ± std of the return) over "
         f"{card['episodes']} episodes of {card['env']}, env seeds {seeds[0]}..{seeds[-1]}, at "
-        f"most {card['max_steps']} steps each" + (f"; the paper: {paper}." if paper else "."),
+        f"most {card['max_steps']} steps each"
+        + (f" ({card['max_steps'] * card['action_repeat']} game frames, each action held "
+           f"{card['action_repeat']})" if card.get("action_repeat", 1) > 1 else "")
+        + (f"; the paper: {paper}." if paper else "."),
         "",
         f"Measured by `dreamjax.play` on the weights in this folder ({card['measured']['date']}, "
         f"{card['measured']['wall_s']:.0f} s)." + (
