@@ -329,7 +329,7 @@ def _paper() -> ExperimentConfig:
 
 
 def _laptop() -> ExperimentConfig:
-    """About 45 minutes on a 2-core CPU; C is trained only inside the dream (issue 12). Every
+    """About 35 minutes on a 2-core CPU; C is trained only inside the dream (issue 12). Every
     action is held 4 game frames, so V, M and C run at 250 steps per 1000-frame episode. V and M
     see 100 episodes, half random-policy, half a noisy hand-coded road follower with throttle
     segments (`mixed-throttle`); V 1 epoch with Adam 1e-3; M 3000 steps of 32 x 300 with reward
