@@ -329,12 +329,12 @@ def _paper() -> ExperimentConfig:
 
 
 def _laptop() -> ExperimentConfig:
-    """About 35 minutes on a 2-core CPU; C is trained only inside the dream (issue 12). Every
+    """About 40 minutes on a 2-core CPU; C is trained only inside the dream (issue 12). Every
     action is held 4 game frames, so V, M and C run at 250 steps per 1000-frame episode. V and M
     see 100 episodes, half random-policy, half a noisy hand-coded road follower with throttle
     segments (`mixed-throttle`); V 1 epoch with Adam 1e-3; M 3000 steps of 32 x 300 with reward
     and done heads (600 steps do not learn what steering does). C: 60 dream generations of
-    32 candidates x 8 dreams at tau 1.15 with a per-episode dropout mask (p 0.1), then 5 more
+    32 candidates x 8 dreams at tau 1.15 with a per-episode dropout mask (p 0.1), then 7 more
     rounds of the iterative loop (PAPER.md §1.8): 20 real episodes of the last C, M fine-tuned
     200 steps on all data, 30 dream generations; the final C is the round with the best 8
     training-seed checks."""
@@ -363,7 +363,7 @@ def _laptop() -> ExperimentConfig:
             chunk=5,
         ),
         dream=DreamConfig(temperature=1.15, dropout=0.1),
-        iterate=IterateConfig(rounds=6, episodes=20, check_episodes=8, mdnrnn_steps=200,
+        iterate=IterateConfig(rounds=8, episodes=20, check_episodes=8, mdnrnn_steps=200,
                               dream_generations=30),
         eval=EvalConfig(max_steps=250),
     )
