@@ -338,34 +338,20 @@ def _laptop() -> ExperimentConfig:
     rounds of the iterative loop (PAPER.md §1.8): 20 real episodes of the last C, M fine-tuned
     200 steps on all data, 30 dream generations; the final C is the round with the best 8
     training-seed checks."""
-    return ExperimentConfig(
+    base = _laptop_real()
+    return dataclasses.replace(
+        base,
         profile="laptop",
         train_in="iterative",
         action_repeat=4,
-        collect=CollectConfig(episodes=100, max_steps=250, policy="mixed-throttle"),
-        vae=VAEConfig(epochs=1.0, learning_rate=1e-3, checkpoint_every=250),
-        mdnrnn=MDNRNNConfig(
-            reward_head=True,
-            done_head=True,
-            batch_size=32,
-            seq_len=300,
-            steps=3000,
-            checkpoint_every=100,
-        ),
-        es=ESConfig(
-            popsize=32,
-            rollouts=8,
-            max_steps=250,
-            generations=30,
-            dream_generations=60,
-            eval_every=20,
-            eval_episodes=128,
-            chunk=5,
-        ),
-        dream=DreamConfig(temperature=1.15, dropout=0.1),
+        collect=dataclasses.replace(base.collect, max_steps=250, policy="mixed-throttle"),
+        mdnrnn=dataclasses.replace(base.mdnrnn, steps=3000),
+        es=dataclasses.replace(base.es, popsize=32, rollouts=8, max_steps=250,
+                               dream_generations=60, eval_every=20, eval_episodes=128, chunk=5),
+        dream=dataclasses.replace(base.dream, dropout=0.1),
         iterate=IterateConfig(rounds=8, episodes=20, check_episodes=8, mdnrnn_steps=200,
                               dream_generations=30),
-        eval=EvalConfig(max_steps=250),
+        eval=dataclasses.replace(base.eval, max_steps=250),
     )
 
 
