@@ -164,11 +164,12 @@ def upgrade_config(raw: dict, where: str) -> tuple[ExperimentConfig, list[str]]:
     for src, dst in _MOVED_KEYS.items():
         if _move(d, src, dst):
             notes.append(f"{'.'.join(src)} -> {'.'.join(dst)}")
-    if d.get("profile", "laptop") == "laptop" and "action_repeat" not in d:
-        d["profile"] = "laptop-real"
+    profile = str(d.get("profile", "laptop"))
+    if profile == "laptop" and "action_repeat" not in d:
+        profile = d["profile"] = "laptop-real"
         notes.append("profile laptop -> laptop-real (the laptop profile of its time)")
     try:
-        base = profile_config(str(d.get("profile", "laptop")))
+        base = profile_config(profile)
         ignored: list[str] = []
         cfg = _merge(base, d, "", ignored)
     except (ConfigError, TypeError, ValueError) as e:

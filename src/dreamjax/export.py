@@ -163,7 +163,7 @@ def model_card(card: dict, folder: Path, agent: Agent) -> str:
         f"{card['episodes']} episodes of {card['env']}, env seeds {seeds[0]}..{seeds[-1]}, at "
         f"most {card['max_steps']} steps each"
         + (f" ({card['max_steps'] * card['action_repeat']} game frames, each action held "
-           f"{card['action_repeat']})" if card.get("action_repeat", 1) > 1 else "")
+           f"{card['action_repeat']})" if card["action_repeat"] > 1 else "")
         + (f"; the paper: {paper}." if paper else "."),
         "",
         f"Measured by `dreamjax.play` on the weights in this folder ({card['measured']['date']}, "
