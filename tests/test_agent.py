@@ -12,6 +12,7 @@ import pytest
 
 from dreamjax.agent import (
     ACTION_NOISE_TAG,
+    ACTION_OFFSET_TAG,
     AgentCarry,
     WorldModelPolicy,
     agent_step,
@@ -192,6 +193,42 @@ def test_collection_policy_one_controller_any_tag_with_action_noise():
             np.testing.assert_allclose(a, np.clip(a0 + 0.5 * eps, -1, 1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pol.h[1], carry.lstm.h, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(play(0.5)[0], noisy)
+
+
+def test_action_offset_is_one_draw_per_episode_added_before_the_clip():
+    """`action_offset` (half-widths x): each episode adds one constant offset U(-x, x), drawn
+    from fold_in(its step-0 key, ACTION_OFFSET_TAG), to C's actions with the noise and before
+    the clip; a zero half-width leaves that dimension alone; M consumes the offset action."""
+    wm = _tiny_world()
+    params = init_controller(jax.random.key(4), wm.spec.controller, wm.spec.obs_dim)
+    one = jax.tree.map(lambda x: x[None], params)
+    frames = np.random.default_rng(1).integers(0, 256, size=(4, 2, 64, 64, 3), dtype=np.uint8)
+    width = (0.0, 0.8, 0.3)
+
+    def play(offset):
+        pol = WorldModelPolicy(wm, one, seed=5, action_offset=offset)
+        pol.reset(0, EpisodeSpec(seed=21, tag=7))
+        pol.reset(1, EpisodeSpec(seed=22, tag=9))
+        return np.stack([pol.act(f, np.array([True, True])) for f in frames]), pol
+
+    shifted, pol = play(width)
+    carry = initial_carry(wm)
+    okey = jax.random.fold_in(_slot_key(22, 9, 0), ACTION_OFFSET_TAG)
+    offset = np.asarray(width) * np.asarray(jax.random.uniform(okey, (3,), minval=-1.0,
+                                                               maxval=1.0))
+    assert offset[0] == 0 and np.all(np.abs(offset) <= width) and abs(offset[1]) > 0
+    for t in range(4):
+        a0, _, _ = agent_step(_slot_key(22, 9, t), wm, params, carry, jnp.asarray(frames[t, 1]))
+        a, carry, _ = agent_step(_slot_key(22, 9, t), wm, params, carry,
+                                 jnp.asarray(frames[t, 1]), action_offset=jnp.asarray(offset))
+        np.testing.assert_allclose(a, np.clip(a0 + offset, -1, 1), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(shifted[t, 1], a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pol.h[1], carry.lstm.h, rtol=1e-5, atol=1e-6)
+    clean, _ = play(())
+    d0, d1 = shifted[0, 0] - clean[0, 0], shifted[0, 1] - clean[0, 1]
+    assert not np.allclose(d0, d1)  # another episode, another offset
+    with pytest.raises(ValueError, match="action_offset"):
+        WorldModelPolicy(wm, one, action_offset=(0.1, 0.1))
 
 
 def test_agent_step_jit_equals_eager_and_vmap_equals_loop():

@@ -243,7 +243,8 @@ def _smoke_iterative(run_dir):
         mdnrnn=dataclasses.replace(cfg.mdnrnn, ensemble=2),
         es=dataclasses.replace(cfg.es, dream_generations=2, max_steps=20),
         iterate=dataclasses.replace(cfg.iterate, rounds=2, episodes=2, check_episodes=1,
-                                    mdnrnn_steps=2, dream_generations=2))
+                                    mdnrnn_steps=2, dream_generations=2, select_episodes=2,
+                                    action_offset=(0.2, 0.5, 0.0)))
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +277,22 @@ def test_iterative_rounds_write_their_data_and_gap(iterative_run):
         assert row["gap"] == pytest.approx(row["dream_return"] - row["real_return"])
         assert row["fidelity"]["episodes"] == 1
         assert np.isfinite(row["fidelity"]["predicted_return"])
-    best = max(rows, key=lambda r: r["real_return"])
+    # the selection episodes: the same training-seed tracks every round, not M's data
+    sel = [[load_episode(f) for f in list_episodes(rd / "select")] for rd in (r0, r1)]
+    assert [len(x) for x in sel] == [2, 2]
+    assert [int(e["seed"]) for e in sel[0]] == [int(e["seed"]) for e in sel[1]]
+    eval_seeds = range(cfg.eval.seed_start, cfg.eval.seed_start + cfg.eval.episodes)
+    assert not {int(e["seed"]) for e in sel[0]} & set(eval_seeds)
+    for row, eps in zip(rows, sel, strict=True):
+        got = [float(e["rewards"].sum()) for e in eps]
+        check = [float(e["rewards"].sum())
+                 for e in map(load_episode, list_episodes(iterate.round_dir(run, row["round"])
+                                                          / "check"))]
+        assert row["select_episodes"] == 2
+        assert row["select_return"] == pytest.approx(np.mean(got))
+        assert row["selection_return"] == pytest.approx(np.mean(check + got))
+        assert iterate.selection_return(row) == row["selection_return"]
+    best = max(rows, key=lambda r: r["selection_return"])
     assert summary["selected_round"] == best["round"]
     assert (iterate.iterative_dir(run) / "best.npz").read_bytes() == (
         iterate.round_dir(run, best["round"]) / "dream" / "best.npz").read_bytes()
@@ -287,8 +303,9 @@ def test_iterative_rounds_write_their_data_and_gap(iterative_run):
 
 
 def test_iterative_resumes_inside_a_round(iterative_run, tmp_path):
-    """Round 1 cut after its collection and M (its dream ES, check and row deleted) is finished
-    by a rerun with nothing before it redone; the rerun's row equals the uninterrupted one."""
+    """Round 1 cut after its collection and M (its dream ES, check, selection episodes and row
+    deleted) is finished by a rerun with nothing before it redone; the rerun's row equals the
+    uninterrupted one."""
     src = RunFolder(iterative_run.run_dir)
     dst = tmp_path / "run"
     shutil.copytree(src.root, dst)
@@ -297,7 +314,7 @@ def test_iterative_resumes_inside_a_round(iterative_run, tmp_path):
     want = json.loads((r1 / "round.json").read_text())
     kept = {p: p.stat().st_mtime_ns for p in list_episodes(r1 / "episodes")}
     kept[r1 / "mdnrnn" / "DONE.json"] = (r1 / "mdnrnn" / "DONE.json").stat().st_mtime_ns
-    for name in ("dream", "check", "check_series"):
+    for name in ("dream", "check", "check_series", "select"):
         shutil.rmtree(r1 / name)
     (r1 / "round.json").unlink()
     cfg = dataclasses.replace(iterative_run, run_dir=str(dst))
@@ -312,20 +329,28 @@ def test_iterative_resumes_inside_a_round(iterative_run, tmp_path):
 
 @pytest.mark.parametrize("start, want", [("previous", 2), ("best", 1)])
 def test_a_round_starts_from_the_previous_or_the_best_checked_round(start, want):
-    """`iterate.start`: the last row, or the row with the best check return (the earliest of
-    equals), whichever rounds came after it."""
+    """`iterate.start`: the last row, or the row with the best `selection_return` (the check
+    return where a round has no selection episodes; the earliest of equals), whichever rounds
+    came after it."""
     smoke = profile_config("smoke")
     cfg = dataclasses.replace(smoke, iterate=dataclasses.replace(smoke.iterate, start=start))
     rows = [{"round": 0, "real_return": 239.3}, {"round": 1, "real_return": 602.8},
             {"round": 2, "real_return": 268.7}]
     assert iterate.start_row(cfg, rows)["round"] == want
+    selected = [{"round": 0, "real_return": 300.0, "selection_return": 250.0},
+                {"round": 1, "real_return": 280.0, "selection_return": 320.0},
+                {"round": 2, "real_return": 200.0}]
+    assert iterate.start_row(cfg, selected)["round"] == (2 if start == "previous" else 1)
     tied = [{"round": 0, "real_return": 5.0}, {"round": 1, "real_return": 5.0}]
     assert iterate.start_row(cfg, tied)["round"] == (1 if start == "previous" else 0)
 
 
-@pytest.mark.parametrize("field, value", [("start", "best"), ("temperatures", (1.0, 2.0))])
+@pytest.mark.parametrize("field, value", [("start", "best"), ("temperatures", (1.0, 2.0)),
+                                          ("action_offset", (0.0, 0.5, 0.0)),
+                                          ("select_episodes", 24)])
 def test_iterate_fields_at_their_defaults_keep_old_fingerprints(field, value):
-    """A run folder made before `iterate.start` and `iterate.temperatures` existed keeps its
+    """A run folder made before `iterate.start`, `iterate.temperatures`,
+    `iterate.action_offset` and `iterate.select_episodes` existed keeps its
     controller fingerprint at their defaults; another value changes it."""
     cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
     assert field not in stage_config(cfg, "controller")["iterate"]
@@ -375,6 +400,21 @@ def test_iterate_temperatures_must_be_positive():
                                                                temperatures=(1.0, 0.0)))
     with pytest.raises(ConfigError, match="--iterate.temperatures must all be > 0"):
         validate(bad)
+
+
+def test_iterate_action_offset_is_checked():
+    """Negative half-widths fail `validate`; a count that is not the game's action size fails
+    `check_game` (the CLIs' check before any work), naming the flag."""
+    cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
+    bad = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate,
+                                                               action_offset=(0.1, -0.2, 0.0)))
+    with pytest.raises(ConfigError, match="--iterate.action-offset must all be >= 0"):
+        validate(bad)
+    short = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate,
+                                                                 action_offset=(0.1, 0.2)))
+    with pytest.raises(ConfigError, match="--iterate.action-offset: CarRacing-v3 has 3"):
+        iterate.check_game(short, CARRACING)
+    iterate.check_game(dataclasses.replace(short, train_in="dream"), CARRACING)
 
 
 def test_action_repeat_at_its_default_keeps_old_fingerprints():

@@ -41,6 +41,8 @@ depends on how many rows a matmul holds (measured: 1, 2-48 and 64+ rows differ),
 make a slot's actions independent of the pool's size (`--workers`, `--envs-per-worker`)."""
 ACTION_NOISE_TAG = 0xAC7
 """fold_in tag deriving the action-noise key from a step's key (the key itself draws V's z)."""
+ACTION_OFFSET_TAG = 0x0FF
+"""fold_in tag deriving an episode's action-offset key from its step-0 key."""
 
 
 @struct.dataclass
@@ -195,6 +197,7 @@ def agent_step(
     z_or_frame: jax.Array,
     *,
     action_noise: float = 0.0,
+    action_offset: jax.Array | None = None,
 ) -> tuple[jax.Array, AgentCarry, MDNOutput]:
     """One step of the agent (module docstring), for one agent or a batch with leading dims (...).
 
@@ -206,6 +209,7 @@ def agent_step(
     z_or_frame: z (..., Z) float, or a frame (..., 64, 64, 3) uint8 that V encodes.
     action_noise: std of Gaussian noise added to C's output before clipping to [-1, 1] (static;
         0 adds nothing). M consumes the action that is returned, noise included.
+    action_offset: (..., A) added to C's output with the noise, before the clip (None: nothing).
 
     Returns (action (..., A), carry', out): out is M's `MDNOutput` for (z_t, a_t), from which
     the dream samples z_{t+1}.
@@ -222,24 +226,30 @@ def agent_step(
                          f"batch {carry.restart.shape}, got {z.shape}")
     spec = world_model.spec
     a = act(spec, ctrl_params, make_obs(spec.obs_mode, z, lstm.c, lstm.h))
+    if action_offset is not None:
+        a = a + action_offset
     if action_noise > 0:
         noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, ACTION_NOISE_TAG))(key.reshape(-1))
         eps = _normal(noise_keys.reshape(key.shape), (a.shape[-1],))
-        a = jnp.clip(a + action_noise * eps, -1.0, 1.0)
+        a = a + action_noise * eps
+    if action_offset is not None or action_noise > 0:
+        a = jnp.clip(a, -1.0, 1.0)
     new, out = m_step(world_model.mdn, world_model.mdn_params, lstm, z, a, carry.restart)
     return a, AgentCarry(lstm=new, restart=jnp.zeros_like(carry.restart)), out
 
 
-@partial(jax.jit, static_argnames=("action_noise",))
+@partial(jax.jit, static_argnames=("action_noise", "action_offset"))
 def _policy_tick(
     base_key, world_model, ctrl_params_batch, c, h, fresh, cand, seeds, tags, steps, frames,
-    active, *, action_noise,
+    active, *, action_noise, action_offset,
 ):
     """`agent_step` for all S slots, in blocks of SLOT_BLOCK (padded); inactive slots keep
     their state.
 
     c, h (S, H); fresh, active (S,) bool; cand, seeds, tags, steps (S,); frames (S, 64, 64, 3)
     uint8. Slot s's key is fold_in(base_key, seed, tag, step): an episode replays exactly.
+    action_offset: half-widths (A,) of the episode's constant offset U(-x, x) on C's actions,
+    drawn from fold_in(its step-0 key, ACTION_OFFSET_TAG); () for none.
     """
 
     S = frames.shape[0]
@@ -255,6 +265,13 @@ def _policy_tick(
     def block_tick(xs):
         c, h, fresh, cand, seeds, tags, steps, frames, on = xs
         keys = jax.vmap(slot_key)(seeds, tags, steps)
+        offset = None
+        if action_offset:
+            width = jnp.asarray(action_offset, jnp.float32)
+            okeys = jax.vmap(lambda s, t: jax.random.fold_in(slot_key(s, t, 0),
+                                                             ACTION_OFFSET_TAG))(seeds, tags)
+            offset = width * jax.vmap(lambda k: jax.random.uniform(
+                k, width.shape, minval=-1.0, maxval=1.0))(okeys)
         slot_params = jax.tree.map(lambda p: p[cand], ctrl_params_batch)
         # a fresh slot starts from the zero state; as a multiply, not a select, which is also
         # what keeps the rounding of every run before this module's (the pipeline's numbers)
@@ -264,7 +281,7 @@ def _policy_tick(
                    else jnp.zeros(fresh.shape, jnp.float32))
         carry = AgentCarry(lstm=lstm, restart=restart)
         a, new, _ = agent_step(keys, world_model, slot_params, carry, frames,
-                               action_noise=action_noise)
+                               action_noise=action_noise, action_offset=offset)
         on = on[:, None]
         return a, jnp.where(on, new.lstm.c, lstm.c), jnp.where(on, new.lstm.h, lstm.h)
 
@@ -280,12 +297,13 @@ class WorldModelPolicy:
     plays candidate `spec.tag` of the episode it was reset to (real-env CMA-ES); with P = 1 every
     episode plays the one controller whatever its tag (evaluation, collection). V's noise (and
     the action noise, std `action_noise`) is keyed by (seed, tag, step) of the episode, so a
-    re-run episode is identical in any slot.
+    re-run episode is identical in any slot. With `action_offset` (half-widths (A,)) every
+    episode also adds a constant offset U(-x, x), drawn from the same key, to C's actions.
     """
 
     def __init__(
         self, world_model: WorldModel, ctrl_params_batch: Any, *, seed: int = 0,
-        action_noise: float = 0.0,
+        action_noise: float = 0.0, action_offset: tuple[float, ...] = (),
     ):
         leaves = jax.tree.leaves(ctrl_params_batch)
         if not leaves or any(x.ndim < 1 for x in leaves):
@@ -294,10 +312,15 @@ class WorldModelPolicy:
             raise ValueError("WorldModelPolicy: the WorldModel needs V to encode frames")
         if not action_noise >= 0:
             raise ValueError(f"WorldModelPolicy: action_noise must be >= 0, got {action_noise}")
+        if action_offset and (len(action_offset) != world_model.action_dim
+                              or not all(x >= 0 for x in action_offset)):
+            raise ValueError(f"WorldModelPolicy: action_offset needs {world_model.action_dim}"
+                             f" half-widths >= 0, got {action_offset}")
         self.num_candidates = int(leaves[0].shape[0])
         self.world_model = world_model
         self.ctrl_params_batch = ctrl_params_batch
         self.action_noise = float(action_noise)
+        self.action_offset = tuple(float(x) for x in action_offset)
         self.base_key = jax.random.key(seed)
         H = world_model.hidden
         self.cand = np.zeros(0, np.int32)
@@ -354,6 +377,7 @@ class WorldModelPolicy:
         a, c, h = _policy_tick(
             self.base_key, self.world_model, self.ctrl_params_batch, self.c[:S], self.h[:S],
             *host, frames.copy(), active.copy(), action_noise=self.action_noise,
+            action_offset=self.action_offset,
         )
         n = self.c.shape[0]
         self.c = c if n == S else self.c.at[:S].set(c)

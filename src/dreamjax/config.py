@@ -221,8 +221,18 @@ class IterateConfig:
     check_episodes: int = 8
     """Of those, noise-free episodes on training seeds: each round's real return (the
     dream-vs-real gap) and the selection of the final C; never the evaluation seeds."""
+    select_episodes: int = 0
+    """More noise-free episodes of each round's C, on the same training-seed tracks for every
+    round (a paired comparison; never the evaluation seeds), used only to pick the final C (by
+    the mean over them and the check episodes), never as data: a pick among rounds on 8
+    checks of a spread of ~100 is noisy."""
     action_noise: float = 0.1
     """Std of the Gaussian noise on C's actions in the other recorded episodes."""
+    action_offset: tuple[float, ...] = ()
+    """Per action dimension, the half-width x of a constant offset U(-x, x) drawn per episode
+    and added to C's actions in those noisy episodes (CarRacing: steer, gas, brake in raw
+    [-1, 1] units), so that M sees C's driving pushed persistently (e.g. faster), which
+    per-step noise averages away; () for none."""
     mdnrnn_steps: int = 300
     """Optimizer steps fine-tuning M (from the previous round's) on all series per round."""
     dream_generations: int = 50

@@ -116,13 +116,15 @@ def _same(shared: Any, light: Any) -> BatchPolicy:
 
 
 def _world_model_policy(world_model: Any, light: tuple) -> BatchPolicy:
-    """A `WorldModelPolicy` equal to the driver's: its controllers, key and action noise."""
+    """A `WorldModelPolicy` equal to the driver's: its controllers, key, action noise and
+    offset."""
     import jax  # only actors that run a world-model policy import JAX
 
     from dreamjax.agent import WorldModelPolicy
 
-    ctrl_params_batch, key_data, action_noise = light
-    policy = WorldModelPolicy(world_model, ctrl_params_batch, action_noise=action_noise)
+    ctrl_params_batch, key_data, action_noise, action_offset = light
+    policy = WorldModelPolicy(world_model, ctrl_params_batch, action_noise=action_noise,
+                              action_offset=action_offset)
     policy.base_key = jax.random.wrap_key_data(key_data)
     return policy
 
@@ -130,15 +132,16 @@ def _world_model_policy(world_model: Any, light: tuple) -> BatchPolicy:
 def remote_policy(policy: BatchPolicy) -> tuple[Callable[[Any, Any], BatchPolicy], Any, Any]:
     """(build, shared, light) with build(shared, light) equal to `policy` in another process:
     for a `WorldModelPolicy` shared is its world model (NumPy leaves; the same object for every
-    policy of one factory) and light its controllers, key data and action noise; for any other
-    policy shared is None and light the policy itself."""
+    policy of one factory) and light its controllers, key data, action noise and offset; for
+    any other policy shared is None and light the policy itself."""
     agent = sys.modules.get("dreamjax.agent")
     if agent is None or not isinstance(policy, agent.WorldModelPolicy):
         return _same, None, policy
     import jax  # the driver of a world-model policy has imported JAX already
 
     light = (jax.tree.map(np.asarray, policy.ctrl_params_batch),
-             np.asarray(jax.random.key_data(policy.base_key)), policy.action_noise)
+             np.asarray(jax.random.key_data(policy.base_key)), policy.action_noise,
+             policy.action_offset)
     return _world_model_policy, policy.world_model, light
 
 

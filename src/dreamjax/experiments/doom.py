@@ -35,7 +35,9 @@ def run(cfg: ExperimentConfig) -> int:
     preflight(cfg)
     from dreamjax.pipeline.carracing import describe
     from dreamjax.pipeline.doom import DOOM, doom_runners, doom_verifiers
+    from dreamjax.pipeline.iterate import check_game
 
+    check_game(cfg, DOOM)
     print(describe(cfg, DOOM), flush=True)
     folder = run_stages(cfg, doom_runners(), verifiers=doom_verifiers())
     print(f"[dreamjax] report: {folder.root / 'report.md'}")

@@ -3,7 +3,8 @@ as rounds of real data from C, M fine-tuned, C retrained inside M.
 
 Round r, in `controller/iterative/round_<r>/`:
 
-1. r > 0: `episodes/` real episodes of C_{r-1} with N(0, action_noise) on its actions, encoded
+1. r > 0: `episodes/` real episodes of C_{r-1} with N(0, action_noise) on its actions (and with
+   `action_offset` a constant offset per episode), encoded
    by V into `series/`; `mdnrnn/`: M_{r-1} fine-tuned for `iterate.mdnrnn_steps` on every
    series so far (the random data, every earlier round's check and noisy episodes).
    Round 0 uses the run's own M (the mdnrnn stage).
@@ -19,12 +20,15 @@ Round r, in `controller/iterative/round_<r>/`:
    the evaluation seeds), encoded into `check_series/`: C_r's real return, and held-out data
    for M_r's fidelity (`dreamjax.dream.fidelity`: its reward prediction and open-loop drift on
    C_r's own states, where an exploit lives). They are also the next round's data.
-4. `round.json` (written last): the dream-vs-real row of the round.
+4. With `iterate.select_episodes`: `select/`, more noise-free real episodes of C_r on training
+   seeds, the same tracks every round, for the final pick only (not data).
+5. `round.json` (written last): the dream-vs-real row of the round.
 
 Every step resumes on its own (collection, encoding, M's and the ES's checkpoints) and a round
-with `round.json` is done. The final C is the round with the best check return (training seeds
-only); `controller/iterative/best.npz` is a copy of it and `DONE.json` names its M, which the
-evaluation then runs (`dreamjax.pipeline.artifacts.final_world_model`).
+with `round.json` is done. The final C is the round with the best mean real return over its
+check and selection episodes (training seeds only); `controller/iterative/best.npz` is a copy of
+it and `DONE.json` names its M, which the evaluation then runs
+(`dreamjax.pipeline.artifacts.final_world_model`).
 """
 
 from __future__ import annotations
@@ -42,12 +46,13 @@ from dreamjax import io
 from dreamjax.agent import WorldModel, WorldModelPolicy, encode_frames
 from dreamjax.config import ExperimentConfig, with_temperature
 from dreamjax.data.collect import collect
-from dreamjax.data.episodes import list_episodes, load_series
+from dreamjax.data.episodes import list_episodes, load_episode, load_series
 from dreamjax.data.series import encode_series
 from dreamjax.dream.calibration import schedule_lengths_jit
 from dreamjax.dream.ensemble import member
 from dreamjax.dream.env import DreamEnv
 from dreamjax.dream.fidelity import episode_fidelity, summarize
+from dreamjax.errors import ConfigError
 from dreamjax.es import train_controller_dream
 from dreamjax.es.dream import make_mean_eval_fn
 from dreamjax.es.sharding import population_mesh
@@ -91,12 +96,14 @@ def _encode(run: RunFolder, cfg: ExperimentConfig, vae: tuple, episodes: Path, s
 
 
 def _record(cfg: ExperimentConfig, game: Any, wm: WorldModel, ctrl_params: Any, folder: Path,
-            episodes: int, master: int, noise: float) -> None:
-    """`episodes` real episodes of C (`ctrl_params`) with action noise `noise` into `folder`."""
+            episodes: int, master: int, noise: float, offset: tuple[float, ...] = ()) -> None:
+    """`episodes` real episodes of C (`ctrl_params`) with action noise `noise` and per-episode
+    offsets of half-widths `offset` (`WorldModelPolicy`) into `folder`."""
     ccfg = dataclasses.replace(cfg.collect, episodes=episodes, policy=CONTROLLER_POLICY)
 
     def factory(seed: int, num_slots: int) -> WorldModelPolicy:
-        return WorldModelPolicy(wm, _one(ctrl_params), seed=seed, action_noise=noise)
+        return WorldModelPolicy(wm, _one(ctrl_params), seed=seed, action_noise=noise,
+                                action_offset=offset)
 
     collect(master, folder, ccfg, env_fn=game.env_fn(cfg, ccfg.max_steps),
             workers=cfg.num_workers, policy_factory=factory, min_frames=game.min_frames,
@@ -182,12 +189,19 @@ def _check_lives(rd: Path) -> float:
                           for f in list_episodes(rd / "check_series")]))
 
 
+def selection_return(row: dict) -> float:
+    """What the final pick maximises: a round's mean real return over its check and selection
+    episodes (`iterate.select_episodes`), or over its checks alone when it has none."""
+    return row.get("selection_return", row["real_return"])
+
+
 def start_row(cfg: ExperimentConfig, rows: list[dict]) -> dict:
     """The earlier round whose C round len(rows) starts CMA-ES from: the last one, or with
-    `iterate.start = "best"` the one with the best check return (the earliest of equals)."""
+    `iterate.start = "best"` the one with the best `selection_return` (the earliest of
+    equals)."""
     if cfg.iterate.start == "previous":
         return rows[-1]
-    return max(rows, key=lambda row: row["real_return"])
+    return max(rows, key=selection_return)
 
 
 def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: list[dict],
@@ -212,7 +226,8 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
         init_params, _ = artifacts.load_controller_params(
             round_dir(run, started_from) / "dream" / "best.npz", prev_wm.spec)
         _record(cfg, game, prev_wm, prev_params, rd / "episodes",
-                it.episodes - it.check_episodes, _master(cfg, r, "noisy"), it.action_noise)
+                it.episodes - it.check_episodes, _master(cfg, r, "noisy"), it.action_noise,
+                it.action_offset)
         _encode(run, cfg, vae, rd / "episodes", rd / "series")
         mdn_dir = rd / "mdnrnn"
         if not (mdn_dir / "DONE.json").is_file():
@@ -236,6 +251,11 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
             _master(cfg, r, "check"), 0.0)
     _encode(run, cfg, vae, rd / "check", rd / "check_series")
     real = [float(load_series(f)["rewards"].sum()) for f in list_episodes(rd / "check_series")]
+    select = []
+    if it.select_episodes:
+        _record(cfg, game, wm, res.params, rd / "select", it.select_episodes,
+                zlib.crc32(f"{cfg.seed}/iterative/select".encode()), 0.0)
+        select = [float(load_episode(f)["rewards"].sum()) for f in list_episodes(rd / "select")]
     row = {
         "round": r,
         "mdnrnn": str(mdn_dir.relative_to(run.root)),
@@ -249,28 +269,45 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
         "check_episodes": len(real),
         "fidelity": _fidelity(wm, rd / "check_series"),
     }
+    if select:
+        row.update(select_return=float(np.mean(select)), select_std=float(np.std(select)),
+                   select_episodes=len(select), selection_return=float(np.mean(real + select)))
     row["gap"] = row["dream_return"] - row["real_return"]
     io.write_json(done, row)
     print(f"[dreamjax] iterative round {r}: dream {row['dream_return']:.1f}, real "
           f"{row['real_return']:.1f} ± {row['real_std']:.1f} on {len(real)} training-seed "
-          f"episodes", flush=True)
+          f"episodes" + (f"; {row['select_return']:.1f} ± {row['select_std']:.1f} on "
+                         f"{len(select)} selection episodes" if select else ""), flush=True)
     return row
+
+
+def check_game(cfg: ExperimentConfig, game: Any) -> None:
+    """One-line `ConfigError` for an `iterate` flag that does not fit the game (`GameSpec`);
+    the CLIs call it before any work."""
+    offset = cfg.iterate.action_offset
+    if cfg.train_in == ITERATIVE and offset and len(offset) != game.action_dim:
+        raise ConfigError(f"--iterate.action-offset: {game.name} has {game.action_dim} action "
+                          f"dimension(s), got {len(offset)} values {offset}")
 
 
 def run_iterative(cfg: ExperimentConfig, run: RunFolder, game: Any, key: jax.Array) -> dict:
     """All rounds, then the final C: the round with the best real check return."""
+    check_game(cfg, game)
     vae = artifacts.load_vae(run)
     rows: list[dict] = []
     for r in range(cfg.iterate.rounds):
         rows.append(run_round(cfg, run, game, r, list(rows), vae, jax.random.fold_in(key, r)))
-    best = max(rows, key=lambda row: row["real_return"])
+    best = max(rows, key=selection_return)
     src = round_dir(run, best["round"]) / "dream" / "best.npz"
     io.write_bytes(iterative_dir(run) / "best.npz", src.read_bytes())
+    by = "the check episodes" + (" and the selection episodes" if cfg.iterate.select_episodes
+                                 else "")
     summary = {"rounds": rows, "selected_round": best["round"], "mdnrnn": best["mdnrnn"],
                "tau": best.get("tau", cfg.dream.temperature),
-               "selected_by": "real return on the check episodes (training seeds)"}
+               "selected_by": f"real return on {by} (training seeds)"}
     io.write_json(iterative_dir(run) / "DONE.json", summary)
     return {"iterative": {"selected_round": best["round"], "rounds": [
         {"round": row["round"], "tau": row.get("tau", cfg.dream.temperature),
-         **{k: row[k] for k in ("dream_return", "real_return", "gap")}} for row in rows]}}
+         **{k: row[k] for k in ("dream_return", "real_return", "gap", "selection_return")
+            if k in row}} for row in rows]}}
 

@@ -123,18 +123,24 @@ def render_markdown(r: dict) -> str:
             f"**{score['mean']:.1f} ± {score['std']:.1f}** ({r['episodes']} episodes) |"
         )
     if r.get("dream_vs_real"):
+        select = any("select_return" in row for row in r["dream_vs_real"])
         lines += ["", "## Dream vs real, per iterative round", "",
                   "| round | episodes so far | τ | dream return | real return (training seeds) | "
-                  "M's predicted return of those | open-loop z drift at 10 / 100 steps |",
-                  "|---|---|---|---|---|---|---|"]
+                  + ("selection episodes (training seeds) | " if select else "")
+                  + "M's predicted return of those | open-loop z drift at 10 / 100 steps |",
+                  "|---|---|---|---|---|" + ("---|" if select else "") + "---|---|"]
         for row in r["dream_vs_real"]:
             fid = row.get("fidelity", {})
             drift = fid.get("open_loop_drift", {})
             d10, d100 = (drift.get(k) for k in ("10", "100"))
+            sel = ""
+            if select:
+                sel = (f"{row['select_return']:.1f} ± {row['select_std']:.1f} "
+                       f"({row['select_episodes']}) | " if "select_return" in row else "– | ")
             lines.append(
                 f"| {row['round']} | {row['episodes_so_far']} | {_num(row.get('tau'), 2)} | "
                 f"{row['dream_return']:.1f} | "
-                f"{row['real_return']:.1f} ± {row['real_std']:.1f} | "
+                f"{row['real_return']:.1f} ± {row['real_std']:.1f} | {sel}"
                 f"{_num(fid.get('predicted_return'))} | {_num(d10, 2)} / {_num(d100, 2)} |")
     cal = r.get("calibration")
     if cal:

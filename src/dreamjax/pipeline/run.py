@@ -79,7 +79,8 @@ file's path (empty: intact)."""
 _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0, "overshoot_held": False},
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"},
-                 "iterate": {"start": "previous", "temperatures": (), "calibrate_probes": False},
+                 "iterate": {"start": "previous", "temperatures": (), "calibrate_probes": False,
+                             "action_offset": (), "select_episodes": 0},
                  "es": {"compact_every": 0}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
@@ -170,7 +171,8 @@ def _literal_choices(tp: object) -> tuple | None:
 
 
 _MAY_BE_ZERO = {"workers", "devices", "generations", "dream_generations", "seed", "seed_start",
-                "epochs", "action_noise", "dropout", "overshoot", "compact_every"}
+                "epochs", "action_noise", "dropout", "overshoot", "compact_every",
+                "select_episodes"}
 
 
 def _check_field(flag: str, name: str, value: object, tp: object) -> None:
@@ -227,6 +229,8 @@ def validate(cfg: ExperimentConfig) -> None:
         if it.rounds > 1 and not 1 <= it.check_episodes <= it.episodes:
             raise ConfigError(f"--iterate.check-episodes must be in [1, --iterate.episodes = "
                               f"{it.episodes}], got {it.check_episodes}")
+        if any(not x >= 0 for x in it.action_offset):
+            raise ConfigError(f"--iterate.action-offset must all be >= 0, got {it.action_offset}")
         if any(not t > 0 for t in it.temperatures):
             raise ConfigError(f"--iterate.temperatures must all be > 0, got {it.temperatures}")
     if cfg.es.rollouts % cfg.mdnrnn.ensemble:

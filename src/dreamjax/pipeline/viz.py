@@ -109,7 +109,7 @@ def plot_gap(rounds: Sequence[dict], path: str | Path, title: str) -> Path:
     (± std over the check episodes) and M's teacher-forced predicted return of those episodes.
 
     rounds: records with `round`, `dream_return`, `real_return`, `real_std` and optionally
-    `fidelity.predicted_return`.
+    `fidelity.predicted_return` and `select_return` (the selection episodes' mean).
     """
     fig, ax = plt.subplots(figsize=(6, 3.5))
     r = [row["round"] for row in rounds]
@@ -120,6 +120,9 @@ def plot_gap(rounds: Sequence[dict], path: str | Path, title: str) -> Path:
     pred = [row.get("fidelity", {}).get("predicted_return") for row in rounds]
     if all(v is not None for v in pred):
         ax.plot(r, pred, "^--", label="M's predicted return of those real episodes")
+    if all("select_return" in row for row in rounds):
+        ax.plot(r, [row["select_return"] for row in rounds], "d:",
+                label="in the real game, selection episodes (training seeds)")
     ax.set_xlabel("round")
     ax.set_ylabel("return")
     ax.set_xticks(r)
