@@ -186,6 +186,8 @@ def test_config_change_invalidates_later_stages(run_dir):
         (["--es.strategy", "NoSuchES"], "--es.strategy: unknown strategy 'NoSuchES'"),
         (["--dream.temperature", "0"], "--dream.temperature must be > 0"),
         (["--stages", "collect", "encode"], "stage 'encode' needs stage 'vae' first"),
+        (["--train-in", "iterative", "--iterate.action-offset", "0.1", "0.5"],
+         "--iterate.action-offset: CarRacing-v3 has 3 action dimension(s), got 2"),
     ],
 )
 def test_bad_flags_fail_before_work(tmp_path, flags, message):

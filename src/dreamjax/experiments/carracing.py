@@ -29,10 +29,15 @@ def run(cfg: ExperimentConfig) -> int:
     workers.
     """
     preflight(cfg)
-    from dreamjax.pipeline.carracing import carracing_runners, carracing_verifiers, describe
+    from dreamjax.pipeline.carracing import (
+        CARRACING,
+        carracing_runners,
+        carracing_verifiers,
+        describe,
+    )
     from dreamjax.pipeline.iterate import check_game
 
-    check_game(cfg)
+    check_game(cfg, CARRACING)
     print(describe(cfg), flush=True)
     folder = run_stages(cfg, carracing_runners(), verifiers=carracing_verifiers())
     print(f"[dreamjax] report: {folder.root / 'report.md'}")
