@@ -219,6 +219,16 @@ def test_a_laptop_config_of_today_keeps_the_laptop_profile():
     assert cfg == PROFILES["laptop"]() and notes == []
 
 
+def test_a_laptop_config_before_selection_episodes_reads_without_them():
+    raw = to_dict(PROFILES["laptop"]())
+    raw["iterate"].pop("select_episodes")
+    cfg, notes = upgrade_config(raw, "run.json")
+    assert cfg.iterate.select_episodes == 0 and PROFILES["laptop"]().iterate.select_episodes > 0
+    assert cfg == dataclasses.replace(PROFILES["laptop"](), iterate=dataclasses.replace(
+        PROFILES["laptop"]().iterate, select_episodes=0))
+    assert notes == ["iterate.select_episodes 0 (the laptop profile of its time)"]
+
+
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_todays_run_config_round_trips(profile):
     cfg = PROFILES[profile]()

@@ -440,7 +440,8 @@ def test_main_passes_the_parsed_config(monkeypatch):
 
 def test_the_estimate_counts_every_iterative_round():
     """The banner's estimate of `--train-in iterative`: round 0 is the dream run, and every
-    later round adds its dream generations, its M fine-tuning and its real episodes."""
+    later round adds its dream generations, its M fine-tuning and its real episodes (its
+    selection episodes included)."""
     from dreamjax.pipeline.carracing import CARRACING, estimate_seconds
 
     base = profile_config("laptop")
@@ -453,12 +454,16 @@ def test_the_estimate_counts_every_iterative_round():
         return estimate_seconds(cfg)["controller"]
 
     step = 1 + (base.action_repeat - 1) * rate["undrawn_frame_cost"]  # game frames a step
-    real = it.episodes * e.max_steps * rate.get("real_episode_frac", 0.8) * step / rate[
-        "real_steps_s"]
+    real = (it.episodes + it.select_episodes) * e.max_steps * rate.get(
+        "real_episode_frac", 0.8) * step / rate["real_steps_s"]
     assert iterative(1) == pytest.approx(dream + real)
     fine_tune = it.mdnrnn_steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"]
     dreams = it.dream_generations * e.popsize * e.rollouts * e.max_steps / rate["dream_steps_s"]
     assert iterative(3) - iterative(2) >= real + fine_tune + dreams
+    more = dataclasses.replace(base, train_in="iterative", iterate=dataclasses.replace(
+        it, rounds=1, select_episodes=it.select_episodes + 10))
+    assert estimate_seconds(more)["controller"] - iterative(1) == pytest.approx(
+        real * 10 / (it.episodes + it.select_episodes))
 
 
 def test_the_estimate_counts_game_frames_under_action_repeat():

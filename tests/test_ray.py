@@ -46,8 +46,9 @@ def _world():
 
 
 def _policy() -> WorldModelPolicy:
-    """A fresh policy (it keeps per-slot state) over the same world model."""
-    return WorldModelPolicy(*_world(), seed=5, action_noise=0.1)
+    """A fresh policy (it keeps per-slot state) over the same world model, with action noise and
+    a per-episode action offset (both must travel to the actors)."""
+    return WorldModelPolicy(*_world(), seed=5, action_noise=0.1, action_offset=(0.1, 0.3, 0.0))
 
 
 def _same(a, b):
@@ -64,6 +65,7 @@ def test_world_model_policy_in_actors_equals_the_local_pool():
     policy = _policy()
     build, shared, light = remote_policy(policy)
     assert shared is policy.world_model and light[0]["params"]["out"]["kernel"].shape[0] == 2
+    assert light[2:] == (0.1, (0.1, 0.3, 0.0))
     with EnvPool(CAR_FN, num_workers=1, envs_per_worker=2) as local:
         want = local.run(specs, _policy(), steps=True)
     with RayEnvPool(CAR_FN, num_actors=1, envs_per_actor=3) as pool:  # other slot counts

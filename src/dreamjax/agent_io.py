@@ -155,7 +155,8 @@ def upgrade_config(raw: dict, where: str) -> tuple[ExperimentConfig, list[str]]:
     """A run.json "config" dict (today's layout or the pre-folders one) -> (`ExperimentConfig`,
     notes on what was converted or ignored). Missing fields take the profile's defaults; a
     `laptop` config without `action_repeat` was written before `laptop` trained C in the dream
-    and takes `laptop-real`'s."""
+    and takes `laptop-real`'s, and one whose `iterate` has no `select_episodes` was written
+    before `laptop` had selection episodes (0)."""
     d = copy.deepcopy(raw)
     notes = []
     if isinstance(d.get("controller"), str):
@@ -168,6 +169,10 @@ def upgrade_config(raw: dict, where: str) -> tuple[ExperimentConfig, list[str]]:
     if profile == "laptop" and "action_repeat" not in d:
         profile = d["profile"] = "laptop-real"
         notes.append("profile laptop -> laptop-real (the laptop profile of its time)")
+    it = d.get("iterate")
+    if profile == "laptop" and isinstance(it, dict) and "select_episodes" not in it:
+        it["select_episodes"] = 0
+        notes.append("iterate.select_episodes 0 (the laptop profile of its time)")
     try:
         base = profile_config(profile)
         ignored: list[str] = []

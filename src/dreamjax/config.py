@@ -339,15 +339,16 @@ def _paper() -> ExperimentConfig:
 
 
 def _laptop() -> ExperimentConfig:
-    """About 40 minutes on a 2-core CPU; C is trained only inside the dream (issue 12). Every
+    """About 45 minutes on a 2-core CPU; C is trained only inside the dream (issue 12). Every
     action is held 4 game frames, so V, M and C run at 250 steps per 1000-frame episode. V and M
     see 100 episodes, half random-policy, half a noisy hand-coded road follower with throttle
     segments (`mixed-throttle`); V 1 epoch with Adam 1e-3; M 3000 steps of 32 x 300 with reward
     and done heads (600 steps do not learn what steering does). C: 60 dream generations of
     32 candidates x 8 dreams at tau 1.15 with a per-episode dropout mask (p 0.1), then 7 more
     rounds of the iterative loop (PAPER.md §1.8): 20 real episodes of the last C, M fine-tuned
-    200 steps on all data, 30 dream generations; the final C is the round with the best 8
-    training-seed checks."""
+    200 steps on all data, 30 dream generations; the final C is the round with the best mean
+    over its 8 training-seed checks and 24 selection episodes (the same training-seed tracks
+    every round)."""
     base = _laptop_real()
     return dataclasses.replace(
         base,
@@ -360,7 +361,7 @@ def _laptop() -> ExperimentConfig:
                                dream_generations=60, eval_every=20, eval_episodes=128, chunk=5),
         dream=dataclasses.replace(base.dream, dropout=0.1),
         iterate=IterateConfig(rounds=8, episodes=20, check_episodes=8, mdnrnn_steps=200,
-                              dream_generations=30),
+                              dream_generations=30, select_episodes=24),
         eval=dataclasses.replace(base.eval, max_steps=250),
     )
 

@@ -1,8 +1,13 @@
 """Every round's C of finished iterative CarRacing runs on N more training-seed episodes
 (the same tracks for every round: a paired comparison), to see what a larger selection buys."""
-import dataclasses, json, sys, zlib
+import dataclasses
+import json
+import sys
+import zlib
 from pathlib import Path
+
 import numpy as np
+
 from dreamjax.config import PROFILES
 from dreamjax.data.episodes import list_episodes
 from dreamjax.pipeline import artifacts, iterate

@@ -149,8 +149,9 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
         gens = e.dream_generations + ((it.rounds - 1) * it.dream_generations if iterative else 0)
         n_eval = gens // max(e.eval_every, 1)
         est["controller"] += (gens * per_gen + n_eval * evals) / rate["dream_steps_s"]
-    if iterative:  # each round's real episodes and M's fine-tuning
-        est["controller"] += it.rounds * it.episodes * e.max_steps * frac / rate["real_steps_s"]
+    if iterative:  # each round's real episodes (selection episodes included), M's fine-tuning
+        est["controller"] += (it.rounds * (it.episodes + it.select_episodes) * e.max_steps * frac
+                              / rate["real_steps_s"])
         est["controller"] += (it.rounds - 1) * it.mdnrnn_steps * m.batch_size * m.seq_len / rate[
             "mdn_seq_steps_s"]
     if cfg.train_in in ("real", "dream-then-real"):
