@@ -4,9 +4,9 @@ as rounds of real data from C, M fine-tuned, C retrained inside M.
 Round r, in `controller/iterative/round_<r>/`:
 
 1. r > 0: `episodes/` real episodes of C_{r-1} with N(0, action_noise) on its actions (and with
-   `action_offset` a constant offset per episode), encoded
-   by V into `series/`; `mdnrnn/`: M_{r-1} fine-tuned for `iterate.mdnrnn_steps` on every
-   series so far (the random data, every earlier round's check and noisy episodes).
+   `action_offset` a constant offset per episode), encoded by V into `series/`; `mdnrnn/`:
+   M_{r-1} fine-tuned for `iterate.mdnrnn_steps` on every series so far (the random data,
+   every earlier round's check and noisy episodes).
    Round 0 uses the run's own M (the mdnrnn stage).
 2. `dream/`: CMA-ES inside M_r's dream (round 0: `es.dream_generations` from zeros; later:
    `iterate.dream_generations` from C_{r-1}, or with `iterate.start = "best"` from the C of the
