@@ -23,7 +23,8 @@ GAS = 1
 
 
 def main() -> None:
-    path, seed, r, out, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5])
+    path, seed, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    out, n = Path(sys.argv[4]), int(sys.argv[5])
     deltas = [float(d) for d in sys.argv[6:]]
     cfg = dataclasses.replace(PROFILES["laptop"](), seed=seed, run_dir=path)
     run = RunFolder(path)
