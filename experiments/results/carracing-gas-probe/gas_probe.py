@@ -7,7 +7,6 @@ usage: python gas_probe.py RUN SEED ROUND OUT N DELTA [DELTA ...]
 import dataclasses
 import json
 import sys
-import zlib
 from pathlib import Path
 
 import jax
@@ -15,6 +14,7 @@ import numpy as np
 
 from dreamjax.config import PROFILES
 from dreamjax.data.episodes import list_episodes
+from dreamjax.envs.carracing import to_env_action
 from dreamjax.pipeline import artifacts, iterate
 from dreamjax.pipeline.carracing import CARRACING
 from dreamjax.pipeline.run import RunFolder
@@ -40,11 +40,10 @@ def main() -> None:
             lambda p, x: x.at[..., GAS].add(delta) if "bias" in jax.tree_util.keystr(p) else x,
             params)
         folder = out / f"delta_{delta:+.2f}"
-        iterate._record(cfg, CARRACING, wm, shifted, folder, n,
-                        zlib.crc32(f"{seed}/iterative/select".encode()), 0.0)
+        iterate._record(cfg, CARRACING, wm, shifted, folder, n, iterate.select_master(seed), 0.0)
         eps = [np.load(f) for f in list_episodes(folder)]
         ret = [float(e["rewards"].sum()) for e in eps]
-        gas = float(np.mean([((e["actions"][:, GAS] + 1) / 2).mean() for e in eps]))
+        gas = float(np.mean([to_env_action(e["actions"])[:, GAS].mean() for e in eps]))
         rows.append({"delta": delta, "mean": float(np.mean(ret)), "std": float(np.std(ret)),
                      "env_gas": gas, "returns": ret})
         print(f"delta {delta:+.2f}: {np.mean(ret):.1f} ± {np.std(ret):.1f}, env gas {gas:.2f}",

@@ -83,6 +83,12 @@ def _master(cfg: ExperimentConfig, r: int, what: str) -> int:
     return zlib.crc32(f"{cfg.seed}/iterative/{r}/{what}".encode())
 
 
+def select_master(seed: int) -> int:
+    """The collection master seed of the selection episodes: the same training-seed tracks in
+    every round (never the evaluation seeds)."""
+    return zlib.crc32(f"{seed}/iterative/select".encode())
+
+
 def _one(params: Any) -> Any:
     return jax.tree.map(lambda x: x[None], params)
 
@@ -254,7 +260,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
     select = []
     if it.select_episodes:
         _record(cfg, game, wm, res.params, rd / "select", it.select_episodes,
-                zlib.crc32(f"{cfg.seed}/iterative/select".encode()), 0.0)
+                select_master(cfg.seed), 0.0)
         select = [float(load_episode(f)["rewards"].sum()) for f in list_episodes(rd / "select")]
     row = {
         "round": r,
