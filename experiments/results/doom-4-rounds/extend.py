@@ -18,13 +18,15 @@ import sys
 from pathlib import Path
 
 from dreamjax.config import DOOM_PROFILES, ExperimentConfig
-from dreamjax.pipeline.run import fingerprints
+from dreamjax.pipeline.run import HOLDER_FILE, LOCK_FILE, fingerprints
 
 
 def reopen(old: str, new: str, cfg: ExperimentConfig) -> None:
     """Hard-link OLD into NEW and mark NEW's controller stage not done under `cfg`'s
     fingerprint, keeping OLD's rounds; OLD's earlier stages must carry `cfg`'s fingerprints."""
     subprocess.run(["cp", "-al", old, new], check=True)
+    for f in (LOCK_FILE, HOLDER_FILE):  # a hard link would share OLD's lock while OLD runs
+        (Path(new) / f).unlink(missing_ok=True)
     for stage in ("evaluate", "report"):
         shutil.rmtree(Path(new) / stage, ignore_errors=True)
     for f in ("report.md", "results.json"):

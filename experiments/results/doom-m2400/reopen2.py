@@ -1,10 +1,15 @@
-"""Reopen the stopped seed-0 run (/tmp/dm/s0, rounds 0-1 finished) as a 2-round run
-(/tmp/dm/s0r2): `doom-4-rounds/extend.py`'s `reopen` with `mdnrnn.steps = 2400` and
-`iterate.rounds = 2`; the unfinished round 2 is dropped. Run from the repository root."""
+"""Reopen a Doom run of `--mdnrnn.steps 2400` whose rounds 0 and 1 are finished as a 2-round
+run: `doom-4-rounds/extend.py`'s `reopen` with `mdnrnn.steps = 2400` and `iterate.rounds = 2`;
+rounds 2 and later are dropped (a round depends only on the rounds before it). Run from the
+repository root.
+
+usage: python experiments/results/doom-m2400/reopen2.py OLD_RUN NEW_RUN SEED
+"""
 
 import dataclasses
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 from dreamjax.config import DOOM_PROFILES
@@ -16,12 +21,15 @@ _spec.loader.exec_module(_doom)
 
 
 def main() -> None:
+    old, new, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     base = DOOM_PROFILES["laptop"]()
-    cfg = dataclasses.replace(base, run_dir="/tmp/dm/s0r2", seed=0,
+    cfg = dataclasses.replace(base, run_dir=new, seed=seed,
                               mdnrnn=dataclasses.replace(base.mdnrnn, steps=2400),
                               iterate=dataclasses.replace(base.iterate, rounds=2))
-    _doom.reopen("/tmp/dm/s0", "/tmp/dm/s0r2", cfg)
-    shutil.rmtree("/tmp/dm/s0r2/controller/iterative/round_02", ignore_errors=True)
+    _doom.reopen(old, new, cfg)
+    for d in sorted((Path(new) / "controller" / "iterative").glob("round_*")):
+        if int(d.name.removeprefix("round_")) >= 2:
+            shutil.rmtree(d)
 
 
 if __name__ == "__main__":
