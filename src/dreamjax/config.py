@@ -492,7 +492,7 @@ def _doom_laptop() -> ExperimentConfig:
     policy, odd ones patrols (LEFT and RIGHT in turn, 16-160 steps each way: sweeping the room
     is what survives in TakeCover, and §2.2's 1-10-step holds never show it), V with z = 64 for
     4 epochs at Adam 1e-3 (paper: 10 epochs of ~3M frames at 1e-4), M with the paper's 512
-    units, restart input and done head for 800 truncated-BPTT steps of 32 streams x 100, C
+    units, restart input and done head for 2400 truncated-BPTT steps of 32 streams x 100, C
     (1,088 weights, no bias) trained only in the dream with the 2100-step cap, 40 generations
     of 16 candidates x 16 dreams, then the iterative loop (PAPER.md §1.8): 3 more rounds, each
     recording 48 real episodes of the previous C (16 noise-free checks on training seeds pick
@@ -507,7 +507,7 @@ def _doom_laptop() -> ExperimentConfig:
         controller=ControllerConfig(kind="zch"),
         collect=CollectConfig(episodes=200, max_steps=2100, policy="doom_patrol_mixed"),
         vae=VAEConfig(z_dim=64, epochs=4.0, learning_rate=1e-3, checkpoint_every=250),
-        mdnrnn=MDNRNNConfig(hidden=512, done_head=True, batch_size=32, seq_len=100, steps=800,
+        mdnrnn=MDNRNNConfig(hidden=512, done_head=True, batch_size=32, seq_len=100, steps=2400,
                             tbptt=True, checkpoint_every=100),
         es=ESConfig(popsize=16, rollouts=16, generations=0, dream_generations=40,
                     max_steps=2100, eval_every=10, eval_episodes=64, chunk=5),
