@@ -494,12 +494,12 @@ def _doom_laptop() -> ExperimentConfig:
     4 epochs at Adam 1e-3 (paper: 10 epochs of ~3M frames at 1e-4), M with the paper's 512
     units, restart input and done head for 2400 truncated-BPTT steps of 32 streams x 100, C
     (1,088 weights, no bias) trained only in the dream with the 2100-step cap, 40 generations
-    of 16 candidates x 16 dreams, then the iterative loop (PAPER.md §1.8): 3 more rounds, each
-    recording 48 real episodes of the previous C (16 noise-free checks on training seeds pick
-    the final C), fine-tuning M 300 steps on all data and running 30 more dream generations.
-    Every round trains C at the τ of 1.0-3.0 at which its M keeps the data policy and the
-    previous C alive as long as the game did (`iterate.temperatures`); then 100 real episodes.
-    README: Results has each recipe's score over seeds."""
+    of 16 candidates x 16 dreams, then one round of the iterative loop (PAPER.md §1.8):
+    48 real episodes of round 0's C (16 noise-free checks on training seeds pick the final C),
+    M fine-tuned 300 steps on all data and 30 more dream generations. Every round trains C at
+    the τ of 1.0-3.0 at which its M keeps the data policy and the previous C alive as long as
+    the game did (`iterate.temperatures`); then 100 real episodes. README: Results has each
+    recipe's score over seeds."""
     return ExperimentConfig(
         profile="laptop",
         run_dir="runs/doom",
@@ -513,7 +513,7 @@ def _doom_laptop() -> ExperimentConfig:
                     max_steps=2100, eval_every=10, eval_episodes=64, chunk=5),
         dream=DreamConfig(temperature=2.0, reward_mode="survival"),
         eval=EvalConfig(max_steps=2100),
-        iterate=IterateConfig(rounds=4, episodes=48, check_episodes=16, dream_generations=30,
+        iterate=IterateConfig(rounds=2, episodes=48, check_episodes=16, dream_generations=30,
                               temperatures=(1.0, 1.15, 1.5, 2.0, 2.5, 3.0)),
     )
 
