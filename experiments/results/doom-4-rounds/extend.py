@@ -23,7 +23,8 @@ from dreamjax.pipeline.run import HOLDER_FILE, LOCK_FILE, fingerprints
 
 def reopen(old: str, new: str, cfg: ExperimentConfig) -> None:
     """Hard-link OLD into NEW and mark NEW's controller stage not done under `cfg`'s
-    fingerprint, keeping OLD's rounds; OLD's earlier stages must carry `cfg`'s fingerprints."""
+    fingerprint, keeping OLD's rounds up to `cfg.iterate.rounds`; OLD's earlier stages must
+    carry `cfg`'s fingerprints."""
     subprocess.run(["cp", "-al", old, new], check=True)
     for f in (LOCK_FILE, HOLDER_FILE):  # a hard link would share OLD's lock while OLD runs
         (Path(new) / f).unlink(missing_ok=True)
@@ -44,12 +45,16 @@ def reopen(old: str, new: str, cfg: ExperimentConfig) -> None:
     it = Path(new) / "controller" / "iterative"
     for f in ("DONE.json", "best.npz"):
         (it / f).unlink(missing_ok=True)
+    for d in it.glob("round_*"):  # rounds past `cfg`'s last: a round needs only earlier ones
+        if int(d.name.removeprefix("round_")) >= cfg.iterate.rounds:
+            shutil.rmtree(d)
 
 
 def main() -> None:
     old, new, seed, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    base = DOOM_PROFILES["laptop"]()
+    base = DOOM_PROFILES["laptop"]()  # with the 800-step M of these runs (session 26: 2400)
     reopen(old, new, dataclasses.replace(base, run_dir=new, seed=seed,
+                                         mdnrnn=dataclasses.replace(base.mdnrnn, steps=800),
                                          iterate=dataclasses.replace(base.iterate,
                                                                      rounds=rounds)))
 

@@ -8,7 +8,6 @@ usage: python experiments/results/doom-m2400/reopen2.py OLD_RUN NEW_RUN SEED
 
 import dataclasses
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
@@ -26,10 +25,7 @@ def main() -> None:
     cfg = dataclasses.replace(base, run_dir=new, seed=seed,
                               mdnrnn=dataclasses.replace(base.mdnrnn, steps=2400),
                               iterate=dataclasses.replace(base.iterate, rounds=2))
-    _doom.reopen(old, new, cfg)
-    for d in sorted((Path(new) / "controller" / "iterative").glob("round_*")):
-        if int(d.name.removeprefix("round_")) >= 2:
-            shutil.rmtree(d)
+    _doom.reopen(old, new, cfg)  # drops rounds 2 and later
 
 
 if __name__ == "__main__":
