@@ -441,8 +441,9 @@ def test_main_passes_the_parsed_config(monkeypatch):
 def test_the_estimate_counts_every_iterative_round():
     """The banner's estimate of `--train-in iterative`: round 0 is the dream run, and every
     later round adds its dream generations, its M fine-tuning and its real episodes (its
-    selection episodes included)."""
+    selection episodes included); a τ grid adds each round's calibration dreams."""
     from dreamjax.pipeline.carracing import CARRACING, estimate_seconds
+    from dreamjax.pipeline.iterate import TEMPERATURE_DREAMS
 
     base = profile_config("laptop")
     rate, e, it, m = CARRACING.rates, base.es, base.iterate, base.mdnrnn
@@ -464,6 +465,10 @@ def test_the_estimate_counts_every_iterative_round():
         it, rounds=1, select_episodes=it.select_episodes + 10))
     assert estimate_seconds(more)["controller"] - iterative(1) == pytest.approx(
         real * 10 / (it.episodes + it.select_episodes))
+    grid = dataclasses.replace(base, train_in="iterative", iterate=dataclasses.replace(
+        it, rounds=2, temperatures=(1.0, 2.0)))
+    calibration = 2 * 2 * 3 * TEMPERATURE_DREAMS * e.max_steps / rate["dream_steps_s"]
+    assert estimate_seconds(grid)["controller"] - iterative(2) == pytest.approx(calibration)
 
 
 def test_the_estimate_counts_game_frames_under_action_repeat():

@@ -45,7 +45,7 @@ from dreamjax.es.sharding import population_mesh
 from dreamjax.models.controller import Controller
 from dreamjax.pipeline import artifacts
 from dreamjax.pipeline.evaluate import eval_specs, evaluate
-from dreamjax.pipeline.iterate import run_iterative
+from dreamjax.pipeline.iterate import TEMPERATURE_DREAMS, run_iterative
 from dreamjax.pipeline.pools import collect_pool_factory, make_pool
 from dreamjax.pipeline.report import write_report
 from dreamjax.pipeline.run import RunFolder
@@ -55,9 +55,10 @@ from dreamjax.pipeline.viz import plot_fitness, recon_grid, side_by_side, write_
 # Throughputs of the laptop pipeline's stages on a 2-core CPU (the 2026-11-25 fresh run in
 # experiments/results/carracing-laptop), used only for the printed time estimate. Optional keys
 # (a game's `GameSpec.rates`): "collect_episode_steps", env steps per kept episode (default:
-# the step limit), "real_episode_frac", an evaluated episode's length over the limit (0.8), and
-# "undrawn_frame_cost", a frame `ActionRepeat` does not draw over one it draws (1: it draws all;
-# FastCarRacing's 0.08 from `benchmarks/envs.py`'s action-repeat rows: 3.2x the frames/s at k = 4).
+# the step limit), "real_episode_frac", an evaluated episode's length over the limit (0.8),
+# "report_s", the report stage's seconds (30), and "undrawn_frame_cost", a frame `ActionRepeat`
+# does not draw over one it draws (1: it draws all; FastCarRacing's 0.08 from
+# `benchmarks/envs.py`'s action-repeat rows: 3.2x the frames/s at k = 4).
 _RATE = {
     "collect_frames_s": 280.0,
     "vae_frames_s": 370.0,
@@ -140,7 +141,7 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
         "mdnrnn": m.steps * m.batch_size * m.seq_len / rate["mdn_seq_steps_s"],
         "controller": 0.0,
         "evaluate": cfg.eval.episodes * cfg.eval.max_steps * frac / rate["real_steps_s"],
-        "report": 30.0,
+        "report": rate.get("report_s", 30.0),
     }
     per_gen = e.popsize * e.rollouts * e.max_steps
     evals = e.eval_episodes * e.max_steps
@@ -154,6 +155,10 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
                               / rate["real_steps_s"])
         est["controller"] += (it.rounds - 1) * it.mdnrnn_steps * m.batch_size * m.seq_len / rate[
             "mdn_seq_steps_s"]
+        # each round's τ choice: TEMPERATURE_DREAMS dreams per τ of the grid and probe (taken
+        # as 3: a mixed data policy's two parts and the previous C)
+        est["controller"] += (it.rounds * len(it.temperatures) * 3 * TEMPERATURE_DREAMS
+                              * e.max_steps / rate["dream_steps_s"])
     if cfg.train_in in ("real", "dream-then-real"):
         n_eval = e.generations // max(e.eval_every, 1)
         est["controller"] += (

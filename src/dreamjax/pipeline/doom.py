@@ -76,19 +76,21 @@ TAU_TABLE = "tau_table.json"
 MIN_FRAMES = 100
 """Collection keeps an episode only if it lasts more than this many steps (PAPER.md §2.2)."""
 
-# Throughputs on the 2-core CPU with nothing else running (the laptop run of 2026-12-05,
-# `experiments/results/doom-laptop-400eps`: 2 ViZDoom workers 383 frames/s, V 361 frames/s,
-# M 11.5k sequence steps/s at batch 32, the H = 512 dream 42k capped steps/s at 16 x 16
-# rollouts, evaluation 469 steps/s), for the printed estimate only.
+# Throughputs on the 2-core CPU with nothing else running, for the printed estimate only: the
+# fresh-clone laptop run of 2026-12-07 (`experiments/results/doom-m2400/`, seed 3: 200 patrol-mixed
+# episodes of 425 steps at 475 frames/s, V 410 frames/s, encode 1100 frames/s, the report 150 s)
+# and of 2026-12-05 (`experiments/results/doom-laptop-400eps`: M 11.5k sequence steps/s at batch
+# 32, the H = 512 dream 42k capped steps/s at 16 x 16 rollouts, evaluation 469 steps/s).
 _DOOM_RATE = {
-    "collect_frames_s": 380.0,
-    "collect_episode_steps": 330.0,
-    "vae_frames_s": 360.0,
-    "encode_frames_s": 800.0,
+    "collect_frames_s": 475.0,
+    "collect_episode_steps": 425.0,
+    "vae_frames_s": 410.0,
+    "encode_frames_s": 1100.0,
     "mdn_seq_steps_s": 11_000.0,
     "dream_steps_s": 42_000.0,
     "real_steps_s": 450.0,
     "real_episode_frac": 0.5,
+    "report_s": 150.0,
 }
 
 
