@@ -327,6 +327,94 @@ def test_iterative_resumes_inside_a_round(iterative_run, tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
 
 
+def _round1_again(iterative_run, tmp_path, **iterate_fields):
+    """A copy of the fixture's run with round 1's dream, checks, selection and row deleted,
+    and the config with `iterate_fields`: (cfg, run, round 1's folder, round 0's row, V)."""
+    dst = tmp_path / "run"
+    shutil.copytree(iterative_run.run_dir, dst)
+    run = RunFolder(dst)
+    r1 = iterate.round_dir(run, 1)
+    for name in ("dream", "check", "check_series", "select"):
+        shutil.rmtree(r1 / name)
+    (r1 / "round.json").unlink()
+    cfg = dataclasses.replace(iterative_run, run_dir=str(dst), iterate=dataclasses.replace(
+        iterative_run.iterate, **iterate_fields))
+    rows = [io.read_json(iterate.round_dir(run, 0) / "round.json")]
+    return cfg, run, r1, rows, artifacts.load_vae(run)
+
+
+def _round1_key(cfg):
+    return jax.random.fold_in(stage_key(cfg, "controller"), 1)
+
+
+def test_a_round_below_its_floor_trains_c_again(iterative_run, tmp_path):
+    """With `iterate.retries 1` and a floor above any return, round 1's first attempt is the
+    uninterrupted round's (same key, same C, same checks), is set aside in `rejected/0/`, and a
+    second CMA-ES run with a new key gives the round's C; a floor below any return keeps the
+    first attempt, with the same row as a run without retries."""
+    want = io.read_json(iterate.round_dir(RunFolder(iterative_run.run_dir), 1) / "round.json")
+    best0 = (iterate.round_dir(RunFolder(iterative_run.run_dir), 1) / "dream" / "best.npz")
+    cfg, run, r1, rows, vae = _round1_again(iterative_run, tmp_path, retries=1,
+                                            retry_below=1e9)
+    got = iterate.run_round(cfg, run, CARRACING, 1, rows, vae, _round1_key(cfg))
+    assert got["retry_below"] == 1e9 and len(got["rejected"]) == 1
+    first = got["rejected"][0]
+    assert first["attempt"] == 0 and first["below"] == 1e9
+    assert first["real_return"] == pytest.approx(want["real_return"])
+    assert first["dream_return"] == pytest.approx(want["dream_return"])
+    assert (r1 / "rejected" / "0" / "dream" / "best.npz").read_bytes() == best0.read_bytes()
+    assert (r1 / "dream" / "best.npz").read_bytes() != best0.read_bytes()
+    assert len(list_episodes(r1 / "rejected" / "0" / "check_series")) == 1
+    checks = [float(load_episode(f)["rewards"].sum()) for f in list_episodes(r1 / "check")]
+    assert got["real_return"] == pytest.approx(np.mean(checks))
+    # the next round's data are the kept attempt's checks
+    assert iterate._series_dirs(run, 2)[3] == r1 / "check_series"
+
+    cfg, run, r1, rows, vae = _round1_again(iterative_run, tmp_path / "low", retries=1,
+                                            retry_below=-1e9)
+    kept = iterate.run_round(cfg, run, CARRACING, 1, rows, vae, _round1_key(cfg))
+    assert kept.pop("rejected") == [] and kept.pop("retry_below") == -1e9
+    assert kept == want and not (r1 / "rejected").exists()
+
+
+def test_a_retry_cut_by_a_kill_resumes(iterative_run, tmp_path, monkeypatch):
+    """Killed after the rejected attempt's row is written but before its folders move, the
+    rerun finishes the move and the retry: the same row and C as an uninterrupted run."""
+    cfg, run, r1, rows, vae = _round1_again(iterative_run, tmp_path / "a", retries=1,
+                                            retry_below=1e9)
+    want = iterate.run_round(cfg, run, CARRACING, 1, rows, vae, _round1_key(cfg))
+    want_c = (r1 / "dream" / "best.npz").read_bytes()
+
+    cfg, run, r1, rows, vae = _round1_again(iterative_run, tmp_path / "b", retries=1,
+                                            retry_below=1e9)
+
+    def killed(rd, attempt):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(iterate, "_move_attempt", killed)
+        with pytest.raises(KeyboardInterrupt):
+            iterate.run_round(cfg, run, CARRACING, 1, rows, vae, _round1_key(cfg))
+    assert (r1 / "rejected" / "0.json").is_file() and (r1 / "dream").is_dir()
+    got = iterate.run_round(cfg, run, CARRACING, 1, rows, vae, _round1_key(cfg))
+    assert got == want
+    assert (r1 / "dream" / "best.npz").read_bytes() == want_c
+    assert sorted(p.name for p in (r1 / "rejected" / "0").iterdir()) == sorted(
+        iterate.ATTEMPT_DIRS)
+
+
+def test_the_retry_floor_is_the_data_policys_return(iterative_run):
+    run = RunFolder(iterative_run.run_dir)
+    returns = [float(load_episode(f)["rewards"].sum()) for f in list_episodes(run.path("collect"))]
+    assert iterate.retry_floor(iterative_run, run) == pytest.approx(np.mean(returns), abs=1e-4)
+    cfg = dataclasses.replace(iterative_run, iterate=dataclasses.replace(
+        iterative_run.iterate, retry_below=-3.5))
+    assert iterate.retry_floor(cfg, run) == -3.5
+    with pytest.raises(ConfigError, match="--iterate.retry-below"):
+        validate(dataclasses.replace(cfg, iterate=dataclasses.replace(
+            cfg.iterate, retry_below=float("nan"))))
+
+
 @pytest.mark.parametrize("start, want", [("previous", 2), ("best", 1)])
 def test_a_round_starts_from_the_previous_or_the_best_checked_round(start, want):
     """`iterate.start`: the last row, or the row with the best `selection_return` (the check
@@ -347,10 +435,11 @@ def test_a_round_starts_from_the_previous_or_the_best_checked_round(start, want)
 
 @pytest.mark.parametrize("field, value", [("start", "best"), ("temperatures", (1.0, 2.0)),
                                           ("action_offset", (0.0, 0.5, 0.0)),
-                                          ("select_episodes", 24)])
+                                          ("select_episodes", 24), ("retries", 2),
+                                          ("retry_below", 400.0)])
 def test_iterate_fields_at_their_defaults_keep_old_fingerprints(field, value):
     """A run folder made before `iterate.start`, `iterate.temperatures`,
-    `iterate.action_offset` and `iterate.select_episodes` existed keeps its
+    `iterate.action_offset`, `iterate.select_episodes` and the retries existed keeps its
     controller fingerprint at their defaults; another value changes it."""
     cfg = dataclasses.replace(profile_config("smoke"), train_in="iterative")
     assert field not in stage_config(cfg, "controller")["iterate"]

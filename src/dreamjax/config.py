@@ -251,6 +251,15 @@ class IterateConfig:
     """Where a round after round 0 starts CMA-ES: the previous round's C, or the C of the round
     with the best check return so far (a regressed round is then not built on). The round
     records the previous round's C either way (its episodes show M that C's exploit)."""
+    retries: int = 0
+    """More CMA-ES runs (each with a new key, in the same dream) a round may make when its C's
+    check return falls below `retry_below`: a round whose C found an exploit of the dream
+    (Doom: a held button, ~180 in the game) trains again instead of passing that C on; the
+    rejected attempts stay in `round_<r>/rejected/`. Each retry costs a round's dream ES and
+    checks; 0: never."""
+    retry_below: float | None = None
+    """The check return below which a round retries (`retries`); None: the data policy's own
+    mean real return (the collected episodes'), i.e. a C no better than the data."""
 
 
 @dataclass(frozen=True)

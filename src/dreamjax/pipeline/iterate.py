@@ -20,6 +20,9 @@ Round r, in `controller/iterative/round_<r>/`:
    the evaluation seeds), encoded into `check_series/`: C_r's real return, and held-out data
    for M_r's fidelity (`dreamjax.dream.fidelity`: its reward prediction and open-loop drift on
    C_r's own states, where an exploit lives). They are also the next round's data.
+   With `iterate.retries`, a C whose checks fall below `iterate.retry_below` (default: the
+   data policy's mean real return) is set aside in `rejected/<a>/` and CMA-ES runs again in
+   the same dream with a new key (a round whose C exploits the dream does not end the loop).
 4. With `iterate.select_episodes`: `select/`, more noise-free real episodes of C_r on training
    seeds, the same tracks every round, for the final pick only (not data).
 5. `round.json` (written last): the dream-vs-real row of the round.
@@ -66,6 +69,11 @@ CONTROLLER_POLICY = "controller"
 """The `policy` label of episodes recorded with a trained C."""
 TEMPERATURE_DREAMS = 64
 """Dreams per probe and τ when a round picks its τ (`iterate.temperatures`)."""
+REJECTED = "rejected"
+"""`round_<r>/rejected/<a>/`: a retried attempt's `ATTEMPT_DIRS`, beside `<a>.json`, its row
+(`iterate.retries`)."""
+ATTEMPT_DIRS = ("dream", "check", "check_series")
+"""A round's folders that one CMA-ES attempt writes."""
 
 
 def iterative_dir(run: RunFolder) -> Path:
@@ -210,6 +218,55 @@ def start_row(cfg: ExperimentConfig, rows: list[dict]) -> dict:
     return max(rows, key=selection_return)
 
 
+def retry_floor(cfg: ExperimentConfig, run: RunFolder) -> float:
+    """The check return below which a round retries (`iterate.retries`): `iterate.retry_below`,
+    or the data policy's mean real return over the run's collected episodes."""
+    if cfg.iterate.retry_below is not None:
+        return cfg.iterate.retry_below
+    return float(np.mean([load_series(f)["rewards"].sum()
+                          for f in list_episodes(run.path("encode"))]))
+
+
+def _attempt_key(key: jax.Array, attempt: int) -> jax.Array:
+    """The dream ES key of a round's attempt: the round's own for attempt 0 (so a run without
+    retries is unchanged), a fold of it for each retry."""
+    k = jax.random.fold_in(key, 2)
+    return k if attempt == 0 else jax.random.fold_in(k, attempt)
+
+
+def _move_attempt(rd: Path, attempt: int) -> None:
+    """Move the attempt's folders into `rejected/<attempt>/` (each rename atomic; a rerun
+    finishes a move a kill cut short, and never moves a later attempt's folders)."""
+    dest = rd / REJECTED / str(attempt)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ATTEMPT_DIRS:
+        if (rd / name).exists() and not (dest / name).exists():
+            (rd / name).rename(dest / name)
+
+
+def _rejected(rd: Path) -> list[dict]:
+    """The rows of the round's rejected attempts, in order (a move cut short is finished)."""
+    rows = []
+    while (rd / REJECTED / f"{len(rows)}.json").is_file():
+        rows.append(io.read_json(rd / REJECTED / f"{len(rows)}.json"))
+    if rows:
+        _move_attempt(rd, len(rows) - 1)
+    return rows
+
+
+def _reject(rd: Path, r: int, attempt: int, dream_return: float, real: list[float],
+            floor: float) -> dict:
+    """Record the attempt's row (`rejected/<attempt>.json`, first) and move its folders aside."""
+    row = {"attempt": attempt, "dream_return": float(dream_return),
+           "real_return": float(np.mean(real)), "real_std": float(np.std(real)),
+           "check_episodes": len(real), "below": floor}
+    io.write_json(rd / REJECTED / f"{attempt}.json", row)
+    _move_attempt(rd, attempt)
+    print(f"[dreamjax] iterative round {r}: attempt {attempt} checks {row['real_return']:.1f}, "
+          f"below {floor:.1f}: training C again with a new key", flush=True)
+    return row
+
+
 def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: list[dict],
               vae: tuple, key: jax.Array) -> dict:
     """Round r (see the module docstring); `rows` are rounds 0..r-1's rows. Returns round r's
@@ -248,15 +305,23 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
                              rd / "temperature.json")["tau"]
     dream_params = artifacts.config_dream_params(with_temperature(cfg, tau), run, wm, series)
     generations = it.dream_generations if rows else cfg.es.dream_generations
-    res = train_controller_dream(
-        jax.random.fold_in(key, 2), dream_params, rd / "dream", cfg.es, cfg.controller,
-        generations=generations, init_params=init_params,
-        fitness_mode=cfg.dream.ensemble_fitness,
-        mesh=population_mesh(cfg.devices, cfg.es.popsize))
-    _record(cfg, game, wm, res.params, rd / "check", it.check_episodes,
-            _master(cfg, r, "check"), 0.0)
-    _encode(run, cfg, vae, rd / "check", rd / "check_series")
-    real = [float(load_series(f)["rewards"].sum()) for f in list_episodes(rd / "check_series")]
+    floor = retry_floor(cfg, run) if it.retries else None
+    rejected = _rejected(rd)
+    while True:
+        attempt = len(rejected)
+        res = train_controller_dream(
+            _attempt_key(key, attempt), dream_params, rd / "dream", cfg.es, cfg.controller,
+            generations=generations, init_params=init_params,
+            fitness_mode=cfg.dream.ensemble_fitness,
+            mesh=population_mesh(cfg.devices, cfg.es.popsize))
+        _record(cfg, game, wm, res.params, rd / "check", it.check_episodes,
+                _master(cfg, r, "check"), 0.0)
+        _encode(run, cfg, vae, rd / "check", rd / "check_series")
+        real = [float(load_series(f)["rewards"].sum())
+                for f in list_episodes(rd / "check_series")]
+        if attempt >= it.retries or np.mean(real) >= floor:
+            break
+        rejected.append(_reject(rd, r, attempt, res.best_return, real, floor))
     select = []
     if it.select_episodes:
         _record(cfg, game, wm, res.params, rd / "select", it.select_episodes,
@@ -275,6 +340,8 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
         "check_episodes": len(real),
         "fidelity": _fidelity(wm, rd / "check_series"),
     }
+    if it.retries:
+        row.update(retry_below=floor, rejected=rejected)
     if select:
         row.update(select_return=float(np.mean(select)), select_std=float(np.std(select)),
                    select_episodes=len(select), selection_return=float(np.mean(real + select)))

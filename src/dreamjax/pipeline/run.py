@@ -80,7 +80,8 @@ _ADDED_FIELDS = {"mdnrnn": {"ensemble": 1, "overshoot": 0, "overshoot_held": Fal
                  "dream": {"ensemble_fitness": "mean", "reward_mode": "head",
                            "done": "threshold", "start": "first"},
                  "iterate": {"start": "previous", "temperatures": (), "calibrate_probes": False,
-                             "action_offset": (), "select_episodes": 0},
+                             "action_offset": (), "select_episodes": 0, "retries": 0,
+                             "retry_below": None},
                  "es": {"compact_every": 0}}
 """Fields added after run folders existed, with their defaults: at the default they stay out of
 the fingerprint, so an older run folder keeps its fingerprints."""
@@ -172,7 +173,9 @@ def _literal_choices(tp: object) -> tuple | None:
 
 _MAY_BE_ZERO = {"workers", "devices", "generations", "dream_generations", "seed", "seed_start",
                 "epochs", "action_noise", "dropout", "overshoot", "compact_every",
-                "select_episodes"}
+                "select_episodes", "retries"}
+_ANY_SIGN = {"retry_below"}
+"""Numeric fields that may be negative (a return threshold)."""
 
 
 def _check_field(flag: str, name: str, value: object, tp: object) -> None:
@@ -186,6 +189,10 @@ def _check_field(flag: str, name: str, value: object, tp: object) -> None:
                                   f"{', '.join(map(str, choices))}")
         return
     if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if name in _ANY_SIGN:
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag} must be finite, got {value}")
         return
     zero_ok = name in _MAY_BE_ZERO
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
