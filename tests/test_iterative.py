@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,7 @@ from dreamjax.models.controller import controller_for, init_controller, obs_dim
 from dreamjax.models.mdnrnn import MDNRNN, init_mdnrnn, mdnrnn_loss_fn
 from dreamjax.pipeline import artifacts, iterate
 from dreamjax.pipeline.carracing import CARRACING, carracing_runners, stage_key
+from dreamjax.pipeline.report import render_markdown
 from dreamjax.pipeline.run import RunFolder, fingerprints, run_stages, stage_config, validate
 from dreamjax.pipeline.training import ensemble_loss
 
@@ -413,6 +415,23 @@ def test_the_retry_floor_is_the_data_policys_return(iterative_run):
     with pytest.raises(ConfigError, match="--iterate.retry-below"):
         validate(dataclasses.replace(cfg, iterate=dataclasses.replace(
             cfg.iterate, retry_below=float("nan"))))
+
+
+def test_the_report_names_a_rejected_attempt():
+    """A committed Doom run's results with a rejected attempt added to round 0: the report
+    says which attempt was set aside, its dream and real returns and the floor."""
+    r = json.loads((Path(__file__).parents[1] / "experiments" / "results" / "doom-m2400"
+                    / "seed3" / "results.json").read_text())
+    r["dream_vs_real"][0]["rejected"] = [{"attempt": 0, "dream_return": 1694.0,
+                                          "real_return": 173.9, "real_std": 40.9,
+                                          "check_episodes": 16, "below": 425.2}]
+    md = render_markdown(r)
+    assert ("Round 0's attempt 0 was set aside and C trained again with a new key "
+            "(`--iterate.retries`): dream 1694.0, real 173.9 ± 40.9 on its checks, below "
+            "425.2.") in md
+    assert "attempt 0 was set aside" not in render_markdown(json.loads(
+        (Path(__file__).parents[1] / "experiments" / "results" / "doom-m2400" / "seed3"
+         / "results.json").read_text()))
 
 
 @pytest.mark.parametrize("start, want", [("previous", 2), ("best", 1)])

@@ -142,6 +142,13 @@ def render_markdown(r: dict) -> str:
                 f"{row['dream_return']:.1f} | "
                 f"{row['real_return']:.1f} ± {row['real_std']:.1f} | {sel}"
                 f"{_num(fid.get('predicted_return'))} | {_num(d10, 2)} / {_num(d100, 2)} |")
+        for row in r["dream_vs_real"]:
+            for att in row.get("rejected", []):
+                lines.append(
+                    f"\nRound {row['round']}'s attempt {att['attempt']} was set aside and C "
+                    f"trained again with a new key (`--iterate.retries`): dream "
+                    f"{att['dream_return']:.1f}, real {att['real_return']:.1f} ± "
+                    f"{att['real_std']:.1f} on its checks, below {att['below']:.1f}.")
     cal = r.get("calibration")
     if cal:
         lines += ["", "## Does the dream end episodes as often as the game?", "",
