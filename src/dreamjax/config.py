@@ -256,7 +256,7 @@ class IterateConfig:
     check return falls below `retry_below`: a round whose C found an exploit of the dream
     (Doom: a held button, ~180 in the game) trains again instead of passing that C on; the
     rejected attempts stay in `round_<r>/rejected/`. Each retry costs a round's dream ES and
-    checks; 0: never."""
+    checks (not in the CLI's time estimate, which cannot know how many will run); 0: never."""
     retry_below: float | None = None
     """The check return below which a round retries (`retries`); None: the data policy's own
     mean real return (the collected episodes'), i.e. a C no better than the data."""
