@@ -192,8 +192,10 @@ def test_config_change_invalidates_later_stages(run_dir):
 )
 def test_bad_flags_fail_before_work(tmp_path, flags, message):
     """Exit code 2 and one line, before any stage starts, in under 5 s of CPU time (imports
-    included; about 4 s of wall time on an idle 2-core CPU; CPU time, unlike wall time, does not
-    grow with the other processes of a busy test machine)."""
+    included; about 4 s of wall time on an idle 2-core AVX-512 EPYC; CPU time, unlike wall time,
+    does not grow with the other processes of a busy test machine), or 3 times the CLI's bare
+    import on a slower CPU (an AVX2-only 2.0 GHz EPYC: imports 3.3 s, this run up to 7 s): no
+    stage's work (a smoke stage costs tens of seconds)."""
     cmd = [
         sys.executable,
         "-m",
@@ -204,15 +206,20 @@ def test_bad_flags_fail_before_work(tmp_path, flags, message):
     ]
     if "--profile" not in flags:
         cmd += ["--profile", "smoke"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    def cpu_of(argv):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return out, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+    proc, cpu = cpu_of(cmd)
+    _, imports = cpu_of([sys.executable, "-c", "import dreamjax.experiments.carracing"])
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "r" / "episodes").exists()
-    assert cpu < 5.0, f"took {cpu:.1f} s of CPU time"
+    bound = max(5.0, 3 * imports)  # a slower CPU imports slower too (session 28: 3.3 s)
+    assert cpu < bound, f"took {cpu:.1f} s of CPU time (the CLI's imports alone: {imports:.1f})"
 
 
 def test_run_folder_in_use_is_refused(tmp_path):

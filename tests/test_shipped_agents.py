@@ -35,12 +35,28 @@ def test_a_shipped_agent_loads_and_its_card_is_its_own_returns(folder):
     assert f"{card['mean']:.1f} ± {card['std']:.1f}" in readme
 
 
+def _avx512() -> bool:
+    """Whether this CPU has AVX-512, as the machine every card was measured on had."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.is_file() and "avx512f" in cpuinfo.read_text()
+
+
 @pytest.mark.parametrize("folder", AGENTS, ids=lambda p: p.name)
 def test_a_shipped_agent_replays_its_cards_first_episode(folder):
+    """Exactly on a CPU like the cards' (AVX-512). Elsewhere XLA's floats differ in the last
+    bits (session 28, an AVX2-only EPYC: CarRacing's first episode 159.1 against the card's
+    162.5; Doom's held exactly), so there the replay must be deterministic (twice the same
+    episode) and its return within one card std of the card's."""
     agent = load_agent(folder)
     card = json.loads((folder / "card.json").read_text())
     s = agent.settings
     (ep,) = play_real(agent, GAMES[card["game"]], card["seeds"][:1], max_steps=s.max_steps,
                       workers=1, envs_per_worker=1)
-    assert ep.total_reward == card["returns"][0]
-    assert ep.length == card["lengths"][0]
+    if _avx512() or card["game"] == "doom":
+        assert ep.total_reward == card["returns"][0]
+        assert ep.length == card["lengths"][0]
+        return
+    (again,) = play_real(agent, GAMES[card["game"]], card["seeds"][:1],
+                         max_steps=s.max_steps, workers=1, envs_per_worker=1)
+    assert (again.total_reward, again.length) == (ep.total_reward, ep.length)
+    assert abs(ep.total_reward - card["returns"][0]) <= card["std"]
