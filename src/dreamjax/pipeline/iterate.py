@@ -218,13 +218,17 @@ def start_row(cfg: ExperimentConfig, rows: list[dict]) -> dict:
     return max(rows, key=selection_return)
 
 
+def _series_returns(folder: Path) -> list[float]:
+    """The real return of every encoded episode in `folder`."""
+    return [float(load_series(f)["rewards"].sum()) for f in list_episodes(folder)]
+
+
 def retry_floor(cfg: ExperimentConfig, run: RunFolder) -> float:
     """The check return below which a round retries (`iterate.retries`): `iterate.retry_below`,
     or the data policy's mean real return over the run's collected episodes."""
     if cfg.iterate.retry_below is not None:
         return cfg.iterate.retry_below
-    return float(np.mean([load_series(f)["rewards"].sum()
-                          for f in list_episodes(run.path("encode"))]))
+    return float(np.mean(_series_returns(run.path("encode"))))
 
 
 def _attempt_key(key: jax.Array, attempt: int) -> jax.Array:
@@ -317,8 +321,7 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
         _record(cfg, game, wm, res.params, rd / "check", it.check_episodes,
                 _master(cfg, r, "check"), 0.0)
         _encode(run, cfg, vae, rd / "check", rd / "check_series")
-        real = [float(load_series(f)["rewards"].sum())
-                for f in list_episodes(rd / "check_series")]
+        real = _series_returns(rd / "check_series")
         if attempt >= it.retries or np.mean(real) >= floor:
             break
         rejected.append(_reject(rd, r, attempt, res.best_return, real, floor))
