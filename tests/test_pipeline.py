@@ -471,6 +471,39 @@ def test_the_estimate_counts_every_iterative_round():
     assert estimate_seconds(grid)["controller"] - iterative(2) == pytest.approx(calibration)
 
 
+def test_the_estimate_scales_on_a_cpu_without_avx512():
+    """The rates are an AVX-512 CPU's: on an x86 CPU whose flags lack avx512f each stage's
+    estimate is multiplied by its measured factor, and the banner says so; with avx512f, or
+    with no flags line (not x86), nothing changes."""
+    import re
+
+    from dreamjax.pipeline.carracing import (
+        NO_AVX512_SLOWDOWN,
+        cpu_slowdown,
+        describe,
+        estimate_seconds,
+    )
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert cpu_slowdown(avx2) == NO_AVX512_SLOWDOWN
+    assert cpu_slowdown(avx2.replace("avx2", "avx2 avx512f")) == {}
+    assert cpu_slowdown("processor\t: 0\nFeatures\t: fp asimd\n") == {}
+    assert cpu_slowdown() in ({}, NO_AVX512_SLOWDOWN)  # this machine's /proc/cpuinfo
+
+    cfg = profile_config("laptop")
+
+    def minutes(banner: str) -> dict[str, int]:
+        line = banner.splitlines()[-1]
+        return {s: int(m) for s, m in re.findall(r"(\w+) (\d+)m", line)}
+
+    est = estimate_seconds(cfg)
+    plain, slow = describe(cfg, slowdown={}), describe(cfg, slowdown=NO_AVX512_SLOWDOWN)
+    assert minutes(plain) == {s: round(t / 60) for s, t in est.items() if s in cfg.stages}
+    assert minutes(slow) == {s: round(t * NO_AVX512_SLOWDOWN[s] / 60) for s, t in est.items()
+                             if s in cfg.stages}
+    assert "without AVX-512" in slow and "AVX-512" not in plain
+
+
 def test_the_estimate_counts_game_frames_under_action_repeat():
     """With `action_repeat` k the real env plays k frames a step and draws one: collection and
     evaluation cost 1 + (k - 1) x the undrawn frame's share of a drawn one per step (CarRacing's

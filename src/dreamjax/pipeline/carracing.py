@@ -70,6 +70,37 @@ _RATE = {
 }
 
 
+# How many times longer each stage ran on a 2-core AMD EPYC at 2.0 GHz with AVX2 and FMA but no
+# AVX-512 than on the AVX-512 EPYC the rates above are from: the Doom `laptop` stages of seed 0
+# (experiments/results/doom-retries) against the seed-3 fresh clone of
+# experiments/results/doom-m2400. The estimate scales by them on a CPU whose flags lack avx512f.
+NO_AVX512_SLOWDOWN = {
+    "collect": 2.0,
+    "vae": 2.4,
+    "encode": 2.2,
+    "mdnrnn": 3.0,
+    "controller": 2.8,
+    "evaluate": 2.0,
+    "report": 2.9,
+}
+
+
+def cpu_slowdown(cpuinfo: str | None = None) -> dict[str, float]:
+    """Per-stage factors for the time estimate on this CPU: `NO_AVX512_SLOWDOWN` on an x86 CPU
+    without AVX-512, else none ({}). `cpuinfo` is the text of /proc/cpuinfo (read when None;
+    none where it cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), None)
+    if flags is None or "avx512f" in flags:
+        return {}
+    return dict(NO_AVX512_SLOWDOWN)
+
+
 @dataclass(frozen=True)
 class GameSpec:
     """What the stage runners need to know about the real game (the defaults are CarRacing's)."""
@@ -167,9 +198,12 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
     return est
 
 
-def describe(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> str:
-    """The banner printed before any work: run folder, profile, time estimate."""
-    est = estimate_seconds(cfg, game)
+def describe(cfg: ExperimentConfig, game: GameSpec = CARRACING,
+             slowdown: Mapping[str, float] | None = None) -> str:
+    """The banner printed before any work: run folder, profile, time estimate (each stage's
+    seconds times `slowdown`'s factor; this CPU's `cpu_slowdown()` when None)."""
+    slowdown = cpu_slowdown() if slowdown is None else slowdown
+    est = {s: t * slowdown.get(s, 1.0) for s, t in estimate_seconds(cfg, game).items()}
     mesh = population_mesh(cfg.devices, cfg.es.popsize)
     devices = len(jax.local_devices())
     if mesh is not None:
@@ -182,6 +216,7 @@ def describe(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> str:
         f"JAX backend {jax.default_backend()}, devices {devices} | {cfg.num_workers} env "
         "workers\n"
         f"[dreamjax] estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
+        + (" on a CPU without AVX-512 (measured 2-3x slower)" if slowdown else "")
     )
 
 
