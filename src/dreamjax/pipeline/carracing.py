@@ -73,14 +73,17 @@ _RATE = {
 # How many times longer each stage ran on a 2-core AMD EPYC at 2.0 GHz with AVX2 and FMA but no
 # AVX-512 than on the AVX-512 EPYC the rates above are from: the Doom `laptop` stages of seed 0
 # (experiments/results/doom-retries) against the seed-3 fresh clone of
-# experiments/results/doom-m2400. The estimate scales by them on a CPU whose flags lack avx512f.
+# experiments/results/doom-m2400; the controller from a 16 x 16 dream CMA-ES generation (36 s
+# against 10.8 s in `benchmarks/compact.py`, another M), the report from
+# experiments/results/doom-400-episodes (467 s against 159 s). The estimate scales by them on a
+# CPU whose flags lack avx512f.
 NO_AVX512_SLOWDOWN = {
     "collect": 2.0,
     "vae": 2.4,
     "encode": 2.2,
     "mdnrnn": 3.0,
-    "controller": 2.8,
-    "evaluate": 2.0,
+    "controller": 3.0,
+    "evaluate": 1.9,
     "report": 2.9,
 }
 
