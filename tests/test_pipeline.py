@@ -479,12 +479,14 @@ def test_the_estimate_scales_on_a_cpu_without_avx512():
 
     from dreamjax.pipeline.carracing import (
         NO_AVX512_SLOWDOWN,
+        cpu_flags,
         cpu_slowdown,
         describe,
         estimate_seconds,
     )
 
     avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert cpu_flags(avx2) == {"fpu", "sse2", "avx", "avx2", "fma"}
     assert cpu_slowdown(avx2) == NO_AVX512_SLOWDOWN
     assert cpu_slowdown(avx2.replace("avx2", "avx2 avx512f")) == {}
     assert cpu_slowdown("processor\t: 0\nFeatures\t: fp asimd\n") == {}

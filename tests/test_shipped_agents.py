@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dreamjax.agent_io import MANIFEST, load_agent
+from dreamjax.pipeline.carracing import cpu_flags
 from dreamjax.playback import GAMES, pick_game, play_real
 
 AGENTS = sorted(p.parent for p in (Path(__file__).parent.parent / "agents").glob(f"*/{MANIFEST}"))
@@ -35,12 +36,6 @@ def test_a_shipped_agent_loads_and_its_card_is_its_own_returns(folder):
     assert f"{card['mean']:.1f} ± {card['std']:.1f}" in readme
 
 
-def _avx512() -> bool:
-    """Whether this CPU has AVX-512, as the machine every card was measured on had."""
-    cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.is_file() and "avx512f" in cpuinfo.read_text()
-
-
 @pytest.mark.parametrize("folder", AGENTS, ids=lambda p: p.name)
 def test_a_shipped_agent_replays_its_cards_first_episode(folder):
     """Exactly on a CPU like the cards' (AVX-512). Elsewhere XLA's floats differ in the last
@@ -52,7 +47,7 @@ def test_a_shipped_agent_replays_its_cards_first_episode(folder):
     s = agent.settings
     (ep,) = play_real(agent, GAMES[card["game"]], card["seeds"][:1], max_steps=s.max_steps,
                       workers=1, envs_per_worker=1)
-    if _avx512() or card["game"] == "doom":
+    if "avx512f" in (cpu_flags() or ()) or card["game"] == "doom":
         assert ep.total_reward == card["returns"][0]
         assert ep.length == card["lengths"][0]
         return

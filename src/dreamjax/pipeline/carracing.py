@@ -88,17 +88,22 @@ NO_AVX512_SLOWDOWN = {
 }
 
 
-def cpu_slowdown(cpuinfo: str | None = None) -> dict[str, float]:
-    """Per-stage factors for the time estimate on this CPU: `NO_AVX512_SLOWDOWN` on an x86 CPU
-    without AVX-512, else none ({}). `cpuinfo` is the text of /proc/cpuinfo (read when None;
-    none where it cannot be read)."""
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo's text (`cpuinfo`; read when None), or None
+    where it cannot be read or has no `flags` line (not x86)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return {}
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                  if line.startswith("flags")), None)
+            return None
+    return next((frozenset(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines()
+                 if line.startswith("flags")), None)
+
+
+def cpu_slowdown(cpuinfo: str | None = None) -> dict[str, float]:
+    """Per-stage factors for the time estimate on this CPU (`cpu_flags(cpuinfo)`):
+    `NO_AVX512_SLOWDOWN` on an x86 CPU without AVX-512, else none ({})."""
+    flags = cpu_flags(cpuinfo)
     if flags is None or "avx512f" in flags:
         return {}
     return dict(NO_AVX512_SLOWDOWN)
