@@ -523,3 +523,74 @@ def test_action_repeat_at_its_default_keeps_old_fingerprints():
     old, changed = fingerprints(cfg), fingerprints(new)
     assert all(changed[s] != old[s] for s in ("collect", "vae", "mdnrnn", "controller",
                                               "evaluate"))
+
+
+def _snapshot(root):
+    """{relative path: (inode, bytes)} of every file under `root`."""
+    return {p.relative_to(root): (p.stat().st_ino, p.read_bytes())
+            for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_a_reopened_run_keeps_its_rounds_and_computes_the_rest(iterative_run, tmp_path):
+    """`--reopen OLD --iterate.rounds 3` starts a new folder from the fixture's 2-round run:
+    rounds 0 and 1 are OLD's files (the same inodes, their rows unchanged), only round 2 and
+    the pick are computed, and OLD is left as it was (the appended logs were unshared)."""
+    old = RunFolder(iterative_run.run_dir)
+    before = _snapshot(old.root)
+    rows = io.read_json(iterate.iterative_dir(old) / "DONE.json")["rounds"]
+    cfg = dataclasses.replace(iterative_run, run_dir=str(tmp_path / "new"),
+                              reopen=iterative_run.run_dir,
+                              iterate=dataclasses.replace(iterative_run.iterate, rounds=3))
+    run_stages(cfg, carracing_runners())
+    new = RunFolder(cfg.run_dir)
+    assert _snapshot(old.root) == before
+    got = io.read_json(iterate.iterative_dir(new) / "DONE.json")["rounds"]
+    assert [r["round"] for r in got] == [0, 1, 2] and got[:2] == rows
+    for rel in (Path("controller/iterative/round_00/dream/best.npz"),
+                Path("controller/iterative/round_01/mdnrnn/DONE.json"), Path("mdnrnn/DONE.json")):
+        assert (new.root / rel).stat().st_ino == before[rel][0]
+    assert all((new.root / rel).stat().st_ino != ino
+               for rel, (ino, _) in before.items() if rel.suffix == ".jsonl")
+    assert new.read_stages()["controller"]["fingerprint"] == fingerprints(cfg)["controller"]
+    # rerunning the command resumes the new folder (reopen is ignored once it holds a run)
+    run_stages(cfg, carracing_runners())
+    assert io.read_json(iterate.iterative_dir(new) / "DONE.json")["rounds"] == got
+
+
+def test_a_reopened_run_with_fewer_rounds_picks_among_them(iterative_run, tmp_path):
+    """`--iterate.rounds 1` keeps round 0 only and computes nothing but the pick."""
+    cfg = dataclasses.replace(iterative_run, run_dir=str(tmp_path / "one"),
+                              reopen=iterative_run.run_dir,
+                              iterate=dataclasses.replace(iterative_run.iterate, rounds=1))
+    run_stages(cfg, carracing_runners())
+    run = RunFolder(cfg.run_dir)
+    assert [d.name for d in iterate.iterative_dir(run).glob("round_*")] == ["round_00"]
+    done = io.read_json(iterate.iterative_dir(run) / "DONE.json")
+    assert [r["round"] for r in done["rounds"]] == [0]
+    assert (iterate.iterative_dir(run) / "best.npz").read_bytes() == (
+        iterate.round_dir(run, 0) / "dream" / "best.npz").read_bytes()
+
+
+def test_reopen_refuses_other_flags_and_a_used_run_dir(iterative_run, tmp_path):
+    base = dataclasses.replace(iterative_run, run_dir=str(tmp_path / "new"),
+                               reopen=iterative_run.run_dir)
+    cases = [
+        (dataclasses.replace(base, mdnrnn=dataclasses.replace(base.mdnrnn, steps=7)),
+         "stage 'mdnrnn' was made with other flags"),
+        (dataclasses.replace(base, iterate=dataclasses.replace(base.iterate, episodes=3)),
+         r"controller stage was made with other flags than these \(only --iterate.rounds"),
+        (dataclasses.replace(base, train_in="dream"), "--reopen needs --train-in iterative"),
+        (dataclasses.replace(base, reopen=str(tmp_path)), "not a dreamjax run folder"),
+        (dataclasses.replace(base, run_dir=iterative_run.run_dir), "is --run-dir itself"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            run_stages(cfg, carracing_runners())
+        assert not Path(base.run_dir).exists()
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine")
+    from dreamjax.pipeline.reopen import reopen
+
+    with pytest.raises(ConfigError, match="is not empty"):
+        reopen(dataclasses.replace(base, run_dir=str(tmp_path / "used")))
+    assert (tmp_path / "used" / "notes.txt").read_text() == "mine"

@@ -285,6 +285,12 @@ class ExperimentConfig:
     argument) picks it; it is not an override of its own."""
     run_dir: str = "runs/carracing"
     """Folder holding every stage's artifacts."""
+    reopen: str | None = None
+    """A finished (or stopped) `--train-in iterative` run folder to start `--run-dir` from
+    when `--run-dir` holds no run yet: a hard-linked copy keeping its data, V, M and its rounds
+    below `--iterate.rounds`, so only the later rounds, the pick, the evaluation and the report
+    are computed (`dreamjax.pipeline.reopen`). The other flags must be the ones it was made
+    with; ignored once `--run-dir` holds a run (rerun the command to resume)."""
     seed: int = 0
     """Master seed."""
     stages: tuple[Stage, ...] = STAGES  # type: ignore[assignment]

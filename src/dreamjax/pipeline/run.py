@@ -246,6 +246,18 @@ def validate(cfg: ExperimentConfig) -> None:
                           "the same number of a candidate's episodes")
     if not cfg.stages:
         raise ConfigError(f"--stages: name at least one of {', '.join(STAGES)}")
+    if cfg.reopen is not None:
+        if cfg.train_in != "iterative":
+            raise ConfigError(f"--reopen needs --train-in iterative, got {cfg.train_in}")
+        if not (Path(cfg.reopen) / "run.json").is_file():
+            raise ConfigError(f"--reopen {cfg.reopen}: not a dreamjax run folder (no run.json)")
+        if Path(cfg.reopen).resolve() == Path(cfg.run_dir).resolve():
+            raise ConfigError(f"--reopen {cfg.reopen} is --run-dir itself; give a new --run-dir")
+
+
+def holds_run(root: Path) -> bool:
+    """Whether the folder holds anything but the lock's bookkeeping."""
+    return root.is_dir() and any(p.name not in _BOOKKEEPING for p in root.iterdir())
 
 
 class RunFolder:
@@ -262,9 +274,7 @@ class RunFolder:
         """Refuse a folder written by another layout version (one-line error, nothing touched)."""
         meta = self.root / "run.json"
         if not meta.exists():
-            if self.root.exists() and any(
-                p.name not in _BOOKKEEPING for p in self.root.iterdir()
-            ):
+            if holds_run(self.root):
                 raise ConfigError(
                     f"--run-dir {self.root} is not empty and has no run.json: not a dreamjax "
                     "run folder (choose another --run-dir)"
@@ -462,6 +472,11 @@ def run_stages(
     """
     validate(cfg)
     run = RunFolder(cfg.run_dir)
+    if cfg.reopen is not None and not (run.root / "run.json").exists():
+        from dreamjax.pipeline.reopen import reopen
+
+        reopen(cfg)
+        log(f"[dreamjax] reopened {cfg.reopen} as {run.root}")
     run.check_compatible()
     with run.lock():
         todo = plan(cfg, run, verifiers)
