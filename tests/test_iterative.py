@@ -594,3 +594,25 @@ def test_reopen_refuses_other_flags_and_a_used_run_dir(iterative_run, tmp_path):
     with pytest.raises(ConfigError, match="is not empty"):
         reopen(dataclasses.replace(base, run_dir=str(tmp_path / "used")))
     assert (tmp_path / "used" / "notes.txt").read_text() == "mine"
+
+
+def test_reopen_of_a_run_stopped_before_its_controller_keeps_v_and_m(iterative_run, tmp_path):
+    """OLD stopped before the controller stage began: the copy keeps collect, V, encode and M
+    (the same inodes) and has no round yet."""
+    old = tmp_path / "old"
+    shutil.copytree(iterative_run.run_dir, old)
+    shutil.rmtree(old / "controller")
+    stages = io.read_json(old / "stages.json")
+    del stages["controller"]
+    io.write_json(old / "stages.json", stages)
+    from dreamjax.pipeline.reopen import reopen
+
+    cfg = dataclasses.replace(iterative_run, run_dir=str(tmp_path / "new"), reopen=str(old))
+    new = reopen(cfg)
+    assert (new.root / "mdnrnn" / "DONE.json").stat().st_ino == (
+        old / "mdnrnn" / "DONE.json").stat().st_ino
+    assert not iterate.iterative_dir(new).exists()
+    assert new.read_stages()["controller"] == {
+        "fingerprint": fingerprints(cfg)["controller"], "done": False}
+    assert [s for s in new.read_stages() if new.read_stages()[s].get("done")] == [
+        "collect", "encode", "mdnrnn", "vae"]

@@ -37,7 +37,7 @@ _DROPPED = ("evaluate", "report")
 
 def _check(cfg: ExperimentConfig, old: RunFolder) -> None:
     """A one-line `ConfigError` unless OLD's kept stages are finished under `cfg`'s fingerprints
-    and its controller stage differs from `cfg`'s in `--iterate.rounds` at most."""
+    and its controller stage (if begun) differs from `cfg`'s in `--iterate.rounds` at most."""
     old_cfg, _ = run_config(old.root)
     if old_cfg.train_in != "iterative":
         raise ConfigError(f"--reopen {old.root}: made with --train-in {old_cfg.train_in}; "
@@ -52,8 +52,8 @@ def _check(cfg: ExperimentConfig, old: RunFolder) -> None:
                               "flags than these; give the flags it was made with")
     same_rounds = dataclasses.replace(
         cfg, iterate=dataclasses.replace(cfg.iterate, rounds=old_cfg.iterate.rounds))
-    if recorded.get("controller", {}).get("fingerprint") != fingerprints(same_rounds)[
-            "controller"]:
+    if "controller" in recorded and recorded["controller"].get("fingerprint") != fingerprints(
+            same_rounds)["controller"]:
         raise ConfigError(f"--reopen {old.root}: its controller stage was made with other flags "
                           "than these (only --iterate.rounds may differ)")
 
