@@ -40,7 +40,8 @@ def run(cfg: ExperimentConfig) -> int:
     check_game(cfg, CARRACING)
     print(describe(cfg), flush=True)
     folder = run_stages(cfg, carracing_runners(), verifiers=carracing_verifiers())
-    print(f"[dreamjax] report: {folder.root / 'report.md'}")
+    if "report" in cfg.stages:
+        print(f"[dreamjax] report: {folder.root / 'report.md'}")
     return 0
 
 

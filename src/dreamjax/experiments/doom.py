@@ -40,7 +40,8 @@ def run(cfg: ExperimentConfig) -> int:
     check_game(cfg, DOOM)
     print(describe(cfg, DOOM), flush=True)
     folder = run_stages(cfg, doom_runners(), verifiers=doom_verifiers())
-    print(f"[dreamjax] report: {folder.root / 'report.md'}")
+    if "report" in cfg.stages:
+        print(f"[dreamjax] report: {folder.root / 'report.md'}")
     return 0
 
 
