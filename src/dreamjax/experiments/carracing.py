@@ -3,7 +3,8 @@
 collect -> train V -> encode -> train M -> train C -> evaluate (real episodes) -> report.
 `--profile {smoke,laptop,paper}` (or the profile as the first argument) picks the sizes, laptop
 by default; every field can be overridden (e.g. `--vae.batch-size 64`); `--profile NAME --help`
-shows that profile's defaults. Rerunning skips finished stages and resumes an interrupted one.
+shows that profile's defaults. Rerunning skips finished stages and resumes an interrupted one;
+`--reopen OLD --run-dir NEW --iterate.rounds R` starts NEW from an iterative run's rounds.
 A bad flag or run folder fails before any work with one line (exit code 2), a corrupt artifact,
 a non-finite loss or a failing env worker with one line (exit code 1); `--debug` shows the
 traceback.

@@ -10,7 +10,8 @@ C's own real episodes, M fine-tuned, C retrained in the dream; `--collect.policy
 --train-in dream` is the paper's recipe at laptop sizes); every field can be overridden (e.g.
 `--es.dream-generations 80`); `--profile NAME
 --help` shows that profile's defaults. Rerunning skips finished stages and resumes an interrupted
-one. Errors are one line (exit code 2 for a bad flag or run folder, 1 otherwise); `--debug`
+one; `--reopen OLD --run-dir NEW --iterate.rounds R` starts NEW from an iterative run's rounds.
+Errors are one line (exit code 2 for a bad flag or run folder, 1 otherwise); `--debug`
 shows the traceback. Needs ViZDoom: `pip install -e '.[doom]'`. The τ table on the same V and M:
 `python -m dreamjax.experiments.doom_tau`.
 """

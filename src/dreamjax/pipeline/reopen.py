@@ -21,6 +21,7 @@ from dreamjax import io
 from dreamjax.agent_io import run_config
 from dreamjax.config import ExperimentConfig
 from dreamjax.errors import ConfigError
+from dreamjax.pipeline.iterate import iterative_dir
 from dreamjax.pipeline.run import (
     HOLDER_FILE,
     LOCK_FILE,
@@ -69,8 +70,6 @@ def _trim(cfg: ExperimentConfig, run: RunFolder) -> None:
         shutil.rmtree(run.path(stage), ignore_errors=True)
     for f in ("report.md", "results.json"):
         (run.root / f).unlink(missing_ok=True)
-    from dreamjax.pipeline.iterate import iterative_dir
-
     it = iterative_dir(run)
     for f in ("DONE.json", "best.npz"):
         (it / f).unlink(missing_ok=True)
