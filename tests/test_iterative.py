@@ -616,3 +616,18 @@ def test_reopen_of_a_run_stopped_before_its_controller_keeps_v_and_m(iterative_r
         "fingerprint": fingerprints(cfg)["controller"], "done": False}
     assert [s for s in new.read_stages() if new.read_stages()[s].get("done")] == [
         "collect", "encode", "mdnrnn", "vae"]
+
+
+def test_a_reopened_run_resumes_without_its_source(iterative_run, tmp_path):
+    """Once --run-dir holds the copy, --reopen is not read again: the copy resumes after OLD is
+    gone."""
+    old = tmp_path / "old"
+    shutil.copytree(iterative_run.run_dir, old)
+    cfg = dataclasses.replace(iterative_run, run_dir=str(tmp_path / "new"), reopen=str(old),
+                              iterate=dataclasses.replace(iterative_run.iterate, rounds=1))
+    run_stages(cfg, carracing_runners())
+    shutil.rmtree(old)
+    validate(cfg)
+    run_stages(cfg, carracing_runners())
+    assert io.read_json(iterate.iterative_dir(RunFolder(cfg.run_dir)) / "DONE.json")[
+        "selected_round"] == 0

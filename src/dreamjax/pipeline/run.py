@@ -249,7 +249,8 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.reopen is not None:
         if cfg.train_in != "iterative":
             raise ConfigError(f"--reopen needs --train-in iterative, got {cfg.train_in}")
-        if not (Path(cfg.reopen) / "run.json").is_file():
+        if not (Path(cfg.run_dir) / "run.json").is_file() and not (
+                Path(cfg.reopen) / "run.json").is_file():
             raise ConfigError(f"--reopen {cfg.reopen}: not a dreamjax run folder (no run.json)")
         if Path(cfg.reopen).resolve() == Path(cfg.run_dir).resolve():
             raise ConfigError(f"--reopen {cfg.reopen} is --run-dir itself; give a new --run-dir")
