@@ -249,8 +249,8 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.reopen is not None:
         if cfg.train_in != "iterative":
             raise ConfigError(f"--reopen needs --train-in iterative, got {cfg.train_in}")
-        if not (Path(cfg.run_dir) / "run.json").is_file() and not (
-                Path(cfg.reopen) / "run.json").is_file():
+        if not RunFolder(cfg.run_dir).meta_path.is_file() and not RunFolder(
+                cfg.reopen).meta_path.is_file():
             raise ConfigError(f"--reopen {cfg.reopen}: not a dreamjax run folder (no run.json)")
         if Path(cfg.reopen).resolve() == Path(cfg.run_dir).resolve():
             raise ConfigError(f"--reopen {cfg.reopen} is --run-dir itself; give a new --run-dir")
@@ -267,13 +267,14 @@ class RunFolder:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.stages_path = self.root / "stages.json"
+        self.meta_path = self.root / "run.json"
 
     def path(self, stage: str) -> Path:
         return self.root / STAGE_DIRS[stage]
 
     def check_compatible(self) -> None:
         """Refuse a folder written by another layout version (one-line error, nothing touched)."""
-        meta = self.root / "run.json"
+        meta = self.meta_path
         if not meta.exists():
             if holds_run(self.root):
                 raise ConfigError(
@@ -359,7 +360,7 @@ class RunFolder:
 
     def write_meta(self, cfg: ExperimentConfig) -> None:
         self._write_json(
-            self.root / "run.json",
+            self.meta_path,
             {"format_version": FORMAT_VERSION, "config": to_dict(cfg)},
         )
 
@@ -473,7 +474,7 @@ def run_stages(
     """
     validate(cfg)
     run = RunFolder(cfg.run_dir)
-    if cfg.reopen is not None and not (run.root / "run.json").exists():
+    if cfg.reopen is not None and not run.meta_path.exists():
         from dreamjax.pipeline.reopen import reopen
 
         reopen(cfg)
