@@ -152,6 +152,7 @@ def test_rerun_skips_finished_stages(run_dir):
     before = (run_dir / "results.json").stat().st_mtime_ns
     proc = _run(run_dir)
     assert proc.stdout.count("done already, skipped") == 7
+    assert "[dreamjax] nothing to run, done already: collect, vae, encode" in proc.stdout
     assert (run_dir / "results.json").stat().st_mtime_ns == before
 
 

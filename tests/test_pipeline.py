@@ -506,6 +506,39 @@ def test_the_estimate_scales_on_a_cpu_without_avx512():
     assert "without AVX-512" in slow and "AVX-512" not in plain
 
 
+def test_the_banner_counts_only_the_stages_that_will_run(tmp_path):
+    """A rerun's banner estimates the stages `preflight` plans (a finished stage is named "done
+    already", not counted); a run folder that `--reopen` will fill plans without the stages it
+    takes from OLD (`reopen.KEPT`)."""
+    import re
+
+    from dreamjax.pipeline.carracing import describe, estimate_seconds
+    from dreamjax.pipeline.reopen import KEPT
+
+    def minutes(banner: str) -> dict[str, int]:
+        return {s: int(m) for s, m in re.findall(r"(\w+) (\d+)m", banner.splitlines()[-1])}
+
+    cfg = dataclasses.replace(profile_config("laptop"), run_dir=str(tmp_path / "run"))
+    est = estimate_seconds(cfg)
+    _quiet(dataclasses.replace(cfg, stages=("collect", "vae")), Recorder().runners())
+    todo = preflight(cfg)
+    assert todo.run == STAGES[2:]
+    banner = describe(cfg, slowdown={}, pending=todo.run)
+    assert minutes(banner) == {s: round(est[s] / 60) for s in STAGES[2:]}
+    assert banner.endswith("; done already: collect, vae")
+    assert f"{sum(est[s] for s in STAGES[2:]) / 60:.0f} min (" in banner
+    assert "done already" not in describe(cfg, slowdown={})
+    assert describe(cfg, pending=()).endswith(
+        "[dreamjax] nothing to run, done already: " + ", ".join(STAGES))
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text("{}")
+    reopened = dataclasses.replace(cfg, run_dir=str(tmp_path / "new"), reopen=str(old))
+    assert preflight(reopened).run == tuple(s for s in STAGES if s not in KEPT)
+    assert not (tmp_path / "new").exists()
+
+
 def test_the_estimate_counts_game_frames_under_action_repeat():
     """With `action_repeat` k the real env plays k frames a step and draws one: collection and
     evaluation cost 1 + (k - 1) x the undrawn frame's share of a drawn one per step (CarRacing's

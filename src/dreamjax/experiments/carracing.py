@@ -29,7 +29,7 @@ def run(cfg: ExperimentConfig) -> int:
     `--stages` subset fails within a few seconds: the one function-local import outside the env
     workers.
     """
-    preflight(cfg)
+    todo = preflight(cfg)
     from dreamjax.pipeline.carracing import (
         CARRACING,
         carracing_runners,
@@ -39,7 +39,7 @@ def run(cfg: ExperimentConfig) -> int:
     from dreamjax.pipeline.iterate import check_game
 
     check_game(cfg, CARRACING)
-    print(describe(cfg), flush=True)
+    print(describe(cfg, pending=todo.run), flush=True)
     folder = run_stages(cfg, carracing_runners(), verifiers=carracing_verifiers())
     if "report" in cfg.stages:
         print(f"[dreamjax] report: {folder.root / 'report.md'}")

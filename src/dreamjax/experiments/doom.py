@@ -33,13 +33,13 @@ def run(cfg: ExperimentConfig) -> int:
     The stage runners (the model stack and ViZDoom) are imported only after `preflight`, so a
     bad flag fails within seconds (as in `dreamjax.experiments.carracing`).
     """
-    preflight(cfg)
+    todo = preflight(cfg)
     from dreamjax.pipeline.carracing import describe
     from dreamjax.pipeline.doom import DOOM, doom_runners, doom_verifiers
     from dreamjax.pipeline.iterate import check_game
 
     check_game(cfg, DOOM)
-    print(describe(cfg, DOOM), flush=True)
+    print(describe(cfg, DOOM, pending=todo.run), flush=True)
     folder = run_stages(cfg, doom_runners(), verifiers=doom_verifiers())
     if "report" in cfg.stages:
         print(f"[dreamjax] report: {folder.root / 'report.md'}")

@@ -27,13 +27,13 @@ MODEL_STAGES = ("collect", "vae", "encode", "mdnrnn")
 def run(cfg: ExperimentConfig) -> int:
     """V and M first (skipped when finished), then the table; imports as in `doom.run`."""
     models = dataclasses.replace(cfg, stages=MODEL_STAGES)
-    preflight(models)
+    todo = preflight(models)
     from dreamjax.pipeline.carracing import describe, estimate_seconds
     from dreamjax.pipeline.doom import DOOM, doom_runners, doom_verifiers, table_taus, tau_table
 
     est, taus = estimate_seconds(cfg, DOOM), table_taus(cfg)
     per_tau = est["controller"] + est["evaluate"]
-    print(describe(models, DOOM), flush=True)
+    print(describe(models, DOOM, pending=todo.run), flush=True)
     print(f"[dreamjax] then the tau table: about {per_tau / 60:.0f} min per tau, "
           f"{(len(taus) * per_tau + est['evaluate']) / 60:.0f} min for {len(taus)} and the random "
           "policy (less for a tau the run already finished)", flush=True)

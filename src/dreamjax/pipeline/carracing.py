@@ -19,7 +19,7 @@ import functools
 import importlib.util
 import shutil
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,24 +207,34 @@ def estimate_seconds(cfg: ExperimentConfig, game: GameSpec = CARRACING) -> dict[
 
 
 def describe(cfg: ExperimentConfig, game: GameSpec = CARRACING,
-             slowdown: Mapping[str, float] | None = None) -> str:
+             slowdown: Mapping[str, float] | None = None,
+             pending: Sequence[str] | None = None) -> str:
     """The banner printed before any work: run folder, profile, time estimate (each stage's
-    seconds times `slowdown`'s factor; this CPU's `cpu_slowdown()` when None)."""
+    seconds times `slowdown`'s factor; this CPU's `cpu_slowdown()` when None) of the stages
+    that will run (`pending`, e.g. `preflight(cfg).run`; all of `cfg.stages` when None; a
+    stage that resumes is counted whole)."""
     slowdown = cpu_slowdown() if slowdown is None else slowdown
-    est = {s: t * slowdown.get(s, 1.0) for s, t in estimate_seconds(cfg, game).items()}
+    pending = cfg.stages if pending is None else pending
+    skipped = [s for s in cfg.stages if s not in pending]
+    est = {s: t * slowdown.get(s, 1.0) for s, t in estimate_seconds(cfg, game).items()
+           if s in pending}
     mesh = population_mesh(cfg.devices, cfg.es.popsize)
     devices = len(jax.local_devices())
     if mesh is not None:
         devices = f"{devices} (the dream population over {mesh.shape['pop']})"
     total = sum(est[s] for s in cfg.stages if s in est)
     parts = ", ".join(f"{s} {est[s] / 60:.0f}m" for s in cfg.stages if s in est)
+    done = f"done already: {', '.join(skipped)}"
+    estimate = (
+        f"estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
+        + (" on a CPU without AVX-512 (measured 2-3x slower)" if slowdown else "")
+        + (f"; {done}" if skipped else "")
+    ) if est else f"nothing to run, {done}"
     return (
         f"[dreamjax] {game.name} world model | profile {cfg.profile} | run folder "
         f"{cfg.run_dir}\n[dreamjax] controller {cfg.controller.kind}, trained in {cfg.train_in} | "
         f"JAX backend {jax.default_backend()}, devices {devices} | {cfg.num_workers} env "
-        "workers\n"
-        f"[dreamjax] estimated wall time on a 2-core CPU: {total / 60:.0f} min ({parts})"
-        + (" on a CPU without AVX-512 (measured 2-3x slower)" if slowdown else "")
+        f"workers\n[dreamjax] {estimate}"
     )
 
 

@@ -454,11 +454,16 @@ def plan(cfg: ExperimentConfig, run: RunFolder,
 def preflight(cfg: ExperimentConfig) -> Plan:
     """`validate`, the run folder's format and `plan` (without verifiers), reading only: what a
     CLI checks before it imports the stage runners. `run_stages` checks it all again under the
-    lock."""
+    lock. A run folder that `--reopen` will fill plans without the stages it takes from OLD."""
     validate(cfg)
     run = RunFolder(cfg.run_dir)
     run.check_compatible()
-    return plan(cfg, run)
+    todo = plan(cfg, run)
+    if cfg.reopen is not None and not run.meta_path.exists():
+        from dreamjax.pipeline.reopen import KEPT
+
+        todo = dataclasses.replace(todo, run=tuple(s for s in todo.run if s not in KEPT))
+    return todo
 
 
 def run_stages(
