@@ -16,34 +16,13 @@ import sys
 
 from dreamjax.config import DEFAULT_PROFILE, PROFILES, ExperimentConfig
 from dreamjax.experiments import cli
-from dreamjax.pipeline.run import preflight, run_stages
 
 PROG = "python -m dreamjax.experiments.carracing"
 
 
 def run(cfg: ExperimentConfig) -> int:
-    """Check the config and the run folder, print the banner, run the requested stages.
-
-    The stage runners (and with them the model stack: flax, orbax, gymnasium, matplotlib; about
-    3 s of CPU time to import) are imported only after `preflight`, so that a bad flag or
-    `--stages` subset fails within a few seconds: the one function-local import outside the env
-    workers.
-    """
-    todo = preflight(cfg)
-    from dreamjax.pipeline.carracing import (
-        CARRACING,
-        carracing_runners,
-        carracing_verifiers,
-        describe,
-    )
-    from dreamjax.pipeline.iterate import check_game
-
-    check_game(cfg, CARRACING)
-    print(describe(cfg, pending=todo.run), flush=True)
-    folder = run_stages(cfg, carracing_runners(), verifiers=carracing_verifiers())
-    if "report" in cfg.stages:
-        print(f"[dreamjax] report: {folder.root / 'report.md'}")
-    return 0
+    """Check the config and the run folder, print the banner, run the requested stages."""
+    return cli.run_game(cfg, "dreamjax.pipeline.carracing:CARRACING")
 
 
 def main(argv: list[str] | None = None) -> int:

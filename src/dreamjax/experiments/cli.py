@@ -16,6 +16,7 @@ tyro's.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,9 @@ from typing import Annotated, Any, Generic, TypeVar, Union
 
 import tyro
 
+from dreamjax.config import ExperimentConfig
 from dreamjax.errors import ConfigError, DreamjaxError
+from dreamjax.pipeline.run import preflight, run_stages
 
 T = TypeVar("T")
 
@@ -170,3 +173,26 @@ def tool_main(args_type: type, body: Callable[[Any, list[str]], int],
             raise
         return report_error(e)
 
+
+
+def run_game(cfg: ExperimentConfig, game: str) -> int:
+    """A game's pipeline command: check the config and the run folder (`preflight`), print the
+    banner, run the requested stages, name the report. `game` is "module:NAME" of its
+    `GameSpec` (e.g. "dreamjax.pipeline.doom:DOOM").
+
+    The stage runners (and with them the model stack: flax, orbax, the game, matplotlib; about
+    3 s of CPU time to import) are imported only after `preflight`, so that a bad flag or
+    `--stages` subset fails within a few seconds.
+    """
+    todo = preflight(cfg)
+    module, name = game.split(":")
+    spec = getattr(importlib.import_module(module), name)
+    from dreamjax.pipeline.carracing import carracing_runners, carracing_verifiers, describe
+    from dreamjax.pipeline.iterate import check_game
+
+    check_game(cfg, spec)
+    print(describe(cfg, spec, pending=todo.run), flush=True)
+    folder = run_stages(cfg, carracing_runners(spec), verifiers=carracing_verifiers(spec))
+    if "report" in cfg.stages:
+        print(f"[dreamjax] report: {folder.root / 'report.md'}")
+    return 0

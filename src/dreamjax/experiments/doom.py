@@ -22,28 +22,13 @@ import sys
 
 from dreamjax.config import DEFAULT_PROFILE, DOOM_PROFILES, ExperimentConfig
 from dreamjax.experiments import cli
-from dreamjax.pipeline.run import preflight, run_stages
 
 PROG = "python -m dreamjax.experiments.doom"
 
 
 def run(cfg: ExperimentConfig) -> int:
-    """Check the config and the run folder, print the banner, run the requested stages.
-
-    The stage runners (the model stack and ViZDoom) are imported only after `preflight`, so a
-    bad flag fails within seconds (as in `dreamjax.experiments.carracing`).
-    """
-    todo = preflight(cfg)
-    from dreamjax.pipeline.carracing import describe
-    from dreamjax.pipeline.doom import DOOM, doom_runners, doom_verifiers
-    from dreamjax.pipeline.iterate import check_game
-
-    check_game(cfg, DOOM)
-    print(describe(cfg, DOOM, pending=todo.run), flush=True)
-    folder = run_stages(cfg, doom_runners(), verifiers=doom_verifiers())
-    if "report" in cfg.stages:
-        print(f"[dreamjax] report: {folder.root / 'report.md'}")
-    return 0
+    """Check the config and the run folder, print the banner, run the requested stages."""
+    return cli.run_game(cfg, "dreamjax.pipeline.doom:DOOM")
 
 
 def main(argv: list[str] | None = None) -> int:
