@@ -174,7 +174,6 @@ def tool_main(args_type: type, body: Callable[[Any, list[str]], int],
         return report_error(e)
 
 
-
 def run_game(cfg: ExperimentConfig, game: str) -> int:
     """A game's pipeline command: check the config and the run folder (`preflight`), print the
     banner, run the requested stages, name the report. `game` is "module:NAME" of its
