@@ -338,6 +338,46 @@ def test_iterative_resumes_inside_a_round(iterative_run, tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
 
 
+def test_carracing_rounds_calibrate_their_temperature_on_return(iterative_run, tmp_path):
+    """`--iterate.temperatures` in CarRacing: round 1 dreams at the τ of the grid whose dream
+    pays round 0's C the mean return of its real checks (each τ's dream return that dream's,
+    with the round's key; error |dream - real|); round 0 has no previous C to match and dreams
+    at `dream.temperature`."""
+    from dreamjax.config import with_temperature
+    from dreamjax.es.dream import make_mean_eval_fn
+
+    cfg, run, r1, rows, vae = _round1_again(iterative_run, tmp_path, temperatures=(0.5, 2.0))
+    key = _round1_key(cfg)
+    row = iterate.run_round(cfg, run, CARRACING, 1, rows, vae, key)
+    chosen = io.read_json(r1 / "temperature.json")
+    assert chosen["on"] == "return" and [g["tau"] for g in chosen["grid"]] == [0.5, 2.0]
+    assert chosen["tau"] == min(chosen["grid"], key=lambda g: g["error"])["tau"] == row["tau"]
+    wm0 = artifacts.load_world_model(run, cfg.controller, vae=vae)
+    wm1 = artifacts.load_world_model(run, cfg.controller, r1 / "mdnrnn", vae)
+    c0, _ = artifacts.load_controller_params(
+        iterate.round_dir(run, 0) / "dream" / "best.npz", wm0.spec)
+    eval_fn = make_mean_eval_fn(DreamEnv(), wm1.spec.controller.apply,
+                                iterate.TEMPERATURE_DREAMS, cfg.es.max_steps)
+    for g in chosen["grid"]:
+        (probe,) = g["probes"]
+        assert probe["probe"] == "previous C" and probe["real_mean"] == rows[0]["real_return"]
+        dream = artifacts.config_dream_params(with_temperature(cfg, g["tau"]), run, wm1,
+                                              iterate._series_dirs(run, 1))
+        returns, _ = eval_fn(jax.random.fold_in(jax.random.fold_in(key, 3), 0), c0, dream)
+        assert probe["dream_mean"] == pytest.approx(float(np.mean(returns)), rel=1e-5)
+        assert g["error"] == pytest.approx(abs(probe["dream_mean"] - probe["real_mean"]))
+    r0 = iterate.choose_temperature(cfg, run, CARRACING, wm0, iterate._series_dirs(run, 0),
+                                    None, key, tmp_path / "t0.json")
+    assert r0 == {"tau": cfg.dream.temperature, "grid": []}
+
+
+def test_calibration_error_on_return_is_the_mean_absolute_difference():
+    """Returns may be negative: the error is their mean absolute difference."""
+    probes = [{"dream_mean": -50.0, "real_mean": 30.0}, {"dream_mean": 300.0, "real_mean": 280.0}]
+    assert iterate.calibration_error(probes, "return") == pytest.approx(50.0)
+    assert iterate.calibration_error([{"dream_mean": 7.0, "real_mean": 7.0}], "return") == 0.0
+
+
 def test_a_round_below_its_floor_trains_c_again(iterative_run, tmp_path):
     """With `iterate.retries 1` and a floor above any return, round 1's first attempt is the
     uninterrupted round's (same key, same C, same checks), is set aside in `rejected/0/`, and a

@@ -241,8 +241,10 @@ class IterateConfig:
     """A grid of τ (`--dream.temperature`) to calibrate each round's dream on: the round trains
     C at the τ whose dream keeps the open-loop data policy's parts (Doom's) and the previous
     round's C alive as long as the real game did (the smallest mean |log(dream / real)| of
-    their mean lives; `controller/iterative/round_<r>/temperature.json`); empty: every round
-    dreams at `dream.temperature`."""
+    their mean lives), or in CarRacing pays the previous C the mean return of its real checks
+    (the smallest |dream - real|; round 0, with no previous C, dreams at `dream.temperature`);
+    `controller/iterative/round_<r>/temperature.json`. Empty: every round dreams at
+    `dream.temperature`."""
     calibrate_probes: bool = False
     """Also calibrate τ on the game's open-loop probes (Doom: each button held for a whole
     episode, the patrols; their real lives played once per round), so that the chosen dream

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
@@ -132,6 +132,10 @@ class GameSpec:
     """Frames per second of the report's dream-vs-real video (the env's own rate)."""
     rates: Mapping[str, float] = field(default_factory=lambda: dict(_RATE))
     """Stage throughputs on a 2-core CPU for the printed time estimate (`_RATE`'s keys)."""
+    calibrate_on: Literal["return", "life"] = "return"
+    """What a round's τ calibration (`iterate.temperatures`) matches between the previous C's
+    dreams and its real check episodes: its mean return (CarRacing, where every episode lasts
+    the step limit), or its mean life (Doom, where the return is the life)."""
     calibrate: Callable[[ExperimentConfig, RunFolder, DreamParams, WorldModel], dict] | None = None
     """(cfg, run, the dream of the final world model, that world model) -> how the dream's
     episode ends compare with the real game's (the report's `calibration`); None: not

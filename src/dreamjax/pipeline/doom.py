@@ -269,7 +269,7 @@ DOOM = GameSpec(
     "DoomTakeCover", doom.ACTION_DIM, _doom_env_fn, restart_input=True, min_frames=MIN_FRAMES,
     paper_score="1092 ± 556", paper_method="World Model trained in its dream, τ = 1.15 "
     "(PAPER.md §2.7)", video_fps=doom.TICRATE, rates=_DOOM_RATE, calibrate=survival_calibration,
-    data_lives=part_lives, probes=calibration_probes,
+    data_lives=part_lives, probes=calibration_probes, calibrate_on="life",
 )
 
 

@@ -14,8 +14,9 @@ Round r, in `controller/iterative/round_<r>/`:
    With `iterate.temperatures`, the round first picks its τ from that grid
    (`choose_temperature`, `temperature.json`): the τ whose dream keeps the open-loop data
    policy's parts (Doom's) and C_{r-1} (with `iterate.calibrate_probes` also the game's
-   open-loop probes: a held button, patrols) alive as long as the real game did. A fine-tuned M is
-   harsher or kinder than the last one, and a fixed τ does not follow it.
+   open-loop probes: a held button, patrols) alive as long as the real game did, or, in
+   CarRacing (`GameSpec.calibrate_on`), pays C_{r-1} the return its checks got. A fine-tuned M
+   is harsher or kinder than the last one, and a fixed τ does not follow it.
 3. `check/`: `iterate.check_episodes` noise-free real episodes of C_r on training seeds (never
    the evaluation seeds), encoded into `check_series/`: C_r's real return, and held-out data
    for M_r's fidelity (`dreamjax.dream.fidelity`: its reward prediction and open-loop drift on
@@ -147,9 +148,12 @@ def _series_dirs(run: RunFolder, r: int) -> list[Path]:
     return dirs
 
 
-def calibration_error(probes: list[dict]) -> float:
-    """Mean |log(dream / real)| of the probes' mean lives (`dream_mean`, `real_mean`, each
-    counted as at least one step): 0 for a dream that ends every probe when the game did."""
+def calibration_error(probes: list[dict], on: str = "life") -> float:
+    """How far the dream is from the game on the probes' means (`dream_mean`, `real_mean`):
+    on "life", the mean |log(dream / real)| (each life counted as at least one step); on
+    "return" (which may be negative), the mean |dream - real|. 0 for a dream that matches."""
+    if on == "return":
+        return float(np.mean([abs(p["dream_mean"] - p["real_mean"]) for p in probes]))
     return float(np.mean([abs(np.log(max(p["dream_mean"], 1.0) / max(p["real_mean"], 1.0)))
                           for p in probes]))
 
@@ -158,8 +162,9 @@ def choose_temperature(cfg: ExperimentConfig, run: RunFolder, game: Any, wm: Wor
                        series: list[Path], prev: tuple[Any, float] | None, key: jax.Array,
                        path: Path) -> dict:
     """The τ of `iterate.temperatures` that round's dream (M of `wm`) is calibrated at: the
-    smallest `calibration_error` of its probes, the data policy's parts (`game.data_lives`),
-    `prev` = (C_{r-1}'s params, its mean real life on the check episodes) and, with
+    smallest `calibration_error` (on `game.calibrate_on`) of its probes, the data policy's
+    parts (`game.data_lives`), `prev` = (C_{r-1}'s params, its mean real life or return on the
+    check episodes) and, with
     `iterate.calibrate_probes`, the game's open-loop probes (`game.probes`), all in the same
     `TEMPERATURE_DREAMS` dreams per τ (the same key). `{"tau": dream.temperature}` without a
     grid or a probe. Cached in `path`."""
@@ -179,8 +184,9 @@ def choose_temperature(cfg: ExperimentConfig, run: RunFolder, game: Any, wm: Wor
             {"probe": p["policy"], "dream_mean": p["dream_mean"], "real_mean": p["real_mean"]}
             for p in game.data_lives(c, run, member(dream, 0), key, TEMPERATURE_DREAMS)]
         if prev is not None:
-            _, lengths = eval_fn(jax.random.fold_in(key, len(probes)), prev[0], dream)
-            probes.append({"probe": "previous C", "dream_mean": float(np.mean(lengths)),
+            returns, lengths = eval_fn(jax.random.fold_in(key, len(probes)), prev[0], dream)
+            dream_mean = returns if game.calibrate_on == "return" else lengths
+            probes.append({"probe": "previous C", "dream_mean": float(np.mean(dream_mean)),
                            "real_mean": prev[1]})
         for p in fixed:
             tiled = np.broadcast_to(p["actions"], (TEMPERATURE_DREAMS, *p["actions"].shape))
@@ -188,11 +194,13 @@ def choose_temperature(cfg: ExperimentConfig, run: RunFolder, game: Any, wm: Wor
                                            member(dream, 0), tiled)
             probes.append({"probe": p["probe"], "dream_mean": float(np.mean(lengths)),
                            "real_mean": p["real_mean"]})
-        rows.append({"tau": tau, "probes": probes, "error": calibration_error(probes)})
+        rows.append({"tau": tau, "probes": probes,
+                     "error": calibration_error(probes, game.calibrate_on)})
         print(f"[dreamjax] τ {tau:.2f}: " + ", ".join(
             f"{p['probe']} {p['dream_mean']:.0f}/{p['real_mean']:.0f}" for p in probes)
-            + f" (dream/real life), error {rows[-1]['error']:.3f}", flush=True)
-    out = {"tau": min(rows, key=lambda row: row["error"])["tau"], "grid": rows}
+            + f" (dream/real {game.calibrate_on}), error {rows[-1]['error']:.3f}", flush=True)
+    out = {"tau": min(rows, key=lambda row: row["error"])["tau"], "on": game.calibrate_on,
+           "grid": rows}
     io.write_json(path, out)
     return out
 
@@ -288,7 +296,8 @@ def run_round(cfg: ExperimentConfig, run: RunFolder, game: Any, r: int, rows: li
         prev_params, _ = artifacts.load_controller_params(
             round_dir(run, r - 1) / "dream" / "best.npz", prev_wm.spec)
         if it.temperatures:  # a probe of the round's τ choice
-            prev_c = (prev_params, _check_lives(round_dir(run, r - 1)))
+            prev_c = (prev_params, prev["real_return"] if game.calibrate_on == "return"
+                      else _check_lives(round_dir(run, r - 1)))
         started_from = start_row(cfg, rows)["round"]
         init_params, _ = artifacts.load_controller_params(
             round_dir(run, started_from) / "dream" / "best.npz", prev_wm.spec)
