@@ -515,8 +515,9 @@ def _doom_laptop() -> ExperimentConfig:
     48 real episodes of round 0's C (16 noise-free checks on training seeds pick the final C),
     M fine-tuned 300 steps on all data and 30 more dream generations. Every round trains C at
     the τ of 1.0-3.0 at which its M keeps the data policy and the previous C alive as long as
-    the game did (`iterate.temperatures`); then 100 real episodes. README: Results has each
-    recipe's score over seeds."""
+    the game did (`iterate.temperatures`). A round whose C checks below the data policy's own
+    mean return (a held button) trains C again once with a new key (`iterate.retries`). Then
+    100 real episodes. README: Results has each recipe's score over seeds."""
     return ExperimentConfig(
         profile="laptop",
         run_dir="runs/doom",
@@ -531,7 +532,7 @@ def _doom_laptop() -> ExperimentConfig:
         dream=DreamConfig(temperature=2.0, reward_mode="survival"),
         eval=EvalConfig(max_steps=2100),
         iterate=IterateConfig(rounds=2, episodes=48, check_episodes=16, dream_generations=30,
-                              temperatures=(1.0, 1.15, 1.5, 2.0, 2.5, 3.0)),
+                              temperatures=(1.0, 1.15, 1.5, 2.0, 2.5, 3.0), retries=1),
     )
 
 
