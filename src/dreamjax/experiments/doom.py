@@ -6,7 +6,8 @@ M (512 units, restart input, done head, truncated BPTT) -> train C (z, c, h; no 
 only inside M (τ = 1.15, +1 per step, 2100-step cap) -> evaluate (real episodes) -> report.
 `--profile {smoke,laptop,paper}` (or the profile as the first argument) picks the sizes, laptop
 by default (laptop adds patrols to the data and the iterative loop of PAPER.md §1.8: rounds of
-C's own real episodes, M fine-tuned, C retrained in the dream; `--collect.policy doom_random
+C's own real episodes, M fine-tuned, C retrained in the dream, a C that checks below the data
+policy trained once more; `--collect.policy doom_random
 --train-in dream` is the paper's recipe at laptop sizes); every field can be overridden (e.g.
 `--es.dream-generations 80`); `--profile NAME
 --help` shows that profile's defaults. Rerunning skips finished stages and resumes an interrupted
