@@ -135,7 +135,8 @@ class GameSpec:
     calibrate_on: Literal["return", "life"] = "return"
     """What a round's τ calibration (`iterate.temperatures`) matches between the previous C's
     dreams and its real check episodes: its mean return (CarRacing, where every episode lasts
-    the step limit), or its mean life (Doom, where the return is the life)."""
+    the step limit), or its mean life (Doom, where the return is the life). `data_lives` and
+    `probes` are lives, so a game with either calibrates on "life"."""
     calibrate: Callable[[ExperimentConfig, RunFolder, DreamParams, WorldModel], dict] | None = None
     """(cfg, run, the dream of the final world model, that world model) -> how the dream's
     episode ends compare with the real game's (the report's `calibration`); None: not
